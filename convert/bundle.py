@@ -1,0 +1,285 @@
+"""Write bundles atomically: convert a model, or wrap an existing ncnn model.
+
+A bundle is built in a temp directory beside the destination and renamed into
+place only after it has been verified, so a failure at any step leaves an
+existing bundle untouched and never leaves a half bundle behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from litedet.runtime.manifest import (InputSpec, Manifest, OutputSpec, PostprocessSpec, ResizeSpec, sha256_file)
+
+__all__ = ["ConvertError", "ConvertResult", "convert_model", "wrap_ncnn_model", "atomic_bundle_dir",
+           "reference_image", "tool_versions", "DETECTION_ARCHS"]
+
+PARAM_NAME, BIN_NAME = "model.ncnn.param", "model.ncnn.bin"
+REF_DIR = "reference"
+DETECTION_ARCHS = ("nanodet_m", "nanodet_m_1.5x")
+# convert refuses a bundle whose fp32 ncnn outputs drift further than this from torch
+VERIFY_MIN_COSINE = 0.9999
+
+
+class ConvertError(ValueError):
+    """Conversion input or result is wrong; the message says what and what would be right."""
+
+
+@dataclass
+class ConvertResult:
+    bundle: Path
+    manifest: Manifest
+    timings: dict[str, float] = field(default_factory=dict)
+    verify: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def tool_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "pnnx", "ncnn", "onnx", "onnxsim", "numpy", "litedet"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+@contextmanager
+def atomic_bundle_dir(out: Path, force: bool) -> Iterator[Path]:
+    """Yield a temp dir; on success it replaces ``out`` (only with ``force`` if it exists)."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise ConvertError(f"{out} already exists; pass --force to replace it (the old bundle is kept until the new one is complete)")
+    if out.exists() and not out.is_dir():
+        raise ConvertError(f"{out} exists and is not a directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is an ordinary directory
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            old.rmdir()
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def reference_image(width: int = 480, height: int = 352, seed: int = 0) -> np.ndarray:
+    """A fixed, non-square BGR test card (gradients, blocks, noise): deterministic
+    everywhere, and its size is not a stride multiple so padding is exercised."""
+    rng = np.random.RandomState(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack([x / width * 255, y / height * 255, (x + y) / (width + height) * 255], axis=2)
+    for _ in range(12):
+        x0, y0 = rng.randint(0, width - 40), rng.randint(0, height - 40)
+        w, h = rng.randint(20, width // 3), rng.randint(20, height // 3)
+        img[y0:y0 + h, x0:x0 + w] = rng.randint(0, 256, size=3)
+    img += rng.normal(0, 8, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _detection_manifest(spec, arch: str, input_size: int, input_blob: str, output_blobs: list[str],
+                        dynamic: bool, fp16: bool, param_sha: str, bin_sha: str) -> Manifest:
+    strides = list(spec.strides)
+    n = len(strides)
+    if len(output_blobs) != 2 * n:
+        raise ConvertError(f"converted graph has {len(output_blobs)} outputs; {arch} needs {2 * n}")
+    chans = 4 * (spec.reg_max + 1)
+    outputs = [OutputSpec(b, "cls_scores", s, spec.num_classes, "sigmoid") for b, s in zip(output_blobs[:n], strides)]
+    outputs += [OutputSpec(b, "dist_logits", s, chans) for b, s in zip(output_blobs[n:], strides)]
+    return Manifest(
+        architecture=arch, variant=f"{arch}-{input_size}", task="detection",
+        param=PARAM_NAME, bin=BIN_NAME, param_sha256=param_sha, bin_sha256=bin_sha,
+        weight_storage="fp16" if fp16 else "fp32",
+        input=InputSpec(input_blob, "bgr", list(spec.mean_bgr), [1.0 / s for s in spec.std_bgr]),
+        resize=ResizeSpec(target=input_size, pad_multiple=max(strides),
+                          pad_mode="stride_multiple" if dynamic else "fixed", pad_value=0.0),
+        outputs=outputs,
+        postprocess=PostprocessSpec(kind="gfl", strides=strides, reg_max=spec.reg_max,
+                                    center_offset=spec.center_offset),
+        class_names=list(spec.class_names),
+    ).validate()
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    den = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / den) if den > 0 else float(np.array_equal(a, b))
+
+
+def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = None, input_size: int = 320,
+                  fp32: bool = False, route: str = "pnnx", force: bool = False, seed: int = 0,
+                  progress: bool = True) -> ConvertResult:
+    """Checkpoint -> verified bundle directory (see DESIGN.md for its contents)."""
+    import torch
+    from tqdm import tqdm
+
+    from litedet.models import create_model, load_checkpoint
+    from litedet.runtime.detector import Detector
+
+    from .export import export_onnx, run_pnnx, trace_deploy
+
+    out = Path(out)
+    if route not in ("pnnx", "onnx"):
+        raise ConvertError(f"unknown route {route!r}; expected 'pnnx' or 'onnx'")
+    if input_size <= 0 or input_size % 32:
+        raise ConvertError(f"input size {input_size} is not a multiple of 32 (the largest stride); try "
+                           f"{max(32, input_size // 32 * 32)} or {(input_size // 32 + 1) * 32}")
+    if out.exists() and not force:
+        raise ConvertError(f"{out} already exists; pass --force to replace it")
+    model = create_model(arch)  # raises naming the known architectures
+    if arch not in DETECTION_ARCHS:
+        raise ConvertError(f"convert builds detection bundles for {', '.join(DETECTION_ARCHS)}; {arch!r} is a backbone")
+    timings: dict[str, float] = {}
+    steps = tqdm(total=6, desc=f"convert {arch}", disable=not progress, leave=False)
+
+    def step(name: str, t0: float) -> float:
+        timings[name] = round(time.perf_counter() - t0, 3)
+        steps.update(1)
+        steps.set_postfix_str(name)
+        return time.perf_counter()
+
+    t = t_start = time.perf_counter()
+    if checkpoint is None:
+        torch.manual_seed(seed)
+        model = create_model(arch)
+        provenance = {"weights": "seeded-init", "seed": seed, "source_checkpoint": None, "source_sha256": None,
+                      "note": "untrained: initial weights from torch.manual_seed; outputs are not meaningful detections"}
+    else:
+        rep = load_checkpoint(model, checkpoint)
+        provenance = {"weights": rep.kind, "source_checkpoint": str(Path(checkpoint).resolve()),
+                      "source_sha256": rep.sha256, "used_ema": rep.used_ema, "load_details": rep.details}
+    model.eval()
+    t = step("load", t)
+
+    spec = model.spec
+    shape = (1, 3, input_size, input_size)
+    # second shape for pnnx: landscape, so the graph is proven shape-agnostic
+    shape2 = (1, 3, max(32, input_size - 2 * max(spec.strides)), input_size)
+    with atomic_bundle_dir(out, force) as tmp:
+        work = tmp / ".work"
+        work.mkdir()
+        (tmp / REF_DIR).mkdir()
+        example = torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+        ts = trace_deploy(model, example)
+        ts_path = tmp / REF_DIR / "model.torchscript.pt"
+        ts.save(str(ts_path))
+        t = step("trace", t)
+
+        if route == "pnnx":
+            src, s2 = ts_path, shape2
+        else:
+            src = export_onnx(model, example, work / "model.onnx", model.deploy_output_names())
+            s2 = None
+        res = run_pnnx(src, work, shape, s2, fp16=not fp32)
+        ref_bin = None
+        if not fp32:  # an fp32 bin of the same graph, so parity separates conversion error from fp16 rounding
+            res32 = run_pnnx(src, work, shape, s2, fp16=False, stem="model_fp32")
+            if res32.param.read_text() != res.param.read_text():
+                raise ConvertError("pnnx wrote different graphs for fp16 and fp32 weights; cannot keep an fp32 reference")
+            ref_bin = f"{REF_DIR}/model.fp32.ncnn.bin"
+            shutil.copyfile(res32.bin, tmp / ref_bin)
+        shutil.copyfile(res.param, tmp / PARAM_NAME)
+        shutil.copyfile(res.bin, tmp / BIN_NAME)
+        t = step("pnnx", t)
+
+        manifest = _detection_manifest(spec, arch, input_size, res.input_name, res.output_names, res.dynamic_shape,
+                                       not fp32, sha256_file(tmp / PARAM_NAME), sha256_file(tmp / BIN_NAME))
+        manifest.provenance = {**provenance, "route": route, "tools": tool_versions(),
+                               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                               "deploy_outputs": dict(zip(res.output_names, model.deploy_output_names()))}
+        manifest.write(tmp / "manifest.json")
+
+        # reference: a fixed image, its preprocessed tensor, torch's outputs for it
+        img = reference_image()
+        import cv2
+
+        cv2.imwrite(str(tmp / REF_DIR / "image.png"), img)
+        det32 = Detector.from_bundle(tmp, fp16=False, bin_override=tmp / (ref_bin or BIN_NAME))
+        chw, _ = det32.preprocess_array(img)
+        with torch.no_grad():
+            touts = ts(torch.from_numpy(chw)[None])
+        tref = {name: o[0].numpy() for name, o in zip(res.output_names, touts)}
+        np.save(tmp / REF_DIR / "input.npy", chw)
+        np.savez(tmp / REF_DIR / "outputs.npz", **tref)
+        t = step("reference", t)
+
+        n32 = det32.run_array(chw)
+        verify = {}
+        for name, ref in tref.items():
+            got = n32[name].reshape(ref.shape)
+            verify[name] = {"max_abs": float(np.abs(got - ref).max()), "cosine": _cosine(got, ref)}
+        worst = min(verify.items(), key=lambda kv: kv[1]["cosine"])
+        if worst[1]["cosine"] < VERIFY_MIN_COSINE:
+            raise ConvertError(f"converted model does not reproduce torch: output {worst[0]} has cosine "
+                               f"{worst[1]['cosine']:.6f} (< {VERIFY_MIN_COSINE}) on the reference input")
+        t = step("verify", t)
+
+        manifest.reference = {"image": f"{REF_DIR}/image.png", "input": f"{REF_DIR}/input.npy",
+                              "outputs": f"{REF_DIR}/outputs.npz", "torchscript": f"{REF_DIR}/model.torchscript.pt",
+                              "fp32_bin": ref_bin, "verify_fp32": verify}
+        manifest.write(tmp / "manifest.json")
+        shutil.rmtree(work)
+        timings["total"] = round(time.perf_counter() - t_start, 3)
+        step("write", t)
+    steps.close()
+    return ConvertResult(out, manifest, timings, verify)
+
+
+def _bin_storage(bin_path: Path) -> str:
+    head = bin_path.read_bytes()[:4]
+    return "fp16" if len(head) == 4 and int.from_bytes(head, "little") == 0x01306B47 else "fp32"
+
+
+def wrap_ncnn_model(param: str | Path, bin_path: str | Path, out: str | Path, arch: str = "nanodet_m",
+                    input_size: int = 320, force: bool = False, score_threshold: float | None = None) -> Manifest:
+    """Make a bundle from an existing NanoDet ncnn model with legacy per-stride
+    outputs (``cls_pred_stride_{s}`` with sigmoid, ``dis_pred_stride_{s}``)."""
+    from litedet.models import create_model
+
+    param, bin_path = Path(param), Path(bin_path)
+    for p in (param, bin_path):
+        if not p.is_file():
+            raise ConvertError(f"ncnn model file not found: {p}")
+    spec = create_model(arch).spec
+    lines = [ln.split() for ln in param.read_text().splitlines()[2:] if ln.strip()]
+    inputs = [t[1] for t in lines if t[0] == "Input"]
+    blobs = {b for t in lines for b in t[4:4 + int(t[2]) + int(t[3])]}
+    cls_b = [f"cls_pred_stride_{s}" for s in spec.strides]
+    dis_b = [f"dis_pred_stride_{s}" for s in spec.strides]
+    missing = [b for b in cls_b + dis_b if b not in blobs]
+    if len(inputs) != 1 or missing:
+        raise ConvertError(f"{param.name} is not a legacy NanoDet ncnn model: expected one Input and blobs "
+                           f"{cls_b + dis_b}; missing {missing}, inputs {inputs}")
+    # a Reshape with a fixed first dimension means the graph only runs at one size
+    fixed = any(t[0] == "Reshape" and any(kv.startswith("0=") and int(kv[2:]) > 0 for kv in t[6:]) for t in lines)
+    with atomic_bundle_dir(Path(out), force) as tmp:
+        shutil.copyfile(param, tmp / PARAM_NAME)
+        shutil.copyfile(bin_path, tmp / BIN_NAME)
+        m = _detection_manifest(spec, arch, input_size, inputs[0], cls_b + dis_b, not fixed,
+                                _bin_storage(bin_path) == "fp16", sha256_file(tmp / PARAM_NAME), sha256_file(tmp / BIN_NAME))
+        if score_threshold is not None:
+            m.postprocess.score_threshold = score_threshold
+        m.provenance = {"weights": "ncnn-wrapped", "source_checkpoint": str(param.resolve()),
+                        "source_sha256": sha256_file(param) + ":" + sha256_file(bin_path), "route": "wrap",
+                        "tools": tool_versions(),
+                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        m.validate().write(tmp / "manifest.json")
+    return m

@@ -1,0 +1,250 @@
+"""Import weights from an existing ncnn model (param + bin) into a PyTorch model.
+
+ncnn stores layers in execution order and, for converted models, has
+BatchNorm folded into the preceding convolution. We run the PyTorch model once
+with hooks to get its convolutions in execution order, pair each with the
+BatchNorm that consumes its output (if any), and zip that list against the
+ncnn Convolution / ConvolutionDepthWise layers. Each pair is checked (kind,
+kernel, stride, groups, channels, weight count) and any mismatch is an error
+naming both layers. A folded conv is loaded as ``conv.weight = W`` and its BN
+as the identity plus ``bias``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["NcnnLayer", "NcnnImportError", "parse_param", "read_conv_weights", "import_ncnn_weights"]
+
+_MAGIC = 7767517
+_TAG_FP16 = 0x01306B47
+_TAG_INT8 = 0x000D4B38
+_TAG_FP32 = 0x0002C056
+_CONV_TYPES = ("Convolution", "ConvolutionDepthWise")
+# Layer types that carry no weights in the bin; anything else with weights is refused.
+_WEIGHTLESS = {
+    "Input", "Split", "Concat", "Slice", "Pooling", "ShuffleChannel", "Interp", "BinaryOp",
+    "Sigmoid", "Reshape", "Permute", "ReLU", "Clip", "HardSwish", "HardSigmoid", "Softmax",
+    "Flatten", "Crop", "Eltwise", "Dropout", "Noop", "Swish", "TanH", "Padding", "UnaryOp",
+    "Reduction", "Squeeze", "ExpandDims", "Pooling3D", "Mish", "ELU", "GELU",
+}
+
+
+class NcnnImportError(ValueError):
+    """The ncnn model cannot be imported into the given PyTorch definition."""
+
+
+@dataclass
+class NcnnLayer:
+    type: str
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    params: dict[int, object] = field(default_factory=dict)
+
+    def p(self, key: int, default: object = 0) -> object:
+        return self.params.get(key, default)
+
+
+def _num(tok: str) -> int | float:
+    return float(tok) if any(ch in tok for ch in ".eE") else int(tok)
+
+
+def parse_param(path: str | Path) -> list[NcnnLayer]:
+    """Parse a text ncnn .param file into layers (arrays keep their base key)."""
+    path = Path(path)
+    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    if not lines or lines[0] != str(_MAGIC):
+        raise NcnnImportError(f"{path}: not a text ncnn param file (first line must be {_MAGIC})")
+    try:
+        n_layers, _n_blobs = (int(t) for t in lines[1].split())
+    except (IndexError, ValueError) as e:
+        raise NcnnImportError(f"{path}: line 2 must be '<layer count> <blob count>'") from e
+    layers = []
+    for ln in lines[2:]:
+        tok = ln.split()
+        ltype, name, nin, nout = tok[0], tok[1], int(tok[2]), int(tok[3])
+        ins, outs = tok[4:4 + nin], tok[4 + nin:4 + nin + nout]
+        params: dict[int, object] = {}
+        for kv in tok[4 + nin + nout:]:
+            k, v = kv.split("=", 1)
+            key = int(k)
+            if key <= -23300:  # array: -23300-key=count,v0,v1,...
+                vals = v.split(",")
+                params[-key - 23300] = [_num(t) for t in vals[1:]]
+            else:
+                params[key] = _num(v)
+        layers.append(NcnnLayer(ltype, name, ins, outs, params))
+    if len(layers) != n_layers:
+        raise NcnnImportError(f"{path}: header says {n_layers} layers but {len(layers)} were found")
+    return layers
+
+
+def _read_tagged(buf: memoryview, off: int, count: int, where: str) -> tuple[np.ndarray, int]:
+    """Read weight data the way ncnn's ModelBin::load(w, type=0) does."""
+    if off + 4 > len(buf):
+        raise NcnnImportError(f"bin ends before the weights of {where}")
+    (tag,) = struct.unpack_from("<I", buf, off)
+    off += 4
+    if tag == _TAG_FP16:
+        nbytes = count * 2
+        arr = np.frombuffer(buf, dtype="<f2", count=count, offset=off).astype(np.float32)
+        off += (nbytes + 3) // 4 * 4  # fp16 data is padded to 4-byte alignment
+    elif tag in (0, _TAG_FP32):
+        arr = np.frombuffer(buf, dtype="<f4", count=count, offset=off).copy()
+        off += count * 4
+    elif tag == _TAG_INT8:
+        raise NcnnImportError(f"{where}: int8-quantised weights cannot be imported; export fp16 or fp32")
+    else:
+        raise NcnnImportError(f"{where}: unknown weight storage tag 0x{tag:08x} (expected fp16 or fp32)")
+    return arr, off
+
+
+def read_conv_weights(param: str | Path, bin_path: str | Path) -> list[tuple[NcnnLayer, np.ndarray, np.ndarray | None]]:
+    """(layer, weight, bias) for every convolution, in file order."""
+    layers = parse_param(param)
+    buf = memoryview(Path(bin_path).read_bytes())
+    off = 0
+    out = []
+    for layer in layers:
+        if layer.type in _CONV_TYPES:
+            if layer.p(8, 0):
+                raise NcnnImportError(f"layer {layer.name}: int8 convolution cannot be imported")
+            where = f"layer {layer.name} ({layer.type})"
+            w, off = _read_tagged(buf, off, int(layer.p(6)), where)
+            bias = None
+            if layer.p(5, 0):
+                n = int(layer.p(0))
+                if off + 4 * n > len(buf):
+                    raise NcnnImportError(f"bin ends before the bias of {where}")
+                bias = np.frombuffer(buf, dtype="<f4", count=n, offset=off).copy()
+                off += 4 * n
+            out.append((layer, w, bias))
+        elif layer.type not in _WEIGHTLESS:
+            raise NcnnImportError(
+                f"layer {layer.name} has type {layer.type}, which import does not read; "
+                f"supported weight layers: {', '.join(_CONV_TYPES)}"
+            )
+    if off != len(buf):
+        raise NcnnImportError(
+            f"{bin_path}: read {off} bytes of weights but the file has {len(buf)}; param and bin do not belong together"
+        )
+    return out
+
+
+@dataclass
+class _TorchConv:
+    name: str
+    conv: nn.Conv2d
+    bn: nn.BatchNorm2d | None
+    bn_name: str | None
+
+
+def _torch_convs_in_order(model: nn.Module, forward, example: torch.Tensor) -> list[_TorchConv]:
+    names = {m: n for n, m in model.named_modules()}
+    events: list[tuple[nn.Module, int, int]] = []  # (module, id(input), id(output))
+    hooks = []
+
+    def hook(mod, inp, outp):
+        events.append((mod, id(inp[0]), id(outp)))
+
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d)):
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            forward(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    convs: list[_TorchConv] = []
+    for i, (mod, _, out_id) in enumerate(events):
+        if not isinstance(mod, nn.Conv2d):
+            continue
+        bn = None
+        if i + 1 < len(events) and isinstance(events[i + 1][0], nn.BatchNorm2d) and events[i + 1][1] == out_id:
+            bn = events[i + 1][0]
+        convs.append(_TorchConv(names[mod], mod, bn, names.get(bn) if bn is not None else None))
+    seen, unique = set(), []
+    for c in convs:  # a module executed twice (weight sharing) is one set of weights
+        if c.conv not in seen:
+            seen.add(c.conv)
+            unique.append(c)
+    return unique
+
+
+def _describe_ncnn(layer: NcnnLayer) -> str:
+    kw = int(layer.p(1))
+    kh = int(layer.p(11, kw))
+    sw = int(layer.p(3, 1))
+    sh = int(layer.p(13, sw))
+    groups = int(layer.p(7, 1)) if layer.type == "ConvolutionDepthWise" else 1
+    return f"{layer.type} '{layer.name}' out={layer.p(0)} kernel={kh}x{kw} stride={sh}x{sw} groups={groups}"
+
+
+def import_ncnn_weights(model: nn.Module, param: str | Path, bin_path: str | Path,
+                        forward=None, example: torch.Tensor | None = None) -> dict[str, int]:
+    """Load an ncnn model's weights into ``model`` in place.
+
+    ``forward`` (default ``model.forward_deploy`` or ``model``) is run once on
+    ``example`` (default a 1x3x320x320 zero tensor) to record conv order.
+    Returns counts for the report.
+    """
+    param, bin_path = Path(param), Path(bin_path)
+    for p in (param, bin_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"ncnn model file not found: {p}")
+    if forward is None:
+        forward = getattr(model, "forward_deploy", model)
+    if example is None:
+        example = torch.zeros(1, 3, 320, 320)
+    ncnn_convs = read_conv_weights(param, bin_path)
+    was_training = model.training
+    model.eval()
+    torch_convs = _torch_convs_in_order(model, forward, example)
+    if len(ncnn_convs) != len(torch_convs):
+        raise NcnnImportError(
+            f"{param.name} has {len(ncnn_convs)} convolution layers but the PyTorch model runs "
+            f"{len(torch_convs)}; the ncnn model is not this architecture"
+        )
+    folded = 0
+    with torch.no_grad():
+        for idx, ((layer, w, b), tc) in enumerate(zip(ncnn_convs, torch_convs)):
+            conv = tc.conv
+            kw = int(layer.p(1))
+            kh = int(layer.p(11, kw))
+            sw = int(layer.p(3, 1))
+            sh = int(layer.p(13, sw))
+            groups = int(layer.p(7, 1)) if layer.type == "ConvolutionDepthWise" else 1
+            expect = (int(layer.p(0)), (kh, kw), (sh, sw), groups, w.size)
+            got = (conv.out_channels, tuple(conv.kernel_size), tuple(conv.stride), conv.groups, conv.weight.numel())
+            if expect != got:
+                raise NcnnImportError(
+                    f"convolution #{idx}: ncnn {_describe_ncnn(layer)} ({w.size} weights) does not match "
+                    f"PyTorch '{tc.name}' out={got[0]} kernel={got[1][0]}x{got[1][1]} "
+                    f"stride={got[2][0]}x{got[2][1]} groups={got[3]} ({got[4]} weights)"
+                )
+            conv.weight.copy_(torch.from_numpy(w).reshape(conv.weight.shape))
+            bias = torch.from_numpy(b) if b is not None else torch.zeros(conv.out_channels)
+            if conv.bias is not None:
+                conv.bias.copy_(bias)
+            elif tc.bn is not None:
+                bn = tc.bn
+                # identity BN that adds the folded bias: (x - 0) / sqrt((1 - eps) + eps) * 1 + bias
+                bn.running_mean.zero_()
+                bn.running_var.fill_(1.0 - bn.eps)
+                bn.weight.fill_(1.0)
+                bn.bias.copy_(bias)
+                folded += 1
+            elif b is not None and np.any(b != 0):
+                raise NcnnImportError(
+                    f"ncnn {_describe_ncnn(layer)} has a bias but PyTorch '{tc.name}' has neither a bias nor a BatchNorm"
+                )
+    model.train(was_training)
+    return {"convolutions": len(ncnn_convs), "batchnorms_as_bias": folded}

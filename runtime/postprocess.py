@@ -1,0 +1,186 @@
+"""GFL (NanoDet) decoding and NMS in numpy, in the order the C++ core runs it.
+
+Every function is pure and float32 throughout, so the C++ core
+(android_demo/app/src/main/cpp/litedet_post.*) can be read side by side:
+threshold -> decode distances -> boxes in network-input pixels -> NMS ->
+top max_detections -> map back to the original image and clip.
+
+Conventions (written once, here and in the manifest):
+- scores arrive with the sigmoid already applied by the graph; values outside
+  [0, 1] are refused rather than squashed a second time;
+- argmax ties pick the lowest class index; score must be > threshold (strict);
+- NMS is greedy over a stable descending sort (equal scores keep input order),
+  suppresses when IoU > threshold (strict), IoU on continuous coordinates
+  (area = (x2 - x1) * (y2 - y1)), only within a class unless class-agnostic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "Letterbox", "letterbox_geometry", "distribution_to_distance", "grid_centers", "decode_level",
+    "box_iou", "nms", "map_boxes_back", "Candidates",
+]
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an image was resized and padded into the network input."""
+
+    src_w: int
+    src_h: int
+    resized_w: int
+    resized_h: int
+    in_w: int
+    in_h: int
+    pad_left: int
+    pad_top: int
+
+    @property
+    def pad_right(self) -> int:
+        return self.in_w - self.resized_w - self.pad_left
+
+    @property
+    def pad_bottom(self) -> int:
+        return self.in_h - self.resized_h - self.pad_top
+
+
+def letterbox_geometry(src_w: int, src_h: int, target: int, multiple: int, fixed: bool = False) -> Letterbox:
+    """Long side to ``target``, short side floored in exact integer arithmetic
+    (so C++ and Python agree bit for bit), at least 1 pixel; then centred
+    padding to a multiple of ``multiple`` (or to ``target`` x ``target``)."""
+    if src_w <= 0 or src_h <= 0:
+        raise ValueError(f"image size must be positive, got {src_w}x{src_h}")
+    if target <= 0 or multiple <= 0 or target % multiple:
+        raise ValueError(f"target {target} must be a positive multiple of {multiple}")
+    if src_w >= src_h:
+        w, h = target, max(1, src_h * target // src_w)
+    else:
+        w, h = max(1, src_w * target // src_h), target
+    if fixed:
+        in_w = in_h = target
+    else:
+        in_w = -(-w // multiple) * multiple
+        in_h = -(-h // multiple) * multiple
+    return Letterbox(src_w, src_h, w, h, in_w, in_h, (in_w - w) // 2, (in_h - h) // 2)
+
+
+def distribution_to_distance(logits: np.ndarray, reg_max: int) -> np.ndarray:
+    """[K, 4*(reg_max+1)] logits -> [K, 4] expected bin (softmax, then integral)."""
+    k = logits.shape[0]
+    x = logits.reshape(k, 4, reg_max + 1).astype(np.float32)
+    x = np.exp(x - x.max(axis=2, keepdims=True))
+    p = x / x.sum(axis=2, keepdims=True)
+    return (p * np.arange(reg_max + 1, dtype=np.float32)).sum(axis=2)
+
+
+def grid_centers(index: np.ndarray, feat_w: int, stride: int, center_offset: float) -> tuple[np.ndarray, np.ndarray]:
+    """Row-major cell index -> (cx, cy) in network-input pixels."""
+    cx = ((index % feat_w).astype(np.float32) + np.float32(center_offset)) * np.float32(stride)
+    cy = ((index // feat_w).astype(np.float32) + np.float32(center_offset)) * np.float32(stride)
+    return cx, cy
+
+
+@dataclass
+class Candidates:
+    boxes: np.ndarray  # [K, 4] x1 y1 x2 y2 in network-input pixels
+    scores: np.ndarray  # [K]
+    labels: np.ndarray  # [K] int
+
+    @classmethod
+    def empty(cls) -> "Candidates":
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+    @classmethod
+    def concat(cls, parts: list["Candidates"]) -> "Candidates":
+        if not parts:
+            return cls.empty()
+        return cls(np.concatenate([p.boxes for p in parts]), np.concatenate([p.scores for p in parts]),
+                   np.concatenate([p.labels for p in parts]))
+
+
+def decode_level(scores: np.ndarray, dists: np.ndarray, feat_w: int, stride: int, reg_max: int,
+                 center_offset: float, score_threshold: float, multi_label: bool = False) -> Candidates:
+    """One stride level: [H*W, C] scores and [H*W, 4*(reg_max+1)] logits -> candidates."""
+    n = scores.shape[0]
+    if dists.shape != (n, 4 * (reg_max + 1)):
+        raise ValueError(f"distribution map has shape {dists.shape}; expected ({n}, {4 * (reg_max + 1)}) for reg_max {reg_max}")
+    if n % feat_w:
+        raise ValueError(f"{n} cells do not fill rows of width {feat_w}")
+    if n and (scores.min() < 0.0 or scores.max() > 1.0):
+        raise ValueError("class scores are outside [0, 1]: the graph must apply the sigmoid (once); "
+                         "these look like raw logits")
+    scores = scores.astype(np.float32, copy=False)
+    thr = np.float32(score_threshold)
+    if multi_label:
+        idx, labels = np.nonzero(scores > thr)
+        sc = scores[idx, labels]
+    else:
+        labels = scores.argmax(axis=1)  # first maximum wins, like a strict '>' scan
+        sc = scores[np.arange(n), labels]
+        idx = np.nonzero(sc > thr)[0]
+        labels, sc = labels[idx], sc[idx]
+    if idx.size == 0:
+        return Candidates.empty()
+    cx, cy = grid_centers(idx, feat_w, stride, center_offset)
+    d = distribution_to_distance(dists[idx], reg_max) * np.float32(stride)
+    boxes = np.stack([cx - d[:, 0], cy - d[:, 1], cx + d[:, 2], cy + d[:, 3]], axis=1)
+    return Candidates(boxes.astype(np.float32), sc.astype(np.float32), labels.astype(np.int64))
+
+
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one box against many (continuous coordinates)."""
+    iw = np.maximum(np.float32(0), np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]))
+    ih = np.maximum(np.float32(0), np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]))
+    inter = iw * ih
+    area_a = (box[2] - box[0]) * (box[3] - box[1])
+    area_b = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area_a + area_b - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, inter / union, np.float32(0))
+    return iou.astype(np.float32)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float,
+        class_agnostic: bool = False, max_detections: int | None = None) -> np.ndarray:
+    """Greedy NMS; returns kept indices in descending score order."""
+    order = np.argsort(-scores, kind="stable")
+    suppressed = np.zeros(len(order), dtype=bool)
+    b, lab = boxes[order], labels[order]
+    thr = np.float32(iou_threshold)
+    keep: list[int] = []
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(int(order[i]))
+        if max_detections is not None and len(keep) >= max_detections:
+            break
+        rest = np.arange(i + 1, len(order))
+        rest = rest[~suppressed[rest]]
+        if rest.size == 0:
+            break
+        hit = box_iou(b[i], b[rest]) > thr
+        if not class_agnostic:
+            hit &= lab[rest] == lab[i]
+        suppressed[rest[hit]] = True
+    return np.asarray(keep, dtype=np.int64)
+
+
+def map_boxes_back(boxes: np.ndarray, lb: Letterbox) -> np.ndarray:
+    """Network-input pixels -> original-image pixels, clipped to [0, W] x [0, H].
+
+    Uses the per-axis scale actually applied (resized/src); the short side was
+    floored to an integer, so one shared scale would shift boxes slightly."""
+    sx = np.float32(lb.resized_w) / np.float32(lb.src_w)
+    sy = np.float32(lb.resized_h) / np.float32(lb.src_h)
+    out = np.empty_like(boxes, dtype=np.float32)
+    out[:, 0] = (boxes[:, 0] - np.float32(lb.pad_left)) / sx
+    out[:, 2] = (boxes[:, 2] - np.float32(lb.pad_left)) / sx
+    out[:, 1] = (boxes[:, 1] - np.float32(lb.pad_top)) / sy
+    out[:, 3] = (boxes[:, 3] - np.float32(lb.pad_top)) / sy
+    np.clip(out[:, 0::2], 0, np.float32(lb.src_w), out=out[:, 0::2])
+    np.clip(out[:, 1::2], 0, np.float32(lb.src_h), out=out[:, 1::2])
+    return out
