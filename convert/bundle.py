@@ -82,16 +82,23 @@ def atomic_bundle_dir(out: Path, force: bool) -> Iterator[Path]:
 
 
 def reference_image(width: int = 480, height: int = 352, seed: int = 0) -> np.ndarray:
-    """A fixed, non-square BGR test card (gradients, blocks, noise): deterministic
-    everywhere, and its size is not a stride multiple so padding is exercised."""
+    """A fixed, non-square BGR test card (gradients, blocks, stripes, noise):
+    deterministic everywhere, textured roughly like a photo, and its size is
+    not a stride multiple so padding is exercised."""
     rng = np.random.RandomState(seed)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     img = np.stack([x / width * 255, y / height * 255, (x + y) / (width + height) * 255], axis=2)
-    for _ in range(12):
-        x0, y0 = rng.randint(0, width - 40), rng.randint(0, height - 40)
-        w, h = rng.randint(20, width // 3), rng.randint(20, height // 3)
+    for _ in range(40):
+        x0, y0 = rng.randint(0, width - 20), rng.randint(0, height - 20)
+        w, h = rng.randint(10, width // 3), rng.randint(10, height // 3)
         img[y0:y0 + h, x0:x0 + w] = rng.randint(0, 256, size=3)
-    img += rng.normal(0, 8, img.shape)
+    for _ in range(6):  # stripes of several periods and orientations
+        period, angle = rng.uniform(4, 24), rng.uniform(0, np.pi)
+        x0, y0 = rng.randint(0, width - 60), rng.randint(0, height - 60)
+        w, h = rng.randint(40, width // 3), rng.randint(40, height // 3)
+        phase = (np.cos(angle) * x + np.sin(angle) * y) * 2 * np.pi / period
+        img[y0:y0 + h, x0:x0 + w] = (127 + 120 * np.sin(phase[y0:y0 + h, x0:x0 + w]))[..., None]
+    img += rng.normal(0, 16, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -116,6 +123,40 @@ def _detection_manifest(spec, arch: str, input_size: int, input_blob: str, outpu
                                     center_offset=spec.center_offset),
         class_names=list(spec.class_names),
     ).validate()
+
+
+def _calibration_batch(spec, size: int):
+    """The reference card, a flipped copy and two crops, normalised, as a batch."""
+    import cv2
+    import torch
+
+    img = reference_image()
+    views = [img, img[:, ::-1], img[40:300, 60:400], img[::-1, 100:]]
+    mean, std = np.array(spec.mean_bgr, np.float32), np.array(spec.std_bgr, np.float32)
+    arr = [(cv2.resize(np.ascontiguousarray(v), (size, size)).astype(np.float32) - mean) / std for v in views]
+    return torch.from_numpy(np.stack(arr).transpose(0, 3, 1, 2).copy())
+
+
+def _seeded_nanodet(model, seed: int, size: int, logit_std: float = 1.0) -> None:
+    """Untrained but well-behaved weights for the built-in default: random convs,
+    BatchNorm statistics calibrated on the reference card, class logits scaled to
+    ``logit_std`` around upstream's 0.01 prior, so a few dozen cells pass the
+    score threshold (as with a trained model) instead of every one or none."""
+    import torch
+
+    from litedet.models.init import seeded_random_weights
+
+    batch = _calibration_batch(model.spec, size)
+    seeded_random_weights(model, seed, batch)
+    head = model.head
+    with torch.no_grad():
+        for conv in head.gfl_cls:
+            conv.bias.zero_()
+        cls_logits, _ = model.eval()(batch)
+        std = float(torch.cat([c.flatten() for c in cls_logits]).std())
+        for conv in head.gfl_cls:
+            conv.weight[: head.num_classes] *= logit_std / std
+    head.reset_class_prior()
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -158,10 +199,10 @@ def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = No
 
     t = t_start = time.perf_counter()
     if checkpoint is None:
-        torch.manual_seed(seed)
-        model = create_model(arch)
-        provenance = {"weights": "seeded-init", "seed": seed, "source_checkpoint": None, "source_sha256": None,
-                      "note": "untrained: initial weights from torch.manual_seed; outputs are not meaningful detections"}
+        _seeded_nanodet(model, seed, input_size)
+        provenance = {"weights": "seeded-random", "seed": seed, "source_checkpoint": None, "source_sha256": None,
+                      "note": f"UNTRAINED: seeded random weights (seed {seed}, Kaiming convs, random BatchNorm "
+                              "statistics); outputs exercise every layer for parity but are not real detections"}
     else:
         rep = load_checkpoint(model, checkpoint)
         provenance = {"weights": rep.kind, "source_checkpoint": str(Path(checkpoint).resolve()),

@@ -85,6 +85,7 @@ def _shape_arg(shape: tuple[int, ...]) -> str:
 def run_pnnx(model_file: Path, workdir: Path, shape: tuple[int, ...], shape2: tuple[int, ...] | None,
              fp16: bool, stem: str = "model") -> ExportResult:
     """Run the pnnx executable; on failure raise PnnxError with its log tail."""
+    model_file, workdir = Path(model_file).resolve(), Path(workdir).resolve()
     param, binf = workdir / f"{stem}.ncnn.param", workdir / f"{stem}.ncnn.bin"
     args = [str(pnnx_binary()), str(model_file), f"inputshape={_shape_arg(shape)}", f"fp16={int(fp16)}",
             f"ncnnparam={param}", f"ncnnbin={binf}", f"ncnnpy={workdir / (stem + '_ncnn.py')}",

@@ -157,9 +157,18 @@ class NanoDetHead(nn.Module):
                 nn.init.normal_(m.weight, std=0.01)
         for cls, reg in zip(self.gfl_cls, self.gfl_reg):
             nn.init.normal_(cls.weight, std=0.01)
-            nn.init.constant_(cls.bias, -4.595)  # prior score 0.01, as upstream
             nn.init.normal_(reg.weight, std=0.01)
             nn.init.zeros_(reg.bias)
+        self.reset_class_prior()
+
+    def reset_class_prior(self, prior: float = 0.01) -> None:
+        """Class logits start at logit(prior) (upstream: -4.595, score 0.01)."""
+        import math
+
+        with torch.no_grad():
+            for cls in self.gfl_cls:
+                cls.bias[: self.num_classes].fill_(math.log(prior / (1 - prior)))
+                cls.bias[self.num_classes:].zero_()
 
     def forward_level(self, x: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
         for conv in self.cls_convs[level]:

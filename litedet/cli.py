@@ -1,0 +1,223 @@
+"""The ``litedet`` command. Each subcommand imports what it needs when it runs,
+so ``detect`` and the other runtime commands work where torch is not installed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+# errors a user can fix: print the message, exit 2 (no traceback)
+_USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, KeyError)
+
+
+def _cmd_list(a: argparse.Namespace) -> int:
+    from litedet.models import count_parameters, create_model, list_models
+
+    print(f"{'name':<22} {'params':>10}")
+    for name in list_models():
+        print(f"{name:<22} {count_parameters(create_model(name)) / 1e6:>9.3f}M")
+    return 0
+
+
+def _print_convert(r) -> None:
+    m = r.manifest
+    print(f"bundle: {r.bundle}  ({m.architecture}, input {m.resize.target}, {m.weight_storage} weights, "
+          f"pad_mode {m.resize.pad_mode}, route {m.provenance.get('route')})")
+    print(f"weights: {m.provenance.get('weights')}" + (f" from {m.provenance['source_checkpoint']}" if m.provenance.get("source_checkpoint") else ""))
+    if m.provenance.get("note"):
+        print(f"note: {m.provenance['note']}")
+    worst = max(v["max_abs"] for v in r.verify.values())
+    print(f"verified: ncnn fp32 vs torch on the reference input, worst max abs {worst:.2e}")
+    print("timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in r.timings.items()))
+
+
+def _cmd_convert(a: argparse.Namespace) -> int:
+    from litedet.convert.bundle import convert_model
+
+    r = convert_model(a.arch, a.out, checkpoint=a.checkpoint, input_size=a.input_size, fp32=a.fp32,
+                      route=a.route, force=a.force, seed=a.seed, progress=not a.quiet)
+    _print_convert(r)
+    return 0
+
+
+def _cmd_wrap(a: argparse.Namespace) -> int:
+    from litedet.convert.bundle import wrap_ncnn_model
+
+    param = Path(a.param)
+    m = wrap_ncnn_model(param, Path(a.bin) if a.bin else param.with_suffix(".bin"), a.out, arch=a.arch,
+                        input_size=a.input_size, force=a.force)
+    print(f"bundle: {a.out} wraps {param.name} (input blob {m.input.blob}, {m.weight_storage} weights, pad_mode {m.resize.pad_mode})")
+    return 0
+
+
+def _cmd_detect(a: argparse.Namespace) -> int:
+    from litedet.runtime.detector import Detector, load_image
+
+    det = Detector.from_bundle(a.bundle, threads=a.threads, fp16=not a.fp32)
+    img = load_image(a.image)
+    dets = det.detect(img)
+    if a.json:
+        print(json.dumps([d.to_dict() for d in dets], indent=2))
+    else:
+        for d in dets:
+            print(f"{d.name:<16} {d.score:.3f}  [{d.x1:.1f}, {d.y1:.1f}, {d.x2:.1f}, {d.y2:.1f}]")
+        if not dets:
+            print(f"no detections above score {det.manifest.postprocess.score_threshold}")
+    if a.out:
+        import cv2
+
+        from litedet.runtime.visualize import draw_detections
+
+        if not cv2.imwrite(str(a.out), draw_detections(img, dets)):
+            raise ValueError(f"could not write {a.out}; use a .jpg or .png path")
+        if not a.json:
+            print(f"wrote {a.out}")
+    return 0
+
+
+def _load_images(paths: list[str]):
+    from litedet.runtime.detector import load_image
+
+    return [(Path(p).stem, load_image(p)) for p in paths]
+
+
+def _cmd_parity(a: argparse.Namespace) -> int:
+    from litedet.convert.parity import format_report, run_parity
+
+    bundle = Path(a.bundle)
+    out = Path(a.out) if a.out else bundle.parent / f"{bundle.name}-parity"
+    images = _load_images(a.images) if a.images else None
+    r = run_parity(bundle, images=images, out_dir=out, threads=a.threads, progress=not a.quiet)
+    if a.json:
+        print(json.dumps(r.to_dict(), indent=2))
+    else:
+        print(format_report(r))
+        print(f"report: {out / 'parity.json'}, images: {out}/parity_*.jpg")
+    return 0 if r.passed else 1
+
+
+def _cmd_assets(a: argparse.Namespace) -> int:
+    from litedet.runtime.devconfig import export_device_assets
+
+    files = export_device_assets(a.bundle, a.dest, a.name)
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    """The main job: convert, check parity, write device assets, print the report."""
+    import cv2
+
+    from litedet.convert.bundle import convert_model
+    from litedet.convert.parity import format_report, run_parity
+    from litedet.runtime.detector import Detector
+    from litedet.runtime.devconfig import export_device_assets
+    from litedet.runtime.visualize import draw_detections
+
+    out = Path(a.out)
+    bundle = out / "bundle"
+    print(f"== 1/4 convert {a.arch} ({'checkpoint ' + a.checkpoint if a.checkpoint else 'seeded initial weights'})")
+    r = convert_model(a.arch, bundle, checkpoint=a.checkpoint, input_size=a.input_size, fp32=a.fp32,
+                      route=a.route, force=True, seed=a.seed, progress=not a.quiet)
+    _print_convert(r)
+    print("== 2/4 parity: torch fp32 vs ncnn fp32 vs ncnn fp16")
+    rep = run_parity(bundle, out_dir=out / "parity", progress=not a.quiet)
+    print(format_report(rep))
+    print("== 3/4 device assets")
+    files = export_device_assets(bundle, out / "android_assets", a.name)
+    print("wrote " + ", ".join(str(f) for f in files))
+    print("== 4/4 detections")
+    det = Detector.from_bundle(bundle)
+    from litedet.convert.parity import default_images
+
+    imgs = default_images() or [("reference", cv2.imread(str(bundle / "reference" / "image.png")))]
+    (out / "detections").mkdir(exist_ok=True)
+    for name, img in imgs:
+        dets = det.detect(img)
+        cv2.imwrite(str(out / "detections" / f"{name}.jpg"), draw_detections(img, dets))
+        print(f"{name:<16} " + (", ".join(f"{d.name} {d.score:.2f}" for d in dets) or "(none)"))
+    print(f"\nsummary: bundle {bundle}, parity {'PASS' if rep.passed else 'FAIL'} ({out / 'parity' / 'parity.json'}), "
+          f"assets {out / 'android_assets'}, images {out / 'detections'}")
+    return 0 if rep.passed else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="litedet", description="PyTorch checkpoint -> verified fp16 ncnn bundle for ARM phones")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def conv_opts(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--checkpoint", help=".pth/.ckpt, or an ncnn .param (its .bin beside it) to import")
+        s.add_argument("--input-size", type=int, default=320, help="long side of the network input (multiple of 32)")
+        s.add_argument("--fp32", action="store_true", help="store fp32 weights instead of fp16")
+        s.add_argument("--route", choices=("pnnx", "onnx"), default="pnnx")
+        s.add_argument("--seed", type=int, default=0, help="seed for initial weights when no checkpoint is given")
+        s.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    s = sub.add_parser("run", help="main job: convert, parity, device assets, report (default: NanoDet-m, seeded weights)")
+    s.add_argument("--arch", default="nanodet_m")
+    s.add_argument("--out", default="out")
+    s.add_argument("--name", default=None, help="asset name (default: the variant, e.g. nanodet_m-320)")
+    conv_opts(s)
+    s.set_defaults(fn=_cmd_run)
+
+    s = sub.add_parser("convert", help="checkpoint -> bundle directory")
+    s.add_argument("arch")
+    s.add_argument("--out", required=True)
+    s.add_argument("--force", action="store_true", help="replace an existing bundle (atomically)")
+    conv_opts(s)
+    s.set_defaults(fn=_cmd_convert)
+
+    s = sub.add_parser("wrap", help="make a bundle from an existing NanoDet ncnn model (legacy per-stride outputs)")
+    s.add_argument("param")
+    s.add_argument("--bin", help="default: the .bin beside the .param")
+    s.add_argument("--arch", default="nanodet_m")
+    s.add_argument("--input-size", type=int, default=320)
+    s.add_argument("--out", required=True)
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(fn=_cmd_wrap)
+
+    s = sub.add_parser("detect", help="run a detection bundle on an image")
+    s.add_argument("bundle")
+    s.add_argument("image")
+    s.add_argument("--out", help="write the image with boxes here")
+    s.add_argument("--json", action="store_true", help="print detections as JSON")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--fp32", action="store_true", help="turn ncnn's fp16 storage/arithmetic off")
+    s.set_defaults(fn=_cmd_detect)
+
+    s = sub.add_parser("parity", help="torch vs ncnn fp32 vs ncnn fp16, per output and per detection")
+    s.add_argument("bundle")
+    s.add_argument("--images", nargs="*", help="image files (default: scikit-image's real photos)")
+    s.add_argument("--out", help="report directory (default: <bundle>-parity beside the bundle)")
+    s.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=_cmd_parity)
+
+    s = sub.add_parser("assets", help="write NAME.param/.bin/.cfg for a device app from a bundle")
+    s.add_argument("bundle")
+    s.add_argument("dest")
+    s.add_argument("--name")
+    s.set_defaults(fn=_cmd_assets)
+
+    s = sub.add_parser("list", help="registered architectures and their parameter counts")
+    s.set_defaults(fn=_cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except Exception as e:
+        if not isinstance(e, _USER_ERRORS) and type(e).__name__ != "PnnxError":
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"litedet {args.cmd}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Draw detections on an image (OpenCV only)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .detector import Detection
+
+__all__ = ["draw_detections"]
+
+
+def _color(label: int) -> tuple[int, int, int]:
+    rng = np.random.RandomState(label * 7919 + 1)
+    return tuple(int(c) for c in rng.randint(64, 256, size=3))
+
+
+def draw_detections(image: np.ndarray, dets: list[Detection]) -> np.ndarray:
+    """A BGR copy of ``image`` with boxes, names and scores."""
+    if image.ndim == 2:
+        vis = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.shape[2] == 4:
+        vis = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    else:
+        vis = image.copy()
+    for d in dets:
+        c = _color(d.label)
+        p1, p2 = (int(round(d.x1)), int(round(d.y1))), (int(round(d.x2)), int(round(d.y2)))
+        cv2.rectangle(vis, p1, p2, c, 2)
+        text = f"{d.name} {d.score * 100:.1f}%"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        y = max(p1[1], th + base)
+        cv2.rectangle(vis, (p1[0], y - th - base), (p1[0] + tw, y), c, -1)
+        cv2.putText(vis, text, (p1[0], y - base), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return vis
