@@ -212,8 +212,11 @@ def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = No
 
     spec = model.spec
     shape = (1, 3, input_size, input_size)
-    # second shape for pnnx: landscape, so the graph is proven shape-agnostic
-    shape2 = (1, 3, max(32, input_size - 2 * max(spec.strides)), input_size)
+    # second shape for pnnx: BOTH sides differ from the first, else pnnx keeps the
+    # unchanged side as a constant (a landscape-only second shape bakes the width
+    # into the head's Reshape and portrait inputs come out with the wrong rows)
+    big = max(spec.strides)
+    shape2 = (1, 3, max(big, input_size - 2 * big), max(big, input_size - big))
     with atomic_bundle_dir(out, force) as tmp:
         work = tmp / ".work"
         work.mkdir()
@@ -267,6 +270,16 @@ def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = No
         for name, ref in tref.items():
             got = n32[name].reshape(ref.shape)
             verify[name] = {"max_abs": float(np.abs(got - ref).max()), "cosine": _cosine(got, ref)}
+        if res.dynamic_shape:  # every output must follow the input in both directions
+            for w, h in ((input_size, input_size - 2 * big), (input_size - 2 * big, input_size)):
+                if w <= 0 or h <= 0:
+                    continue
+                outs = det32.run_array(np.zeros((3, h, w), np.float32))
+                for o in manifest.outputs:
+                    rows = outs[o.blob].reshape(-1, o.channels).shape[0]
+                    if rows != (w // o.stride) * (h // o.stride):
+                        raise ConvertError(f"converted graph is not shape-agnostic: output {o.blob} has {rows} rows for a "
+                                           f"{w}x{h} input, expected {(w // o.stride) * (h // o.stride)}")
         worst = min(verify.items(), key=lambda kv: kv[1]["cosine"])
         if worst[1]["cosine"] < VERIFY_MIN_COSINE:
             raise ConvertError(f"converted model does not reproduce torch: output {worst[0]} has cosine "

@@ -179,7 +179,13 @@ def match_detections(ref: list[Detection], test: list[Detection], match_iou: flo
                     missed -= 1
                 break
     extra = 0
-    for j, t in enumerate(test):    return DetectionMatch(len(ref), len(test), len(ious), missed, extra, borderline, flips,
+    for j, t in enumerate(test):
+        if not used[j]:
+            if t.score < cut + borderline_margin:
+                borderline += 1
+            else:
+                extra += 1
+    return DetectionMatch(len(ref), len(test), len(ious), missed, extra, borderline, flips,
                           float(np.mean(ious)) if ious else 1.0, float(min(ious)) if ious else 1.0,
                           float(max(sdiffs)) if sdiffs else 0.0)
 

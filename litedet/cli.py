@@ -83,13 +83,29 @@ def _load_images(paths: list[str]):
     return [(Path(p).stem, load_image(p)) for p in paths]
 
 
+def _thresholds(items: list[str] | None):
+    from dataclasses import fields
+
+    from litedet.convert.parity import ParityThresholds
+
+    th = ParityThresholds()
+    known = {f.name for f in fields(th)}
+    for item in items or []:
+        key, _, value = item.partition("=")
+        if key not in known or not value:
+            raise ValueError(f"--threshold {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(known))}")
+        setattr(th, key, float(value))
+    return th
+
+
 def _cmd_parity(a: argparse.Namespace) -> int:
     from litedet.convert.parity import format_report, run_parity
 
     bundle = Path(a.bundle)
     out = Path(a.out) if a.out else bundle.parent / f"{bundle.name}-parity"
     images = _load_images(a.images) if a.images else None
-    r = run_parity(bundle, images=images, out_dir=out, threads=a.threads, progress=not a.quiet)
+    r = run_parity(bundle, images=images, thresholds=_thresholds(a.threshold), out_dir=out, threads=a.threads,
+                   progress=not a.quiet)
     if a.json:
         print(json.dumps(r.to_dict(), indent=2))
     else:
@@ -192,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--images", nargs="*", help="image files (default: scikit-image's real photos)")
     s.add_argument("--out", help="report directory (default: <bundle>-parity beside the bundle)")
     s.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    s.add_argument("--threshold", action="append", metavar="KEY=VALUE",
+                   help="override a pass/fail threshold, e.g. fp16_min_cosine=0.9999 (repeatable)")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=_cmd_parity)

@@ -92,6 +92,9 @@ def _read_tagged(buf: memoryview, off: int, count: int, where: str) -> tuple[np.
         raise NcnnImportError(f"bin ends before the weights of {where}")
     (tag,) = struct.unpack_from("<I", buf, off)
     off += 4
+    size = count * (2 if tag == _TAG_FP16 else 1 if tag == _TAG_INT8 else 4)
+    if off + size > len(buf):
+        raise NcnnImportError(f"bin ends before the weights of {where} end ({count} values)")
     if tag == _TAG_FP16:
         nbytes = count * 2
         arr = np.frombuffer(buf, dtype="<f2", count=count, offset=off).astype(np.float32)

@@ -1,0 +1,67 @@
+"""Shared fixtures: reference data (fails under CI when missing), bundles, real photos."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT.parent / "shared" / "reference"
+NANODET_PARAM = REFERENCE / "nanodet-m" / "nanodet-m.param"
+NANODET_BIN = REFERENCE / "nanodet-m" / "nanodet-m.bin"
+NANODET416_PARAM = REFERENCE / "nanodet-m" / "nanodet-m-416.param"
+
+
+def need_reference(*paths: Path) -> None:
+    """Skip locally when ../shared/reference is absent; fail when CI is set."""
+    missing = [p for p in (paths or (REFERENCE,)) if not p.exists()]
+    if missing:
+        msg = f"reference data missing: {', '.join(map(str, missing))} (expected ../shared/reference beside the repo)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, np.ndarray]:
+    """scikit-image's real photos, BGR uint8."""
+    import skimage.data as data
+
+    out = {n: np.ascontiguousarray(getattr(data, n)()[:, :, ::-1]) for n in ("astronaut", "chelsea", "coffee")}
+    out["motorcycle_left"] = np.ascontiguousarray(data.stereo_motorcycle()[0][:, :, ::-1])
+    return out
+
+
+@pytest.fixture(scope="session")
+def seeded_bundle(tmp_path_factory) -> Path:
+    """NanoDet-m with seeded random weights, converted once per session."""
+    from litedet.convert.bundle import convert_model
+
+    out = tmp_path_factory.mktemp("seeded") / "bundle"
+    convert_model("nanodet_m", out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def official_bundle(tmp_path_factory) -> Path:
+    """The official ncnn NanoDet-m, wrapped as a bundle (legacy per-stride outputs)."""
+    need_reference(NANODET_PARAM, NANODET_BIN)
+    from litedet.convert.bundle import wrap_ncnn_model
+
+    out = tmp_path_factory.mktemp("official") / "bundle"
+    wrap_ncnn_model(NANODET_PARAM, NANODET_BIN, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def reexported_bundle(tmp_path_factory) -> Path:
+    """Official weights imported into our PyTorch NanoDet-m, re-exported as fp16."""
+    need_reference(NANODET_PARAM, NANODET_BIN)
+    from litedet.convert.bundle import convert_model
+
+    out = tmp_path_factory.mktemp("reexported") / "bundle"
+    convert_model("nanodet_m", out, checkpoint=NANODET_PARAM, progress=False)
+    return out
