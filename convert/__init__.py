@@ -1,1 +1,1 @@
-"""litedet."""
+"""Trace/export, pnnx, bundle writing and verification, parity against torch."""

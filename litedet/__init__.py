@@ -1,1 +1,3 @@
-"""litedet."""
+"""litedet: PyTorch checkpoint -> verified fp16 ncnn bundle for ARM phones."""
+
+__version__ = "0.1.0"
