@@ -110,6 +110,8 @@ def decode_level(scores: np.ndarray, dists: np.ndarray, feat_w: int, stride: int
         raise ValueError(f"distribution map has shape {dists.shape}; expected ({n}, {4 * (reg_max + 1)}) for reg_max {reg_max}")
     if n % feat_w:
         raise ValueError(f"{n} cells do not fill rows of width {feat_w}")
+    if n and not np.isfinite(scores).all():
+        raise ValueError("class scores contain NaN or inf; the network output is broken")
     if n and (scores.min() < 0.0 or scores.max() > 1.0):
         raise ValueError("class scores are outside [0, 1]: the graph must apply the sigmoid (once); "
                          "these look like raw logits")
@@ -147,6 +149,8 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float,
         class_agnostic: bool = False, max_detections: int | None = None) -> np.ndarray:
     """Greedy NMS; returns kept indices in descending score order."""
+    if max_detections is not None and max_detections <= 0:
+        return np.zeros(0, dtype=np.int64)
     order = np.argsort(-scores, kind="stable")
     suppressed = np.zeros(len(order), dtype=bool)
     b, lab = boxes[order], labels[order]
