@@ -89,6 +89,9 @@ class Detector:
         self.manifest = manifest
         self.net = net
         self.bundle_dir = bundle_dir
+        # padding honours the thread count too (its default Option uses every core)
+        self._border_opt = ncnn.Option()
+        self._border_opt.num_threads = net.opt.num_threads
         names_in, names_out = set(net.input_names()), set(net.output_names())
         if manifest.input.blob not in names_in:
             raise ManifestError(f"input blob {manifest.input.blob!r} is not an input of the param file; it has {sorted(names_in)}")
@@ -130,7 +133,8 @@ class Detector:
         ptype = _pixel_type(c, self.manifest.input.pixel_format)
         mat = ncnn.Mat.from_pixels_resize(img, ptype, w, h, lb.resized_w, lb.resized_h)
         padded = ncnn.copy_make_border(mat, lb.pad_top, lb.pad_bottom, lb.pad_left, lb.pad_right,
-                                       int(ncnn.BorderType.BORDER_CONSTANT), float(self.manifest.resize.pad_value))
+                                       int(ncnn.BorderType.BORDER_CONSTANT), float(self.manifest.resize.pad_value),
+                                       self._border_opt)
         padded.substract_mean_normalize(list(self.manifest.input.mean), list(self.manifest.input.norm))
         return padded, lb
 
