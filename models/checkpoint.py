@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from litedet.hashing import sha256_file
+
 __all__ = ["CheckpointError", "LoadReport", "load_checkpoint", "extract_state_dict", "sha256_file"]
 
 # Buffers that are constants of the architecture; a checkpoint may or may not carry them.
@@ -33,14 +35,6 @@ class LoadReport:
     sha256: str
     used_ema: bool = False
     details: dict = field(default_factory=dict)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def extract_state_dict(obj: object, prefer_ema: bool = True) -> tuple[dict[str, torch.Tensor], str, bool]:

@@ -7,11 +7,12 @@ fields and inconsistent values are errors that name the field.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from litedet.hashing import sha256_file
 
 __all__ = [
     "MANIFEST_VERSION", "ManifestError", "InputSpec", "ResizeSpec", "OutputSpec", "PostprocessSpec",
@@ -27,14 +28,6 @@ POSTPROCESS_KINDS = ("gfl",)
 
 class ManifestError(ValueError):
     """The manifest is missing something or contradicts itself."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
