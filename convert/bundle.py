@@ -22,11 +22,10 @@ import numpy as np
 from litedet.runtime.manifest import (InputSpec, Manifest, OutputSpec, PostprocessSpec, ResizeSpec, sha256_file)
 
 __all__ = ["ConvertError", "ConvertResult", "convert_model", "wrap_ncnn_model", "atomic_bundle_dir",
-           "reference_image", "tool_versions", "DETECTION_ARCHS"]
+           "reference_image", "tool_versions"]
 
 PARAM_NAME, BIN_NAME = "model.ncnn.param", "model.ncnn.bin"
 REF_DIR = "reference"
-DETECTION_ARCHS = ("nanodet_m", "nanodet_m_1.5x")
 # convert refuses a bundle whose fp32 ncnn outputs drift further than this from torch
 VERIFY_MIN_COSINE = 0.9999
 
@@ -125,14 +124,20 @@ def _detection_manifest(spec, arch: str, input_size: int, input_blob: str, outpu
     ).validate()
 
 
-def _calibration_batch(spec, size: int):
+IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
+IMAGENET_STD_RGB = (58.395, 57.12, 57.375)
+
+
+def _calibration_batch(mean, std, size: int, rgb: bool = False):
     """The reference card, a flipped copy and two crops, normalised, as a batch."""
     import cv2
     import torch
 
     img = reference_image()
+    if rgb:
+        img = img[:, :, ::-1]
     views = [img, img[:, ::-1], img[40:300, 60:400], img[::-1, 100:]]
-    mean, std = np.array(spec.mean_bgr, np.float32), np.array(spec.std_bgr, np.float32)
+    mean, std = np.array(mean, np.float32), np.array(std, np.float32)
     arr = [(cv2.resize(np.ascontiguousarray(v), (size, size)).astype(np.float32) - mean) / std for v in views]
     return torch.from_numpy(np.stack(arr).transpose(0, 3, 1, 2).copy())
 
@@ -146,7 +151,7 @@ def _seeded_nanodet(model, seed: int, size: int, logit_std: float = 1.0) -> None
 
     from litedet.models.init import seeded_random_weights
 
-    batch = _calibration_batch(model.spec, size)
+    batch = _calibration_batch(model.spec.mean_bgr, model.spec.std_bgr, size)
     seeded_random_weights(model, seed, batch)
     head = model.head
     with torch.no_grad():
@@ -159,25 +164,51 @@ def _seeded_nanodet(model, seed: int, size: int, logit_std: float = 1.0) -> None
     head.reset_class_prior()
 
 
+def _classification_manifest(arch: str, input_size: int, input_blob: str, output_blobs: list[str], fp16: bool,
+                             class_names: list[str], param_sha: str, bin_sha: str) -> Manifest:
+    if len(output_blobs) != 1:
+        raise ConvertError(f"converted classifier has {len(output_blobs)} outputs; expected one (the logits)")
+    return Manifest(
+        architecture=arch, variant=f"{arch}-{input_size}", task="classification",
+        param=PARAM_NAME, bin=BIN_NAME, param_sha256=param_sha, bin_sha256=bin_sha,
+        weight_storage="fp16" if fp16 else "fp32",
+        # torchvision's ImageNet recipe: RGB, mean/std in 0..255 units, resize 256 + centre crop 224
+        input=InputSpec(input_blob, "rgb", list(IMAGENET_MEAN_RGB), [1.0 / s for s in IMAGENET_STD_RGB]),
+        resize=ResizeSpec(target=input_size, pad_multiple=1, policy="center_crop", crop_fraction=0.875),
+        outputs=[OutputSpec(output_blobs[0], "logits", 0, len(class_names))],
+        postprocess=PostprocessSpec(kind="softmax_topk", top_k=5),
+        class_names=list(class_names),
+    ).validate()
+
+
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
     den = np.linalg.norm(a) * np.linalg.norm(b)
     return float(a @ b / den) if den > 0 else float(np.array_equal(a, b))
 
 
-def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = None, input_size: int = 320,
+def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = None, input_size: int | None = None,
                   fp32: bool = False, route: str = "pnnx", force: bool = False, seed: int = 0,
-                  progress: bool = True) -> ConvertResult:
-    """Checkpoint -> verified bundle directory (see DESIGN.md for its contents)."""
+                  progress: bool = True, class_names: list[str] | None = None,
+                  model_kwargs: dict | None = None) -> ConvertResult:
+    """Checkpoint -> verified bundle directory (see DESIGN.md for its contents).
+
+    ``input_size`` defaults to the architecture's (320 for NanoDet-m, 224 for
+    the ImageNet backbones); ``class_names`` names a classifier's outputs
+    (default ``class_0`` ... ``class_999``: no ImageNet label list ships here)."""
     import torch
     from tqdm import tqdm
 
-    from litedet.models import create_model, load_checkpoint
+    from litedet.models import create_model, load_checkpoint, model_info
+    from litedet.runtime.classifier import Classifier
     from litedet.runtime.detector import Detector
 
     from .export import export_onnx, run_pnnx, trace_deploy
 
     out = Path(out)
+    info = model_info(arch)  # raises naming the known architectures
+    task = info["task"]
+    input_size = input_size or info["input_size"]
     if route not in ("pnnx", "onnx"):
         raise ConvertError(f"unknown route {route!r}; expected 'pnnx' or 'onnx'")
     if input_size <= 0 or input_size % 32:
@@ -185,9 +216,11 @@ def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = No
                            f"{max(32, input_size // 32 * 32)} or {(input_size // 32 + 1) * 32}")
     if out.exists() and not force:
         raise ConvertError(f"{out} already exists; pass --force to replace it")
-    model = create_model(arch)  # raises naming the known architectures
-    if arch not in DETECTION_ARCHS:
-        raise ConvertError(f"convert builds detection bundles for {', '.join(DETECTION_ARCHS)}; {arch!r} is a backbone")
+    model = create_model(arch, **(model_kwargs or {}))
+    if task == "classification":
+        class_names = list(class_names) if class_names else [f"class_{i}" for i in range(model.num_classes)]
+        if len(class_names) != model.num_classes:
+            raise ConvertError(f"{len(class_names)} class names given; {arch} has {model.num_classes} outputs")
     timings: dict[str, float] = {}
     steps = tqdm(total=6, desc=f"convert {arch}", disable=not progress, leave=False)
 
@@ -199,10 +232,15 @@ def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = No
 
     t = t_start = time.perf_counter()
     if checkpoint is None:
-        _seeded_nanodet(model, seed, input_size)
+        if task == "detection":
+            _seeded_nanodet(model, seed, input_size)
+        else:
+            from litedet.models.init import seeded_random_weights
+
+            seeded_random_weights(model, seed, _calibration_batch(IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, input_size, rgb=True))
         provenance = {"weights": "seeded-random", "seed": seed, "source_checkpoint": None, "source_sha256": None,
-                      "note": f"UNTRAINED: seeded random weights (seed {seed}, Kaiming convs, random BatchNorm "
-                              "statistics); outputs exercise every layer for parity but are not real detections"}
+                      "note": f"UNTRAINED: seeded random weights (seed {seed}, Kaiming convs, BatchNorm statistics "
+                              "calibrated on the reference card); outputs exercise every layer for parity but mean nothing"}
     else:
         rep = load_checkpoint(model, checkpoint)
         provenance = {"weights": rep.kind, "source_checkpoint": str(Path(checkpoint).resolve()),
@@ -210,13 +248,13 @@ def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = No
     model.eval()
     t = step("load", t)
 
-    spec = model.spec
     shape = (1, 3, input_size, input_size)
     # second shape for pnnx: BOTH sides differ from the first, else pnnx keeps the
     # unchanged side as a constant (a landscape-only second shape bakes the width
     # into the head's Reshape and portrait inputs come out with the wrong rows)
-    big = max(spec.strides)
+    big = max(model.spec.strides) if task == "detection" else 32
     shape2 = (1, 3, max(big, input_size - 2 * big), max(big, input_size - big))
+    out_names = model.deploy_output_names() if task == "detection" else ["logits"]
     with atomic_bundle_dir(out, force) as tmp:
         work = tmp / ".work"
         work.mkdir()
@@ -230,7 +268,7 @@ def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = No
         if route == "pnnx":
             src, s2 = ts_path, shape2
         else:
-            src = export_onnx(model, example, work / "model.onnx", model.deploy_output_names())
+            src = export_onnx(model, example, work / "model.onnx", out_names)
             s2 = None
         res = run_pnnx(src, work, shape, s2, fp16=not fp32)
         ref_bin = None
@@ -244,11 +282,16 @@ def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = No
         shutil.copyfile(res.bin, tmp / BIN_NAME)
         t = step("pnnx", t)
 
-        manifest = _detection_manifest(spec, arch, input_size, res.input_name, res.output_names, res.dynamic_shape,
-                                       not fp32, sha256_file(tmp / PARAM_NAME), sha256_file(tmp / BIN_NAME))
+        shas = sha256_file(tmp / PARAM_NAME), sha256_file(tmp / BIN_NAME)
+        if task == "detection":
+            manifest = _detection_manifest(model.spec, arch, input_size, res.input_name, res.output_names,
+                                           res.dynamic_shape, not fp32, *shas)
+        else:
+            manifest = _classification_manifest(arch, input_size, res.input_name, res.output_names, not fp32,
+                                                class_names, *shas)
         manifest.provenance = {**provenance, "route": route, "tools": tool_versions(),
                                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                               "deploy_outputs": dict(zip(res.output_names, model.deploy_output_names()))}
+                               "deploy_outputs": dict(zip(res.output_names, out_names))}
         manifest.write(tmp / "manifest.json")
 
         # reference: a fixed image, its preprocessed tensor, torch's outputs for it
@@ -256,7 +299,8 @@ def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = No
         import cv2
 
         cv2.imwrite(str(tmp / REF_DIR / "image.png"), img)
-        det32 = Detector.from_bundle(tmp, fp16=False, bin_override=tmp / (ref_bin or BIN_NAME))
+        runner = Detector if task == "detection" else Classifier
+        det32 = runner.from_bundle(tmp, fp16=False, bin_override=tmp / (ref_bin or BIN_NAME))
         chw, _ = det32.preprocess_array(img)
         with torch.no_grad():
             touts = ts(torch.from_numpy(chw)[None])
@@ -270,10 +314,8 @@ def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = No
         for name, ref in tref.items():
             got = n32[name].reshape(ref.shape)
             verify[name] = {"max_abs": float(np.abs(got - ref).max()), "cosine": _cosine(got, ref)}
-        if res.dynamic_shape:  # every output must follow the input in both directions
+        if res.dynamic_shape and task == "detection":  # every output must follow the input in both directions
             for w, h in ((input_size, input_size - 2 * big), (input_size - 2 * big, input_size)):
-                if w <= 0 or h <= 0:
-                    continue
                 outs = det32.run_array(np.zeros((3, h, w), np.float32))
                 for o in manifest.outputs:
                     rows = outs[o.blob].reshape(-1, o.channels).shape[0]

@@ -30,14 +30,16 @@ class PnnxError(RuntimeError):
 
 
 class DeployWrapper(nn.Module):
-    """Calls ``model.forward_deploy`` so tracing never edits the model itself."""
+    """Calls ``model.forward_deploy`` (detectors) or ``model.forward`` (classifier
+    logits), so tracing never edits the model itself."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.model.forward_deploy(x))
+        deploy = getattr(self.model, "forward_deploy", None)
+        return tuple(deploy(x)) if deploy is not None else (self.model(x),)
 
 
 @dataclass

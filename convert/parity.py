@@ -77,6 +77,18 @@ class DetectionMatch:
 
 
 @dataclass
+class TopKMatch:
+    """Classification agreement of one backend with torch on one image."""
+
+    torch_top1: int
+    test_top1: int
+    top1_agrees: bool
+    top5_overlap: int  # how many of torch's top-5 are in the backend's top-5
+    margin: float  # torch logit of its top-1 minus its logit of the backend's top-1
+    explained: bool  # a flip the measured logit error can account for (margin <= 2 * max abs error)
+
+
+@dataclass
 class ImageParity:
     image: str
     size: list[int]  # [w, h]
@@ -84,6 +96,7 @@ class ImageParity:
     tensors: dict[str, list[TensorStats]] = field(default_factory=dict)
     detections: dict[str, DetectionMatch] = field(default_factory=dict)
     torch_detections: list[dict] = field(default_factory=list)
+    topk: dict[str, TopKMatch] = field(default_factory=dict)
 
 
 @dataclass
@@ -226,6 +239,10 @@ def run_parity(bundle: str | Path, images: list[tuple[str, np.ndarray]] | None =
 
     bundle = Path(bundle)
     th = thresholds or ParityThresholds()
+    from litedet.runtime.manifest import load_manifest
+
+    if load_manifest(bundle).task == "classification":
+        return _run_classification_parity(bundle, images, th, out_dir, threads, progress)
     det16 = Detector.from_bundle(bundle, threads=threads, fp16=True)
     m = det16.manifest
     ts_rel = m.reference.get("torchscript")
@@ -295,8 +312,83 @@ def run_parity(bundle: str | Path, images: list[tuple[str, np.ndarray]] | None =
     return report
 
 
+def _topk_match(t: np.ndarray, n: np.ndarray, max_abs: float) -> TopKMatch:
+    t1, n1 = int(np.argmax(t)), int(np.argmax(n))
+    t5, n5 = set(np.argsort(-t, kind="stable")[:5].tolist()), set(np.argsort(-n, kind="stable")[:5].tolist())
+    margin = float(t[t1] - t[n1])
+    return TopKMatch(t1, n1, t1 == n1, len(t5 & n5), margin, t1 == n1 or margin <= 2 * max_abs)
+
+
+def _run_classification_parity(bundle: Path, images, th: ParityThresholds, out_dir, threads: int,
+                               progress: bool) -> ParityReport:
+    """Logits per backend vs torch. fp32: cosine and max rel thresholds. Both:
+    top-1 must agree unless torch's own margin between the two classes is
+    within twice the measured logit error (a near-tie the error explains)."""
+    import cv2
+    import torch
+    from tqdm import tqdm
+
+    from litedet.runtime.classifier import Classifier
+
+    c16 = Classifier.from_bundle(bundle, threads=threads, fp16=True)
+    m = c16.manifest
+    ts_rel, fp32_rel = m.reference.get("torchscript"), m.reference.get("fp32_bin")
+    if not ts_rel or not (bundle / ts_rel).is_file():
+        raise ManifestError(f"{bundle} has no reference TorchScript; parity needs a bundle written by 'litedet convert'")
+    c32 = Classifier.from_bundle(bundle, threads=threads, fp16=False, bin_override=bundle / (fp32_rel or m.bin))
+    ts = torch.jit.load(str(bundle / ts_rel)).eval()
+    ref_img = cv2.imread(str(bundle / m.reference["image"]), cv2.IMREAD_UNCHANGED)
+    todo = [("reference", ref_img)] + list(images if images is not None else default_images())
+    blob = c16.output.blob
+    results, failures = [], []
+    for name, img in tqdm(todo, desc="parity", disable=not progress, leave=False):
+        chw, g = c32.preprocess_array(img)
+        with torch.no_grad():
+            t = ts(torch.from_numpy(chw)[None])[0][0].numpy().reshape(-1)
+        ip = ImageParity(name, [g.src_w, g.src_h], [g.target, g.target])
+        for key, clf, cos_min, rel_max in (("ncnn_fp32", c32, th.fp32_min_cosine, th.fp32_max_rel),
+                                           ("ncnn_fp16", c16, th.fp16_min_cosine, th.fp16_max_rel)):
+            n = clf.run_array(chw)[blob].reshape(-1)
+            ma, mr, cs = tensor_stats(t, n)
+            ip.tensors[key] = [TensorStats(blob, "logits", 0, ma, mr, cs)]
+            # fp32 must be the same network; for fp16 the criterion is top-1 agreement
+            # and the logit error is reported, not thresholded
+            if key == "ncnn_fp32" and (cs < cos_min or mr > rel_max):
+                failures.append(f"{name}: {key} logits cosine {cs:.6f} (min {cos_min}), max_rel {mr:.2e} (max {rel_max})")
+            tk = _topk_match(t, n, ma)
+            ip.topk[key] = tk
+            if not tk.explained:
+                failures.append(f"{name}: {key} top-1 is class {tk.test_top1}, torch says {tk.torch_top1} with a logit "
+                                f"margin {tk.margin:.4f} larger than twice the max logit error {ma:.2e}")
+        results.append(ip)
+    notes = []
+    if m.provenance.get("weights") == "seeded-random":
+        notes.append("weights are seeded random weights (UNTRAINED): logits and top-k agreement are meaningful, "
+                     "the classes are not")
+    report = ParityReport(str(bundle), m.architecture, m.provenance.get("weights", "?"), results, th, failures, notes)
+    if out_dir:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "parity.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        (out_dir / "parity.txt").write_text(format_report(report) + "\n")
+    return report
+
+
 def format_report(r: ParityReport) -> str:
     lines = [f"parity of {r.bundle} ({r.architecture}, weights: {r.weights})", ""]
+    if r.images and r.images[0].topk:
+        lines.append(f"{'image':<16} {'size':>9} {'vs torch':<10} {'cosine':>11} {'max rel':>9} {'max abs':>9}  "
+                     f"{'top1 t/n':>9} {'agree':>5} {'top5 overlap':>12}")
+        for ip in r.images:
+            for key, tk in ip.topk.items():
+                st = ip.tensors[key][0]
+                lines.append(f"{ip.image:<16} {'x'.join(map(str, ip.size)):>9} {key:<10} {st.cosine:>11.7f} "
+                             f"{st.max_rel:>9.2e} {st.max_abs:>9.2e}  {tk.torch_top1:>4}/{tk.test_top1:<4} "
+                             f"{'yes' if tk.top1_agrees else ('tie' if tk.explained else 'NO'):>5} {tk.top5_overlap:>9}/5")
+        lines.append("")
+        lines += [f"note: {n}" for n in r.notes]
+        lines.append("PASS" if r.passed else "FAIL:\n  " + "\n  ".join(r.failures))
+        return "\n".join(lines)
     lines.append(f"{'image':<16} {'size':>9} {'input':>9} {'vs torch':<10} {'worst cosine':>13} {'max rel':>9} "
                  f"{'max abs':>9}  {'dets t/n':>8} {'match':>5} {'miss':>4} {'extra':>5} {'bord':>4} {'flip':>4} {'minIoU':>6} {'dScore':>7}")
     for ip in r.images:

@@ -13,18 +13,24 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, 
 
 
 def _cmd_list(a: argparse.Namespace) -> int:
-    from litedet.models import count_parameters, create_model, list_models
+    from litedet.models import create_model, list_models, model_info
+    from litedet.models.profile import profile
 
-    print(f"{'name':<22} {'params':>10}")
+    print(f"{'name':<24} {'task':<15} {'input':>5} {'params':>10} {'MACs':>10}")
     for name in list_models():
-        print(f"{name:<22} {count_parameters(create_model(name)) / 1e6:>9.3f}M")
+        info = model_info(name)
+        m = create_model(name)
+        fwd = getattr(m, "forward_deploy", None)
+        p = profile(m, info["input_size"], forward=fwd)
+        print(f"{name:<24} {info['task']:<15} {info['input_size']:>5} {p.params / 1e6:>9.3f}M {p.macs / 1e6:>9.1f}M")
     return 0
 
 
 def _print_convert(r) -> None:
     m = r.manifest
-    print(f"bundle: {r.bundle}  ({m.architecture}, input {m.resize.target}, {m.weight_storage} weights, "
-          f"pad_mode {m.resize.pad_mode}, route {m.provenance.get('route')})")
+    shape = f"pad_mode {m.resize.pad_mode}" if m.task == "detection" else f"{m.resize.policy} {m.resize.crop_fraction}"
+    print(f"bundle: {r.bundle}  ({m.architecture}, {m.task}, input {m.resize.target}, {m.weight_storage} weights, "
+          f"{shape}, route {m.provenance.get('route')})")
     print(f"weights: {m.provenance.get('weights')}" + (f" from {m.provenance['source_checkpoint']}" if m.provenance.get("source_checkpoint") else ""))
     if m.provenance.get("note"):
         print(f"note: {m.provenance['note']}")
@@ -36,9 +42,26 @@ def _print_convert(r) -> None:
 def _cmd_convert(a: argparse.Namespace) -> int:
     from litedet.convert.bundle import convert_model
 
+    names = None
+    if a.class_names:
+        names = [ln.strip() for ln in Path(a.class_names).read_text().splitlines() if ln.strip()]
     r = convert_model(a.arch, a.out, checkpoint=a.checkpoint, input_size=a.input_size, fp32=a.fp32,
-                      route=a.route, force=a.force, seed=a.seed, progress=not a.quiet)
+                      route=a.route, force=a.force, seed=a.seed, progress=not a.quiet, class_names=names)
     _print_convert(r)
+    return 0
+
+
+def _cmd_classify(a: argparse.Namespace) -> int:
+    from litedet.runtime.classifier import Classifier
+    from litedet.runtime.detector import load_image
+
+    clf = Classifier.from_bundle(a.bundle, threads=a.threads, fp16=not a.fp32)
+    res = clf.classify(load_image(a.image), a.top)
+    if a.json:
+        print(json.dumps([c.to_dict() for c in res], indent=2))
+    else:
+        for c in res:
+            print(f"{c.prob:7.4f}  {c.label:>5}  {c.name}")
     return 0
 
 
@@ -165,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def conv_opts(s: argparse.ArgumentParser) -> None:
         s.add_argument("--checkpoint", help=".pth/.ckpt, or an ncnn .param (its .bin beside it) to import")
-        s.add_argument("--input-size", type=int, default=320, help="long side of the network input (multiple of 32)")
+        s.add_argument("--input-size", type=int, default=None,
+                       help="network input side, a multiple of 32 (default: the architecture's, 320 for NanoDet-m, 224 for backbones)")
         s.add_argument("--fp32", action="store_true", help="store fp32 weights instead of fp16")
         s.add_argument("--route", choices=("pnnx", "onnx"), default="pnnx")
         s.add_argument("--seed", type=int, default=0, help="seed for initial weights when no checkpoint is given")
@@ -182,8 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("arch")
     s.add_argument("--out", required=True)
     s.add_argument("--force", action="store_true", help="replace an existing bundle (atomically)")
+    s.add_argument("--class-names", help="classifiers: a text file with one class name per line")
     conv_opts(s)
     s.set_defaults(fn=_cmd_convert)
+
+    s = sub.add_parser("classify", help="run a classification bundle on an image (softmax top-k)")
+    s.add_argument("bundle")
+    s.add_argument("image")
+    s.add_argument("--top", type=int, default=5)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--fp32", action="store_true", help="turn ncnn's fp16 storage/arithmetic off")
+    s.set_defaults(fn=_cmd_classify)
 
     s = sub.add_parser("wrap", help="make a bundle from an existing NanoDet ncnn model (legacy per-stride outputs)")
     s.add_argument("param")
@@ -220,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name")
     s.set_defaults(fn=_cmd_assets)
 
-    s = sub.add_parser("list", help="registered architectures and their parameter counts")
+    s = sub.add_parser("list", help="registered architectures, parameters and MACs at their default input size")
     s.set_defaults(fn=_cmd_list)
     return p
 

@@ -34,6 +34,12 @@ def seeded_random_weights(model: nn.Module, seed: int = 0, calibration: torch.Te
                 m.bias.copy_(torch.randn(n, generator=g) * 0.1)
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
                 m.running_var.copy_(0.5 + torch.rand(n, generator=g) * 1.5)
+        # Residual nets: damp the BatchNorm that ends each residual branch (as
+        # torchvision's zero_init_residual does, but not to zero) so the identity
+        # path does not accumulate 16 blocks of unit-variance branches.
+        for m in model.modules():
+            for bn in getattr(m, "residual_branch_norms", lambda: [])():
+                bn.weight.mul_(0.2)
         if calibration is not None:
             bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
             saved = [(m.momentum, m.training) for m in bns]

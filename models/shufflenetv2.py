@@ -14,6 +14,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .profile import global_pool
+
 __all__ = [
     "ShuffleNetV2",
     "InvertedResidual",
@@ -21,6 +23,9 @@ __all__ = [
     "shufflenet_v2_x1_0",
     "shufflenet_v2_x1_5",
     "shufflenet_v2_x2_0",
+    "snet49",
+    "snet146",
+    "snet535",
     "STAGE_REPEATS",
     "STAGE_OUT_CHANNELS",
 ]
@@ -118,8 +123,10 @@ class ShuffleNetV2(nn.Module):
         super().__init__()
         if len(stages_repeats) != 3:
             raise ValueError(f"expected stages_repeats as a list of 3 ints, got {stages_repeats}")
-        if len(stages_out_channels) != 5:
-            raise ValueError(f"expected stages_out_channels as a list of 5 ints, got {stages_out_channels}")
+        if len(stages_out_channels) not in (4, 5):
+            raise ValueError(f"expected stages_out_channels as 4 ints (no conv5) or 5 ints, got {stages_out_channels}")
+        if len(stages_out_channels) == 4 and with_last_conv:
+            raise ValueError("a 4-entry channel table has no conv5: pass with_last_conv=False")
         if not set(out_stages) <= {2, 3, 4}:
             raise ValueError(f"out_stages must be drawn from (2, 3, 4), got {out_stages}")
         self.stage_out_channels = list(stages_out_channels)
@@ -153,15 +160,13 @@ class ShuffleNetV2(nn.Module):
             )
         self.num_classes = num_classes
         if num_classes > 0:
-            if not with_last_conv:
-                raise ValueError("a classifier (num_classes > 0) needs with_last_conv=True")
-            self.fc = nn.Linear(stages_out_channels[-1], num_classes)
+            self.fc = nn.Linear(stages_out_channels[4] if with_last_conv else stages_out_channels[3], num_classes)
 
     @property
     def feature_channels(self) -> list[int]:
         """Channels of the maps ``forward_features`` returns, in stage order."""
         chans = {2: self.stage_out_channels[1], 3: self.stage_out_channels[2], 4: self.stage_out_channels[3]}
-        if self.with_last_conv:
+        if self.with_last_conv and len(self.stage_out_channels) == 5:
             chans[4] = self.stage_out_channels[4]
         return [chans[s] for s in self.out_stages]
 
@@ -182,9 +187,35 @@ class ShuffleNetV2(nn.Module):
             raise RuntimeError("this ShuffleNetV2 has no classifier (num_classes=0); use forward_features")
         x = self.maxpool(self.conv1(x))
         x = self.stage4(self.stage3(self.stage2(x)))
-        x = self.conv5(x)
-        x = x.mean([2, 3])  # global pool that does not depend on the traced input size
-        return self.fc(x)
+        if self.with_last_conv:
+            x = self.conv5(x)
+        return self.fc(global_pool(x))
+
+
+# ThunderNet's SNet (Qin et al., 2019): ShuffleNetV2 units with 5x5 depthwise
+# convs; SNet49 keeps conv5 (512), SNet146/535 replace it with nothing.
+SNET_CHANNELS = {
+    "snet49": [24, 60, 120, 240, 512],
+    "snet146": [24, 132, 264, 528],
+    "snet535": [48, 248, 496, 992],
+}
+
+
+def _snet(name: str, **kwargs) -> ShuffleNetV2:
+    table = SNET_CHANNELS[name]
+    return ShuffleNetV2(STAGE_REPEATS, table, kernel_size=5, with_last_conv=len(table) == 5, **kwargs)
+
+
+def snet49(**kwargs) -> ShuffleNetV2:
+    return _snet("snet49", **kwargs)
+
+
+def snet146(**kwargs) -> ShuffleNetV2:
+    return _snet("snet146", **kwargs)
+
+
+def snet535(**kwargs) -> ShuffleNetV2:
+    return _snet("snet535", **kwargs)
 
 
 def _shufflenetv2(width: str, **kwargs) -> ShuffleNetV2:

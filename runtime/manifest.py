@@ -22,8 +22,10 @@ __all__ = [
 MANIFEST_VERSION = 1
 PIXEL_FORMATS = ("bgr", "rgb")
 PAD_MODES = ("stride_multiple", "fixed")
-OUTPUT_ROLES = ("cls_scores", "dist_logits")
-POSTPROCESS_KINDS = ("gfl",)
+RESIZE_POLICIES = ("letterbox", "center_crop")
+OUTPUT_ROLES = ("cls_scores", "dist_logits", "logits")
+POSTPROCESS_KINDS = ("gfl", "softmax_topk")
+TASKS = {"detection": "gfl", "classification": "softmax_topk"}
 
 
 class ManifestError(ValueError):
@@ -41,38 +43,47 @@ class InputSpec:
 
 @dataclass
 class ResizeSpec:
-    """Letterbox: long side to ``target`` (aspect kept, short side floored),
-    then pad centred with ``pad_value`` (raw pixel value, before mean/norm)
-    either to the next multiple of ``pad_multiple`` (dynamic-shape graphs) or
-    to exactly ``target`` x ``target`` (``fixed``: graphs converted at one size)."""
+    """``letterbox`` (detection): long side to ``target`` (aspect kept, short
+    side floored), then pad centred with ``pad_value`` (raw pixel value, before
+    mean/norm) either to the next multiple of ``pad_multiple`` (dynamic-shape
+    graphs) or to exactly ``target`` x ``target`` (``fixed``: graphs converted
+    at one size).
+
+    ``center_crop`` (classification, the ImageNet evaluation recipe): the
+    centred square of side ``crop_fraction`` x the short side is resized to
+    ``target`` x ``target`` (= resize the short side to target/crop_fraction,
+    then centre-crop target)."""
 
     target: int
     pad_multiple: int
     pad_mode: str = "stride_multiple"
     pad_value: float = 0.0
+    policy: str = "letterbox"
+    crop_fraction: float = 0.875
 
 
 @dataclass
 class OutputSpec:
     blob: str
     role: str  # cls_scores | dist_logits
-    stride: int
-    channels: int  # columns of the [H*W, channels] matrix
+    stride: int  # 0 for outputs that are not per-stride maps
+    channels: int  # columns of the [H*W, channels] matrix (classes for logits)
     # cls_scores only: "sigmoid" means the graph already applied it (never apply it again)
     activation: str = "none"
 
 
 @dataclass
 class PostprocessSpec:
-    kind: str
-    strides: list[int]
-    reg_max: int
-    center_offset: float  # cell centre = (index + center_offset) * stride
+    kind: str  # gfl (detection) | softmax_topk (classification)
+    strides: list[int] = field(default_factory=list)
+    reg_max: int = 0
+    center_offset: float = 0.0  # cell centre = (index + center_offset) * stride
     score_threshold: float = 0.35
     nms_threshold: float = 0.6
     class_agnostic_nms: bool = False
     max_detections: int = 100
     multi_label: bool = False  # False: one label per cell (argmax), as on device
+    top_k: int = 5  # softmax_topk only
 
 
 @dataclass
@@ -122,21 +133,32 @@ class Manifest:
         need(len(self.input.mean) == self.input.channels and len(self.input.norm) == self.input.channels,
              f"input.mean and input.norm need {self.input.channels} values each")
         need(self.weight_storage in ("fp16", "fp32"), f"weight_storage is {self.weight_storage!r}; expected 'fp16' or 'fp32'")
+        need(self.task in TASKS, f"task is {self.task!r}; expected one of {tuple(TASKS)}")
         r = self.resize
+        need(r.policy in RESIZE_POLICIES, f"resize.policy is {r.policy!r}; expected one of {RESIZE_POLICIES}")
         need(r.pad_mode in PAD_MODES, f"resize.pad_mode is {r.pad_mode!r}; expected one of {PAD_MODES}")
         need(r.target > 0 and r.pad_multiple > 0, "resize.target and resize.pad_multiple must be positive")
         need(r.target % r.pad_multiple == 0, f"resize.target {r.target} must be a multiple of resize.pad_multiple {r.pad_multiple}")
+        need(0.0 < r.crop_fraction <= 1.0, f"resize.crop_fraction {r.crop_fraction} must be in (0, 1]")
         p = self.postprocess
-        need(p.kind in POSTPROCESS_KINDS, f"postprocess.kind is {p.kind!r}; expected one of {POSTPROCESS_KINDS}")
+        need(p.kind == TASKS[self.task], f"postprocess.kind {p.kind!r} does not fit task {self.task!r}; expected {TASKS[self.task]!r}")
+        need(len(self.class_names) > 0, "class_names is empty")
+        for o in self.outputs:
+            need(o.role in OUTPUT_ROLES, f"output {o.blob!r} has role {o.role!r}; expected one of {OUTPUT_ROLES}")
+        if p.kind == "softmax_topk":
+            logits = [o for o in self.outputs if o.role == "logits"]
+            need(len(logits) == 1, f"a classifier needs exactly one output with role 'logits', found {len(logits)}")
+            need(logits[0].channels == self.num_classes,
+                 f"output {logits[0].blob!r} has {logits[0].channels} logits but there are {self.num_classes} class names")
+            need(p.top_k > 0, "postprocess.top_k must be positive")
+            return self
         need(p.reg_max >= 0, "postprocess.reg_max must be >= 0")
+        need(len(p.strides) > 0, "postprocess.strides is empty")
         need(max(p.strides) <= r.pad_multiple and r.pad_multiple % max(p.strides) == 0,
              f"resize.pad_multiple {r.pad_multiple} must be a multiple of the largest stride {max(p.strides)}")
         need(0.0 <= p.score_threshold <= 1.0, f"postprocess.score_threshold {p.score_threshold} is outside [0, 1]")
         need(0.0 <= p.nms_threshold <= 1.0, f"postprocess.nms_threshold {p.nms_threshold} is outside [0, 1]")
         need(p.max_detections > 0, "postprocess.max_detections must be positive")
-        need(len(self.class_names) > 0, "class_names is empty")
-        for o in self.outputs:
-            need(o.role in OUTPUT_ROLES, f"output {o.blob!r} has role {o.role!r}; expected one of {OUTPUT_ROLES}")
         for s in p.strides:
             cls = self.output("cls_scores", s)
             dis = self.output("dist_logits", s)

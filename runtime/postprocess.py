@@ -188,3 +188,40 @@ def map_boxes_back(boxes: np.ndarray, lb: Letterbox) -> np.ndarray:
     np.clip(out[:, 0::2], 0, np.float32(lb.src_w), out=out[:, 0::2])
     np.clip(out[:, 1::2], 0, np.float32(lb.src_h), out=out[:, 1::2])
     return out
+
+
+# -- classification --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CenterCrop:
+    """The source-image square that becomes the ``target`` x ``target`` input."""
+
+    src_w: int
+    src_h: int
+    roi_x: int
+    roi_y: int
+    roi_size: int
+    target: int
+
+
+def center_crop_geometry(src_w: int, src_h: int, target: int, crop_fraction: float = 0.875) -> CenterCrop:
+    """ImageNet evaluation crop: the centred square of side floor(short * fraction)
+    (at least 1 pixel), resized to target x target."""
+    if src_w <= 0 or src_h <= 0:
+        raise ValueError(f"image size must be positive, got {src_w}x{src_h}")
+    if target <= 0 or not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(f"target must be positive and crop_fraction in (0, 1], got {target}, {crop_fraction}")
+    side = max(1, int(min(src_w, src_h) * crop_fraction))
+    return CenterCrop(src_w, src_h, (src_w - side) // 2, (src_h - side) // 2, side, target)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable softmax over the last axis, float32."""
+    x = logits.astype(np.float32)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def top_k(probs: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values, best first; ties keep the lower index."""
+    return np.argsort(-probs, kind="stable")[: max(0, k)]
