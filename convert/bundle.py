@@ -208,7 +208,7 @@ def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = No
     out = Path(out)
     info = model_info(arch)  # raises naming the known architectures
     task = info["task"]
-    input_size = input_size or info["input_size"]
+    input_size = info["input_size"] if input_size is None else input_size
     if route not in ("pnnx", "onnx"):
         raise ConvertError(f"unknown route {route!r}; expected 'pnnx' or 'onnx'")
     if input_size <= 0 or input_size % 32:

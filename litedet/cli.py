@@ -17,7 +17,7 @@ def _cmd_list(a: argparse.Namespace) -> int:
     from litedet.models.profile import profile
 
     print(f"{'name':<24} {'task':<15} {'input':>5} {'params':>10} {'MACs':>10}")
-    for name in list_models():
+    for name in a.names or list_models():
         info = model_info(name)
         m = create_model(name)
         fwd = getattr(m, "forward_deploy", None)
@@ -255,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_assets)
 
     s = sub.add_parser("list", help="registered architectures, parameters and MACs at their default input size")
+    s.add_argument("names", nargs="*", help="only these architectures (default: all)")
     s.set_defaults(fn=_cmd_list)
     return p
 

@@ -73,7 +73,8 @@ def test_wrap_then_detect_official_model(tmp_path, photos, capsys):
     assert capsys.readouterr().out.startswith("cat")
 
 
-def test_list_shows_parameter_counts(capsys):
-    assert main(["list"]) == 0
+def test_list_shows_parameter_counts_and_macs(capsys):
+    assert main(["list", "nanodet_m", "shufflenet_v2_x1_0"]) == 0
     out = capsys.readouterr().out
-    assert "nanodet_m" in out and "2.279M" in out
+    assert "nanodet_m" in out and "2.279M" in out and "144.9M" in out
+    assert main(["list", "yolo9000"]) == 2

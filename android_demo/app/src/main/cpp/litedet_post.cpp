@@ -1,0 +1,508 @@
+// litedet on-device postprocessing core; see litedet_post.h for the conventions and the
+// floating-point policy. Mirrors runtime/postprocess.py function by function.
+//
+// Build with -ffp-contract=off and without -ffast-math (see the header).
+#include "litedet_post.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <locale>
+#include <map>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+namespace litedet {
+
+// ---------------------------------------------------------------------------------------
+// NAME.cfg
+// ---------------------------------------------------------------------------------------
+namespace {
+
+const int kConfigVersion = 1;
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (true) {
+    std::size_t comma = s.find(',', start);
+    out.push_back(s.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+std::string trim(const std::string& s) {
+  const char* ws = " \t\r\n";
+  std::size_t b = s.find_first_not_of(ws);
+  if (b == std::string::npos) return "";
+  std::size_t e = s.find_last_not_of(ws);
+  return s.substr(b, e - b + 1);
+}
+
+// Locale-independent (a decimal comma locale must not change the model), whole-token parse.
+bool parse_double(const std::string& raw, double& v) {
+  std::string s = trim(raw);
+  if (s.empty()) return false;
+  std::istringstream in(s);
+  in.imbue(std::locale::classic());
+  in >> v;
+  if (in.fail()) return false;
+  in >> std::ws;
+  return in.eof() && std::isfinite(v);
+}
+
+bool parse_long(const std::string& raw, long long& v) {
+  std::string s = trim(raw);
+  std::size_t i = 0;
+  bool neg = false;
+  if (i < s.size() && (s[i] == '-' || s[i] == '+')) neg = s[i++] == '-';
+  if (i >= s.size()) return false;
+  long long acc = 0;
+  for (; i < s.size(); ++i) {
+    if (s[i] < '0' || s[i] > '9') return false;
+    acc = acc * 10 + (s[i] - '0');
+    if (acc > (1LL << 40)) return false;
+  }
+  v = neg ? -acc : acc;
+  return true;
+}
+
+class Reader {
+ public:
+  explicit Reader(std::map<std::string, std::string> kv) : kv_(std::move(kv)) {}
+  std::string error;
+
+  bool has_error() const { return !error.empty(); }
+
+  const std::string* raw(const std::string& key) {
+    if (has_error()) return nullptr;
+    auto it = kv_.find(key);
+    if (it == kv_.end()) {
+      error = "config key '" + key + "' is missing";
+      return nullptr;
+    }
+    return &it->second;
+  }
+  void bad(const std::string& key, const std::string& value, const std::string& want) {
+    if (!has_error()) error = "config key '" + key + "' has value '" + value + "'; expected " + want;
+  }
+
+  std::string str(const std::string& key, bool allow_empty = false) {
+    const std::string* v = raw(key);
+    if (!v) return "";
+    std::string s = trim(*v);
+    if (s.empty() && !allow_empty) bad(key, *v, "a non-empty string");
+    return s;
+  }
+  long long integer(const std::string& key, long long lo, long long hi) {
+    const std::string* v = raw(key);
+    long long x = 0;
+    if (!v) return 0;
+    if (!parse_long(*v, x) || x < lo || x > hi)
+      bad(key, *v, "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return x;
+  }
+  // Parsed as double, rounded to float once: the same value as np.float32(python_float).
+  float real(const std::string& key, double lo, double hi, const std::string& want) {
+    const std::string* v = raw(key);
+    double x = 0;
+    if (!v) return 0.f;
+    if (!parse_double(*v, x) || x < lo || x > hi) bad(key, *v, want);
+    return static_cast<float>(x);
+  }
+  bool boolean(const std::string& key) {
+    const std::string* v = raw(key);
+    if (!v) return false;
+    std::string s = trim(*v);
+    if (s == "1" || s == "true") return true;
+    if (s == "0" || s == "false") return false;
+    bad(key, *v, "0 or 1");
+    return false;
+  }
+  std::vector<std::string> strings(const std::string& key, bool trim_items) {
+    const std::string* v = raw(key);
+    std::vector<std::string> out;
+    if (!v) return out;
+    // class names are taken verbatim (they may contain spaces); only a trailing CR is dropped
+    std::string s = *v;
+    if (!s.empty() && s.back() == '\r') s.pop_back();
+    for (std::string& item : split_commas(s)) {
+      if (trim_items) item = trim(item);
+      if (item.empty()) {
+        bad(key, *v, "a comma-separated list of non-empty names");
+        return {};
+      }
+      out.push_back(item);
+    }
+    return out;
+  }
+  std::vector<float> reals(const std::string& key) {
+    std::vector<float> out;
+    for (const std::string& item : strings(key, true)) {
+      double x = 0;
+      if (!parse_double(item, x)) {
+        bad(key, *raw(key), "a comma-separated list of numbers");
+        return {};
+      }
+      out.push_back(static_cast<float>(x));
+    }
+    return out;
+  }
+  std::vector<int> ints(const std::string& key) {
+    std::vector<int> out;
+    for (const std::string& item : strings(key, true)) {
+      long long x = 0;
+      if (!parse_long(item, x) || x <= 0 || x > (1 << 20)) {
+        bad(key, *raw(key), "a comma-separated list of positive integers");
+        return {};
+      }
+      out.push_back(static_cast<int>(x));
+    }
+    return out;
+  }
+
+ private:
+  std::map<std::string, std::string> kv_;
+};
+
+}  // namespace
+
+bool parse_config(const std::string& text, Config& cfg, std::string* error) {
+  auto fail = [&](const std::string& msg) {
+    if (error) *error = msg;
+    return false;
+  };
+  std::map<std::string, std::string> kv;
+  std::istringstream lines(text);
+  std::string line;
+  int lineno = 0;
+  while (std::getline(lines, line)) {
+    ++lineno;
+    std::string t = trim(line);
+    if (t.empty() || t[0] == '#') continue;
+    std::size_t eq = line.find('=');
+    if (eq == std::string::npos)
+      return fail("config line " + std::to_string(lineno) + " ('" + (t.size() > 60 ? t.substr(0, 60) + "..." : t) +
+                  "') is not key=value");
+    std::string key = trim(line.substr(0, eq));
+    if (key.empty()) return fail("config line " + std::to_string(lineno) + " has an empty key");
+    if (kv.count(key)) return fail("config key '" + key + "' appears twice (line " + std::to_string(lineno) + ")");
+    kv[key] = line.substr(eq + 1);
+  }
+
+  Reader r(std::move(kv));
+  Config c;
+  long long version = r.integer("version", 0, 1 << 20);
+  if (!r.has_error() && version != kConfigVersion)
+    return fail("config key 'version' is " + std::to_string(version) + "; this litedet core reads version " +
+                std::to_string(kConfigVersion));
+  c.architecture = r.str("architecture");
+  c.variant = r.str("variant");
+  c.param = r.str("param");
+  c.bin = r.str("bin");
+  c.input_blob = r.str("input_blob");
+  c.pixel_format = r.str("pixel_format");
+  if (!r.has_error() && c.pixel_format != "bgr" && c.pixel_format != "rgb")
+    r.bad("pixel_format", c.pixel_format, "'bgr' or 'rgb'");
+  c.mean = r.reals("mean");
+  c.norm = r.reals("norm");
+  if (!r.has_error() && c.mean.size() != c.norm.size())
+    return fail("config keys 'mean' and 'norm' have " + std::to_string(c.mean.size()) + " and " +
+                std::to_string(c.norm.size()) + " values; they need one per channel each");
+  c.target_size = static_cast<int>(r.integer("target_size", 1, 1 << 16));
+  c.pad_multiple = static_cast<int>(r.integer("pad_multiple", 1, 1 << 16));
+  if (!r.has_error() && c.target_size % c.pad_multiple)
+    return fail("config key 'target_size' (" + std::to_string(c.target_size) + ") must be a multiple of 'pad_multiple' (" +
+                std::to_string(c.pad_multiple) + ")");
+  c.pad_mode = r.str("pad_mode");
+  if (!r.has_error() && c.pad_mode != "stride_multiple" && c.pad_mode != "fixed")
+    r.bad("pad_mode", c.pad_mode, "'stride_multiple' or 'fixed'");
+  c.pad_value = r.real("pad_value", -1e30, 1e30, "a number");
+  c.strides = r.ints("strides");
+  c.cls_blobs = r.strings("cls_blobs", true);
+  c.dis_blobs = r.strings("dis_blobs", true);
+  if (!r.has_error()) {
+    if (c.cls_blobs.size() != c.strides.size())
+      return fail("config key 'cls_blobs' names " + std::to_string(c.cls_blobs.size()) + " blobs for " +
+                  std::to_string(c.strides.size()) + " strides");
+    if (c.dis_blobs.size() != c.strides.size())
+      return fail("config key 'dis_blobs' names " + std::to_string(c.dis_blobs.size()) + " blobs for " +
+                  std::to_string(c.strides.size()) + " strides");
+    int largest = *std::max_element(c.strides.begin(), c.strides.end());
+    if (c.pad_multiple % largest)
+      return fail("config key 'pad_multiple' (" + std::to_string(c.pad_multiple) +
+                  ") must be a multiple of the largest stride in 'strides' (" + std::to_string(largest) + ")");
+  }
+  c.reg_max = static_cast<int>(r.integer("reg_max", 0, 1 << 16));
+  c.center_offset = r.real("center_offset", -1e6, 1e6, "a number");
+  c.score_threshold = r.real("score_threshold", 0.0, 1.0, "a number in [0, 1]");
+  c.nms_threshold = r.real("nms_threshold", 0.0, 1.0, "a number in [0, 1]");
+  c.class_agnostic_nms = r.boolean("class_agnostic_nms");
+  c.multi_label = r.boolean("multi_label");
+  c.max_detections = static_cast<int>(r.integer("max_detections", 1, 1 << 24));
+  c.num_classes = static_cast<int>(r.integer("num_classes", 1, 1 << 20));
+  c.class_names = r.strings("class_names", false);
+  if (r.has_error()) return fail(r.error);
+  if (static_cast<long long>(c.class_names.size()) != c.num_classes)
+    return fail("config key 'class_names' has " + std::to_string(c.class_names.size()) +
+                " names but 'num_classes' is " + std::to_string(c.num_classes));
+  cfg = std::move(c);
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------
+// Geometry
+// ---------------------------------------------------------------------------------------
+Letterbox letterbox_geometry(int src_w, int src_h, int target, int multiple, bool fixed) {
+  if (src_w <= 0 || src_h <= 0)
+    throw std::invalid_argument("image size must be positive, got " + std::to_string(src_w) + "x" + std::to_string(src_h));
+  if (target <= 0 || multiple <= 0 || target % multiple)
+    throw std::invalid_argument("target " + std::to_string(target) + " must be a positive multiple of " +
+                                std::to_string(multiple));
+  long long w, h;  // exact integer floor, as Python's //
+  if (src_w >= src_h) {
+    w = target;
+    h = std::max<long long>(1, static_cast<long long>(src_h) * target / src_w);
+  } else {
+    w = std::max<long long>(1, static_cast<long long>(src_w) * target / src_h);
+    h = target;
+  }
+  long long in_w, in_h;
+  if (fixed) {
+    in_w = in_h = target;
+  } else {
+    in_w = (w + multiple - 1) / multiple * multiple;
+    in_h = (h + multiple - 1) / multiple * multiple;
+  }
+  Letterbox lb;
+  lb.src_w = src_w;
+  lb.src_h = src_h;
+  lb.resized_w = static_cast<int>(w);
+  lb.resized_h = static_cast<int>(h);
+  lb.in_w = static_cast<int>(in_w);
+  lb.in_h = static_cast<int>(in_h);
+  lb.pad_left = static_cast<int>((in_w - w) / 2);
+  lb.pad_top = static_cast<int>((in_h - h) / 2);
+  return lb;
+}
+
+// ---------------------------------------------------------------------------------------
+// Decode
+// ---------------------------------------------------------------------------------------
+float pairwise_sum(const float* a, std::size_t n, std::size_t stride) {
+  // numpy's <TYPE>_pairwise_sum (loops_utils.h.src), operation for operation.
+  if (n < 8) {
+    float res = 0.f;
+    for (std::size_t i = 0; i < n; ++i) res += a[i * stride];
+    return res;
+  }
+  if (n <= 128) {
+    float r[8];
+    for (std::size_t k = 0; k < 8; ++k) r[k] = a[k * stride];
+    std::size_t i = 8;
+    for (; i < n - (n % 8); i += 8)
+      for (std::size_t k = 0; k < 8; ++k) r[k] += a[(i + k) * stride];
+    float res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; ++i) res += a[i * stride];
+    return res;
+  }
+  std::size_t n2 = n / 2;
+  n2 -= n2 % 8;
+  return pairwise_sum(a, n2, stride) + pairwise_sum(a + n2 * stride, n - n2, stride);
+}
+
+void distribution_to_distance(const float* logits, int reg_max, float out[4]) {
+  const std::size_t bins = static_cast<std::size_t>(reg_max) + 1;
+  // scratch: on the stack for the usual reg_max (7, 16), on the heap beyond
+  float stack_buf[2 * 32];
+  std::vector<float> heap_buf(bins > 32 ? 2 * bins : 0);
+  float* e = bins > 32 ? heap_buf.data() : stack_buf;
+  float* q = e + bins;
+  for (int side = 0; side < 4; ++side) {
+    const float* x = logits + static_cast<std::size_t>(side) * bins;
+    float m = x[0];  // x.max(axis=2): NaN propagates, as in numpy
+    for (std::size_t j = 1; j < bins && !std::isnan(m); ++j)
+      if (std::isnan(x[j]) || x[j] > m) m = x[j];
+    for (std::size_t j = 0; j < bins; ++j) e[j] = std::exp(x[j] - m);  // float overload: expf
+    const float s = 0.f + pairwise_sum(e, bins);               // reduce starts from 0
+    for (std::size_t j = 0; j < bins; ++j) q[j] = (e[j] / s) * static_cast<float>(j);
+    out[side] = 0.f + pairwise_sum(q, bins);
+  }
+}
+
+void decode_level(const float* scores, const float* dists, int rows, int num_classes, int feat_w, int stride,
+                  int reg_max, float center_offset, float score_threshold, bool multi_label,
+                  std::vector<Candidate>& out) {
+  if (rows < 0 || num_classes <= 0 || feat_w <= 0 || reg_max < 0)
+    throw std::invalid_argument("decode_level: rows, num_classes, feat_w and reg_max must be non-negative/positive");
+  if (rows % feat_w)
+    throw std::invalid_argument(std::to_string(rows) + " cells do not fill rows of width " + std::to_string(feat_w));
+  const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(num_classes);
+  bool finite = true, in_range = true;
+  for (std::size_t i = 0; i < n; ++i) {
+    const float v = scores[i];
+    if (!std::isfinite(v)) finite = false;
+    else if (v < 0.f || v > 1.f) in_range = false;
+  }
+  if (!finite) throw std::invalid_argument("class scores contain NaN or inf; the network output is broken");
+  if (!in_range)
+    throw std::invalid_argument(
+        "class scores are outside [0, 1]: the graph must apply the sigmoid (once); these look like raw logits");
+
+  const float thr = score_threshold;
+  const float off = center_offset;
+  const float fstride = static_cast<float>(stride);
+  const std::size_t dist_cols = 4 * (static_cast<std::size_t>(reg_max) + 1);
+  auto emit = [&](int i, int label, float score) {
+    const float cx = (static_cast<float>(i % feat_w) + off) * fstride;
+    const float cy = (static_cast<float>(i / feat_w) + off) * fstride;
+    float d[4];
+    distribution_to_distance(dists + static_cast<std::size_t>(i) * dist_cols, reg_max, d);
+    for (float& v : d) v = v * fstride;
+    out.push_back(Candidate{cx - d[0], cy - d[1], cx + d[2], cy + d[3], score, label});
+  };
+  for (int i = 0; i < rows; ++i) {
+    const float* s = scores + static_cast<std::size_t>(i) * static_cast<std::size_t>(num_classes);
+    if (multi_label) {
+      for (int c = 0; c < num_classes; ++c)
+        if (s[c] > thr) emit(i, c, s[c]);
+    } else {
+      int best = 0;  // first maximum wins: strict '>'
+      for (int c = 1; c < num_classes; ++c)
+        if (s[c] > s[best]) best = c;
+      if (s[best] > thr) emit(i, best, s[best]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// NMS
+// ---------------------------------------------------------------------------------------
+namespace {
+// np.maximum / np.minimum: NaN propagates
+inline float np_max(float a, float b) { return std::isnan(a) ? a : std::isnan(b) ? b : (a >= b ? a : b); }
+inline float np_min(float a, float b) { return std::isnan(a) ? a : std::isnan(b) ? b : (a <= b ? a : b); }
+}  // namespace
+
+float box_iou(const float* a, const float* b) {
+  const float iw = np_max(0.f, np_min(a[2], b[2]) - np_max(a[0], b[0]));
+  const float ih = np_max(0.f, np_min(a[3], b[3]) - np_max(a[1], b[1]));
+  const float inter = iw * ih;
+  const float area_a = (a[2] - a[0]) * (a[3] - a[1]);
+  const float area_b = (b[2] - b[0]) * (b[3] - b[1]);
+  const float uni = area_a + area_b - inter;
+  return uni > 0.f ? inter / uni : 0.f;
+}
+
+std::vector<std::size_t> nms(const std::vector<Candidate>& cand, float iou_threshold, bool class_agnostic,
+                             int max_detections) {
+  std::vector<std::size_t> keep;
+  if (max_detections <= 0) return keep;
+  const std::size_t n = cand.size();
+  std::vector<std::size_t> order(n);
+  for (std::size_t i = 0; i < n; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return cand[a].score > cand[b].score; });
+  std::vector<float> boxes(4 * n);
+  std::vector<int> labels(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const Candidate& c = cand[order[i]];
+    boxes[4 * i + 0] = c.x1;
+    boxes[4 * i + 1] = c.y1;
+    boxes[4 * i + 2] = c.x2;
+    boxes[4 * i + 3] = c.y2;
+    labels[i] = c.label;
+  }
+  std::vector<char> suppressed(n, 0);
+  const float thr = iou_threshold;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (suppressed[i]) continue;
+    keep.push_back(order[i]);
+    if (keep.size() >= static_cast<std::size_t>(max_detections)) break;
+    const float* bi = &boxes[4 * i];
+    for (std::size_t j = i + 1; j < n; ++j) {
+      if (suppressed[j]) continue;
+      if (!class_agnostic && labels[j] != labels[i]) continue;
+      if (box_iou(bi, &boxes[4 * j]) > thr) suppressed[j] = 1;
+    }
+  }
+  return keep;
+}
+
+// ---------------------------------------------------------------------------------------
+// Back to the original image
+// ---------------------------------------------------------------------------------------
+namespace {
+// np.clip(v, 0, hi) as numpy computes it: min(max(v, lo), hi), NaN passes through.
+inline float np_clip(float v, float hi) {
+  float t = std::isnan(v) ? v : (v > 0.f ? v : 0.f);
+  return std::isnan(t) ? t : (t < hi ? t : hi);
+}
+}  // namespace
+
+Detection map_box_back(const Candidate& c, const Letterbox& lb) {
+  const float sx = static_cast<float>(lb.resized_w) / static_cast<float>(lb.src_w);
+  const float sy = static_cast<float>(lb.resized_h) / static_cast<float>(lb.src_h);
+  const float pl = static_cast<float>(lb.pad_left), pt = static_cast<float>(lb.pad_top);
+  const float w = static_cast<float>(lb.src_w), h = static_cast<float>(lb.src_h);
+  Detection d;
+  d.x1 = np_clip((c.x1 - pl) / sx, w);
+  d.y1 = np_clip((c.y1 - pt) / sy, h);
+  d.x2 = np_clip((c.x2 - pl) / sx, w);
+  d.y2 = np_clip((c.y2 - pt) / sy, h);
+  d.score = c.score;
+  d.label = c.label;
+  return d;
+}
+
+// ---------------------------------------------------------------------------------------
+// The whole chain (runtime/detector.py: postprocess_outputs)
+// ---------------------------------------------------------------------------------------
+std::vector<Detection> postprocess(const Config& cfg, const std::vector<LevelOutput>& levels, const Letterbox& lb) {
+  if (levels.size() != cfg.strides.size())
+    throw std::invalid_argument("got " + std::to_string(levels.size()) + " output levels; the config has " +
+                                std::to_string(cfg.strides.size()) + " strides");
+  if (lb.in_w <= 0 || lb.in_h <= 0 || lb.src_w <= 0 || lb.src_h <= 0)
+    throw std::invalid_argument("letterbox sizes must be positive");
+  std::vector<Candidate> cand;
+  for (std::size_t k = 0; k < levels.size(); ++k) {
+    const LevelOutput& lv = levels[k];
+    const int stride = cfg.strides[k];
+    if (lv.stride != stride)
+      throw std::invalid_argument("output level " + std::to_string(k) + " has stride " + std::to_string(lv.stride) +
+                                  "; the config lists stride " + std::to_string(stride) + " there");
+    const int feat_w = (lb.in_w + stride - 1) / stride, feat_h = (lb.in_h + stride - 1) / stride;
+    if (static_cast<long long>(lv.rows) != static_cast<long long>(feat_w) * feat_h)
+      throw std::invalid_argument("output '" + (k < cfg.cls_blobs.size() ? cfg.cls_blobs[k] : std::string("?")) +
+                                  "' has " + std::to_string(lv.rows) + " rows; a " + std::to_string(lb.in_w) + "x" +
+                                  std::to_string(lb.in_h) + " input at stride " + std::to_string(stride) + " needs " +
+                                  std::to_string(feat_w * feat_h));
+    if (lv.rows > 0 && (!lv.cls || !lv.dis))
+      throw std::invalid_argument("output level " + std::to_string(k) + " has a null data pointer");
+    decode_level(lv.cls, lv.dis, lv.rows, cfg.num_classes, feat_w, stride, cfg.reg_max, cfg.center_offset,
+                 cfg.score_threshold, cfg.multi_label, cand);
+  }
+  const std::vector<std::size_t> keep = nms(cand, cfg.nms_threshold, cfg.class_agnostic_nms, cfg.max_detections);
+  std::vector<Detection> out;
+  out.reserve(keep.size());
+  for (std::size_t i : keep) out.push_back(map_box_back(cand[i], lb));
+  return out;
+}
+
+bool try_postprocess(const Config& cfg, const std::vector<LevelOutput>& levels, const Letterbox& lb,
+                     std::vector<Detection>& out, std::string* error) noexcept {
+  try {
+    out = postprocess(cfg, levels, lb);
+    return true;
+  } catch (const std::exception& e) {
+    if (error) *error = e.what();
+  } catch (...) {
+    if (error) *error = "unknown error in litedet::postprocess";
+  }
+  return false;
+}
+
+}  // namespace litedet
