@@ -89,6 +89,17 @@ class TopKMatch:
 
 
 @dataclass
+class CppMatch:
+    """C++ core vs Python postprocessing on the same raw ncnn fp16 outputs."""
+
+    python: int
+    cpp: int
+    identical: bool  # same count, labels and order
+    max_box_diff: float  # network-input pixels
+    max_score_diff: float
+
+
+@dataclass
 class ImageParity:
     image: str
     size: list[int]  # [w, h]
@@ -97,6 +108,7 @@ class ImageParity:
     detections: dict[str, DetectionMatch] = field(default_factory=dict)
     torch_detections: list[dict] = field(default_factory=list)
     topk: dict[str, TopKMatch] = field(default_factory=dict)
+    cpp: CppMatch | None = None
 
 
 @dataclass
@@ -231,9 +243,24 @@ def _draw(img: np.ndarray, ref: list[Detection], test: list[Detection], path: Pa
     cv2.imwrite(str(path), vis)
 
 
+def _cpp_match(cpp, m, outputs: dict[str, np.ndarray], lb) -> CppMatch:
+    py = postprocess_outputs(m, outputs, lb)
+    cc = cpp.postprocess(m, outputs, lb)
+    same = len(py) == len(cc) and all(a.label == b.label for a, b in zip(py, cc))
+    # compare boxes in network-input pixels (image pixels scale float32 steps up)
+    sx, sy = lb.resized_w / lb.src_w, lb.resized_h / lb.src_h
+    box = max((max(abs(a.x1 - b.x1) * sx, abs(a.x2 - b.x2) * sx, abs(a.y1 - b.y1) * sy, abs(a.y2 - b.y2) * sy)
+               for a, b in zip(py, cc)), default=0.0) if same else float("inf")
+    score = max((abs(a.score - b.score) for a, b in zip(py, cc)), default=0.0) if same else float("inf")
+    return CppMatch(len(py), len(cc), same, box, score)
+
+
 def run_parity(bundle: str | Path, images: list[tuple[str, np.ndarray]] | None = None,
                thresholds: ParityThresholds | None = None, out_dir: str | Path | None = None,
-               threads: int = 1, progress: bool = True) -> ParityReport:
+               threads: int = 1, progress: bool = True, cpp: bool = False) -> ParityReport:
+    """Parity report of a bundle. ``cpp=True`` also runs the on-device C++
+    postprocessing core (built with g++) on the ncnn fp16 outputs and requires
+    detections identical to Python's (boxes and scores within 1e-4)."""
     import torch
     from tqdm import tqdm
 
@@ -261,6 +288,11 @@ def run_parity(bundle: str | Path, images: list[tuple[str, np.ndarray]] | None =
         out_dir.mkdir(parents=True, exist_ok=True)
     blobs = [o.blob for o in m.outputs]
     results, failures = [], []
+    core = None
+    if cpp:
+        from .cpp_core import CppPostprocessor
+
+        core = CppPostprocessor()
     p = m.postprocess
     for name, img in tqdm(todo, desc="parity", disable=not progress, leave=False):
         chw, lb = det32.preprocess_array(img)
@@ -297,6 +329,10 @@ def run_parity(bundle: str | Path, images: list[tuple[str, np.ndarray]] | None =
                                 f"{dm.min_iou:.3f} (min {iou_min}), max score diff {dm.max_score_diff:.4f} (max {sd_max})")
             if key == "ncnn_fp16" and out_dir:
                 _draw(img, t_dets, n_dets, out_dir / f"parity_{name}.jpg")
+            if key == "ncnn_fp16" and core is not None:
+                ip.cpp = _cpp_match(core, m, {k: v.reshape(t[k].shape) for k, v in n.items()}, lb)
+                if not ip.cpp.identical or ip.cpp.max_box_diff > 1e-4 or ip.cpp.max_score_diff > 1e-4:
+                    failures.append(f"{name}: C++ postprocessing differs from Python: {ip.cpp}")
         results.append(ip)
     notes = []
     prov = m.provenance
@@ -399,6 +435,14 @@ def format_report(r: ParityReport) -> str:
                 f"{min(s.cosine for s in st):>13.7f} {max(s.max_rel for s in st):>9.2e} {max(s.max_abs for s in st):>9.2e}  "
                 f"{dm.reference:>3}/{dm.test:<4} {dm.matched:>5} {dm.missed:>4} {dm.extra:>5} {dm.borderline:>4} {dm.label_flips:>4} {dm.min_iou:>6.3f} "
                 f"{dm.max_score_diff:>7.4f}")
+    if any(ip.cpp for ip in r.images):
+        lines.append("")
+        lines.append(f"{'image':<16} {'C++ vs Python (same ncnn fp16 outputs)':<40} {'dets py/c++':>11} {'max box diff':>13} {'max score diff':>15}")
+        for ip in r.images:
+            c = ip.cpp
+            if c:
+                lines.append(f"{ip.image:<16} {'identical' if c.identical else 'DIFFERENT':<40} {c.python:>5}/{c.cpp:<5} "
+                             f"{c.max_box_diff:>13.2e} {c.max_score_diff:>15.2e}")
     lines.append("")
     for n in r.notes:
         lines.append(f"note: {n}")

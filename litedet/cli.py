@@ -128,7 +128,7 @@ def _cmd_parity(a: argparse.Namespace) -> int:
     out = Path(a.out) if a.out else bundle.parent / f"{bundle.name}-parity"
     images = _load_images(a.images) if a.images else None
     r = run_parity(bundle, images=images, thresholds=_thresholds(a.threshold), out_dir=out, threads=a.threads,
-                   progress=not a.quiet)
+                   progress=not a.quiet, cpp=a.cpp)
     if a.json:
         print(json.dumps(r.to_dict(), indent=2))
     else:
@@ -141,6 +141,20 @@ def _cmd_assets(a: argparse.Namespace) -> int:
     from litedet.runtime.devconfig import export_device_assets
 
     files = export_device_assets(a.bundle, a.dest, a.name)
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _cmd_android_push(a: argparse.Namespace) -> int:
+    from litedet.runtime.devconfig import export_device_assets
+    from litedet.runtime.manifest import ManifestError, load_manifest
+
+    demo = Path(a.demo)
+    if not (demo / "app" / "src" / "main").is_dir():
+        raise ValueError(f"{demo} is not the Android demo project (no app/src/main); pass --demo PATH/TO/android_demo")
+    if load_manifest(a.bundle).task != "detection":
+        raise ManifestError(f"{a.bundle} is a classification bundle; the Android demo runs detection bundles")
+    files = export_device_assets(a.bundle, demo / "app" / "src" / "main" / "assets", a.name)
     print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
@@ -242,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--images", nargs="*", help="image files (default: scikit-image's real photos)")
     s.add_argument("--out", help="report directory (default: <bundle>-parity beside the bundle)")
     s.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    s.add_argument("--cpp", action="store_true",
+                   help="also run the Android C++ postprocessing core (built with g++) and require identical detections")
     s.add_argument("--threshold", action="append", metavar="KEY=VALUE",
                    help="override a pass/fail threshold, e.g. fp16_min_cosine=0.9999 (repeatable)")
     s.add_argument("--threads", type=int, default=1)
@@ -253,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dest")
     s.add_argument("--name")
     s.set_defaults(fn=_cmd_assets)
+
+    s = sub.add_parser("android", help="Android demo helpers")
+    asub = s.add_subparsers(dest="android_cmd", required=True)
+    s = asub.add_parser("push", help="copy a bundle's param/bin and its generated config into the demo's assets")
+    s.add_argument("bundle")
+    s.add_argument("--demo", default="android_demo", help="the Android Studio project (default: ./android_demo)")
+    s.add_argument("--name", help="asset name (default: the variant, e.g. nanodet_m-320)")
+    s.set_defaults(fn=_cmd_android_push)
 
     s = sub.add_parser("list", help="registered architectures, parameters and MACs at their default input size")
     s.add_argument("names", nargs="*", help="only these architectures (default: all)")

@@ -78,3 +78,39 @@ def test_list_shows_parameter_counts_and_macs(capsys):
     out = capsys.readouterr().out
     assert "nanodet_m" in out and "2.279M" in out and "144.9M" in out
     assert main(["list", "yolo9000"]) == 2
+
+
+def test_parity_cpp_option_adds_the_cpp_comparison(seeded_bundle, photos, tmp_path, capsys):
+    img = tmp_path / "astronaut.png"
+    cv2.imwrite(str(img), photos["astronaut"])
+    rc = main(["parity", str(seeded_bundle), "--images", str(img), "--cpp", "--out", str(tmp_path / "r"), "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "C++ vs Python" in out and "identical" in out
+    rep = json.loads((tmp_path / "r" / "parity.json").read_text())
+    assert all(ip["cpp"]["identical"] for ip in rep["images"])
+
+
+def test_android_push_writes_assets_from_the_manifest(seeded_bundle, tmp_path, capsys):
+    demo = tmp_path / "android_demo"
+    (demo / "app" / "src" / "main").mkdir(parents=True)
+    assert main(["android", "push", str(seeded_bundle), "--demo", str(demo), "--name", "nd320"]) == 0
+    assets = demo / "app" / "src" / "main" / "assets"
+    assert sorted(p.name for p in assets.iterdir()) == ["nd320.bin", "nd320.cfg", "nd320.param"]
+    cfg = (assets / "nd320.cfg").read_text()
+    assert "param=nd320.param" in cfg and "strides=8,16,32" in cfg
+    assert main(["android", "push", str(seeded_bundle), "--demo", str(tmp_path / "nope")]) == 2
+    assert "not the Android demo project" in capsys.readouterr().err
+
+
+def test_android_push_refuses_a_modified_bundle(seeded_bundle, tmp_path, capsys):
+    import shutil
+
+    b = tmp_path / "b"
+    shutil.copytree(seeded_bundle, b)
+    (b / "model.ncnn.param").write_text((b / "model.ncnn.param").read_text() + "\n")
+    demo = tmp_path / "demo"
+    (demo / "app" / "src" / "main").mkdir(parents=True)
+    assert main(["android", "push", str(b), "--demo", str(demo)]) == 2
+    assert "sha256" in capsys.readouterr().err
+    assert not (demo / "app" / "src" / "main" / "assets").exists() or not any((demo / "app/src/main/assets").iterdir())
