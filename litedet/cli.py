@@ -129,12 +129,20 @@ def _cmd_parity(a: argparse.Namespace) -> int:
     images = _load_images(a.images) if a.images else None
     r = run_parity(bundle, images=images, thresholds=_thresholds(a.threshold), out_dir=out, threads=a.threads,
                    progress=not a.quiet, cpp=a.cpp)
+    arm = None
+    if a.arm:
+        from litedet.convert.arm import arm_parity, format_arm_report
+
+        arm = arm_parity(bundle, images=images, out_dir=out / "arm", cache_dir=a.arm_cache)
     if a.json:
-        print(json.dumps(r.to_dict(), indent=2))
+        print(json.dumps({**r.to_dict(), **({"arm": arm.to_dict()} if arm else {})}, indent=2))
     else:
         print(format_report(r))
-        print(f"report: {out / 'parity.json'}, images: {out}/parity_*.jpg")
-    return 0 if r.passed else 1
+        if arm:
+            print()
+            print(format_arm_report(arm))
+        print(f"report: {out / 'parity.json'}, images: {out}/parity_*.jpg" + (f", ARM: {out / 'arm'}" if arm else ""))
+    return 0 if r.passed and (arm is None or arm.passed) else 1
 
 
 def _cmd_assets(a: argparse.Namespace) -> int:
@@ -258,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     s.add_argument("--cpp", action="store_true",
                    help="also run the Android C++ postprocessing core (built with g++) and require identical detections")
+    s.add_argument("--arm", action="store_true",
+                   help="also run the bundle with the aarch64 ncnn under qemu-aarch64, fp16 storage AND arithmetic "
+                        "(needs scripts/setup_arm.sh), vs x86 ncnn fp32 and torch")
+    s.add_argument("--arm-cache", default=None, help="the setup_arm.sh cache (default: $LITEDET_ARM_CACHE or ~/.cache/litedet/arm)")
     s.add_argument("--threshold", action="append", metavar="KEY=VALUE",
                    help="override a pass/fail threshold, e.g. fp16_min_cosine=0.9999 (repeatable)")
     s.add_argument("--threads", type=int, default=1)
@@ -289,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except Exception as e:
-        if not isinstance(e, _USER_ERRORS) and type(e).__name__ != "PnnxError":
+        if not isinstance(e, _USER_ERRORS) and type(e).__name__ not in ("PnnxError", "ArmEnvError"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"litedet {args.cmd}: error: {msg}", file=sys.stderr)

@@ -1,0 +1,51 @@
+"""The aarch64 side of icount.py: load a bundle, and in ``run`` mode run one inference.
+
+Run by the emulated python (numpy + ncnn + litedet.runtime only):
+
+    python3.11 icount_child.py BUNDLE INPUT.npy fp16|fp32 load|run
+
+``load`` (the baseline) does everything ``run`` does except ``Detector.run_array``,
+so the difference of their instruction counts is one inference.
+"""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bootstrap_litedet(root: Path) -> None:
+    """litedet -> root/litedet, litedet.runtime -> root/runtime (as the editable install maps them)."""
+    spec = importlib.util.spec_from_file_location("litedet", root / "litedet" / "__init__.py",
+                                                  submodule_search_locations=[str(root / "litedet"), str(root)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["litedet"] = mod
+    spec.loader.exec_module(mod)
+
+
+def main(argv: list[str]) -> int:
+    bundle, input_path, precision, mode = argv
+    if precision not in ("fp16", "fp32") or mode not in ("load", "run"):
+        sys.exit("usage: icount_child.py BUNDLE INPUT.npy fp16|fp32 load|run")
+    _bootstrap_litedet(ROOT)
+    import ncnn
+    import numpy as np
+
+    from litedet.runtime.detector import Detector
+
+    det = Detector.from_bundle(bundle, threads=1, fp16=precision == "fp16")
+    x = np.load(input_path)
+    shapes = {}
+    if mode == "run":
+        shapes = {k: list(v.shape) for k, v in det.run_array(x).items()}
+    o = det.net.opt
+    print(json.dumps({"asimdhp": bool(ncnn.cpu_support_arm_asimdhp()), "input": list(x.shape), "outputs": shapes,
+                      "opt": {k: bool(getattr(o, k)) for k in ("use_fp16_storage", "use_fp16_packed",
+                                                                "use_fp16_arithmetic")}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
