@@ -439,10 +439,9 @@ def arm_parity(bundle_dir: str | Path, images: list[tuple[str, np.ndarray]] | No
     notes.append("ARM timings are qemu (TCG) emulation times, not device speed")
     report = ArmParityReport(str(bundle), m.architecture, prov.get("weights", "?"), meta, results, th, failures, notes)
     if out_dir:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "arm_parity.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        (out / "arm_parity.txt").write_text(format_arm_report(report) + "\n")
+        from litedet.convert.parity import write_report
+
+        write_report(out_dir, "arm_parity", report.to_dict(), format_arm_report(report))
     return report
 
 

@@ -8,7 +8,6 @@ existing bundle untouched and never leaves a half bundle behind.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import shutil
 import tempfile
 import time

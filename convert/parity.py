@@ -129,6 +129,14 @@ class ParityReport:
         return {**asdict(self), "passed": self.passed}
 
 
+def write_report(out_dir: str | Path, stem: str, data: dict, text: str) -> None:
+    """STEM.json and STEM.txt side by side in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (out / f"{stem}.txt").write_text(text + "\n")
+
+
 def tensor_stats(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float]:
     """(max abs, max rel to the reference's range, cosine) of two tensors."""
     a = ref.astype(np.float64).ravel()
@@ -343,8 +351,7 @@ def run_parity(bundle: str | Path, images: list[tuple[str, np.ndarray]] | None =
         notes.append(f"no image produced a detection above score_threshold {p.score_threshold}: detection parity is vacuous")
     report = ParityReport(str(bundle), m.architecture, prov.get("weights", "?"), results, th, failures, notes)
     if out_dir:
-        (out_dir / "parity.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        (out_dir / "parity.txt").write_text(format_report(report) + "\n")
+        write_report(out_dir, "parity", report.to_dict(), format_report(report))
     return report
 
 
@@ -403,10 +410,7 @@ def _run_classification_parity(bundle: Path, images, th: ParityThresholds, out_d
                      "the classes are not")
     report = ParityReport(str(bundle), m.architecture, m.provenance.get("weights", "?"), results, th, failures, notes)
     if out_dir:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "parity.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        (out_dir / "parity.txt").write_text(format_report(report) + "\n")
+        write_report(out_dir, "parity", report.to_dict(), format_report(report))
     return report
 
 

@@ -9,8 +9,6 @@ uses the same ``features`` / ``classifier`` layout.
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 import torch.nn.functional as F
 from torch import nn

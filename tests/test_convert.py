@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
 import pytest
 
-from litedet.convert import bundle as bundle_mod
 from litedet.convert.bundle import ConvertError, atomic_bundle_dir, convert_model
 from litedet.convert.export import PnnxError, run_pnnx, unconverted_ops
 from litedet.convert.parity import DetectionMatch, match_detections
