@@ -45,9 +45,10 @@ EXPLAINED = {
                           "it has 0.34M fewer params but 13% more MACs; it also keeps SE ReLUs and one HardSigmoid "
                           "as separate layers, which pnnx fuses",
     "shufflenet_v1_g3_x1_0": "Megvii's (the authors') model: stride-2 units have out/4 bottleneck channels (60/120/240); "
-                             "the Caffe graph uses (out-in)/4 (54/60/120): 8% more MACs, hence slower. The ':branch' "
-                             "row converts that same architecture and runs as fast as the reference: the graph is not "
-                             "the cause. Megvii also shuffles after the ungrouped first conv (16 vs 15 ShuffleChannel)",
+                             "the Caffe graph uses (out-in)/4 (54/60/120): 8% more MACs. The ':branch' row converts the "
+                             "Caffe architecture: same params and MACs as the reference, within 4% of its latency. What "
+                             "remains: Megvii's extra shuffle after the ungrouped first conv (16 vs 15 ShuffleChannel) "
+                             "and PyTorch's padded 3x3/2 average-pool shortcut vs Caffe's unpadded ceil-mode one",
     "shufflenet_v1_g3_x1_0:branch": "same architecture as the Caffe graph (bottleneck='branch')",
     "squeezenet1_1": "the reference ends with Softmax; our bundles leave softmax to the runtime",
 }
@@ -204,7 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps([{**asdict(r), "latency_ratio": r.latency_ratio} for r in rows], indent=2) + "\n")
-    print(f"wrote {out}")
+    from litedet.convert.charts import scatter_chart
+
+    png = out.with_suffix(".png")
+    scatter_chart(png, "single-thread ncnn latency vs MACs (x86, empty weights)", "MMACs", "ms",
+                  {"ours": [(r.ours_macs / 1e6, r.ours_ms, r.ours) for r in rows],
+                   "ncnn benchmark graph": [(r.reference_macs / 1e6, r.reference_ms, r.reference) for r in rows]})
+    print(f"wrote {out} and {png}")
     return 0
 
 

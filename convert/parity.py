@@ -352,6 +352,7 @@ def run_parity(bundle: str | Path, images: list[tuple[str, np.ndarray]] | None =
     report = ParityReport(str(bundle), m.architecture, prov.get("weights", "?"), results, th, failures, notes)
     if out_dir:
         write_report(out_dir, "parity", report.to_dict(), format_report(report))
+        _error_chart(report, Path(out_dir) / "parity_errors.png")
     return report
 
 
@@ -411,7 +412,21 @@ def _run_classification_parity(bundle: Path, images, th: ParityThresholds, out_d
     report = ParityReport(str(bundle), m.architecture, m.provenance.get("weights", "?"), results, th, failures, notes)
     if out_dir:
         write_report(out_dir, "parity", report.to_dict(), format_report(report))
+        _error_chart(report, Path(out_dir) / "parity_errors.png")
     return report
+
+
+def _error_chart(r: ParityReport, path: Path) -> None:
+    """Worst max-rel error per output over all images, fp32 vs fp16, on a log axis."""
+    from .charts import log_bar_chart
+
+    first = r.images[0].tensors
+    labels = [f"{s.blob} {s.role}" + (f"/{s.stride}" if s.stride else "") for s in first["ncnn_fp32"]]
+    series = {}
+    for key in ("ncnn_fp32", "ncnn_fp16"):
+        series[key] = [max(ip.tensors[key][i].max_rel for ip in r.images) for i in range(len(labels))]
+    log_bar_chart(path, f"{r.architecture}: worst max rel error vs torch over {len(r.images)} images",
+                  labels, series, limit=r.thresholds.fp32_max_rel, limit_label="fp32 limit")
 
 
 def format_report(r: ParityReport) -> str:

@@ -48,6 +48,8 @@ def test_parity_command_passes_and_writes_reports(seeded_bundle, photos, tmp_pat
     rep = json.loads((tmp_path / "rep" / "parity.json").read_text())
     assert rep["passed"] and [i["image"] for i in rep["images"]] == ["reference", "coffee"]
     assert (tmp_path / "rep" / "parity_coffee.jpg").is_file()
+    chart = cv2.imread(str(tmp_path / "rep" / "parity_errors.png"))
+    assert chart is not None and chart.shape[1] == 760
 
 
 def test_parity_exits_nonzero_past_thresholds(seeded_bundle, photos, tmp_path, capsys):
