@@ -183,14 +183,28 @@ class _ArmJob:
         self._log.close()
         self._tmp.cleanup()
 
-    def finish(self) -> tuple[dict[str, dict[str, dict[str, np.ndarray]]], dict[str, Any]]:
+    def _wait(self, progress: bool) -> int:
+        """Wait for the child; a progress bar counts the runs it reports (emulation is slow)."""
+        from tqdm import tqdm
+
+        total = len(self.names) * len(self.variants)
+        with tqdm(total=total, desc="qemu-aarch64", unit="run", disable=not progress, leave=False) as bar:
+            while True:
+                try:
+                    rc = self.proc.wait(timeout=0.5)
+                except subprocess.TimeoutExpired:
+                    rc = None
+                done = (self.dir / "child.log").read_text(errors="replace").count("DONE ")
+                bar.update(done - bar.n)
+                if rc is not None:
+                    return rc
+                if time.perf_counter() - self.t0 > self.timeout:
+                    raise ArmRunError(f"the aarch64 child did not finish within {self.timeout:.0f} s: "
+                                      f"{' '.join(self.cmd)}")
+
+    def finish(self, progress: bool = False) -> tuple[dict[str, dict[str, dict[str, np.ndarray]]], dict[str, Any]]:
         try:
-            left = self.timeout - (time.perf_counter() - self.t0)
-            try:
-                rc = self.proc.wait(timeout=max(left, 1.0))
-            except subprocess.TimeoutExpired:
-                raise ArmRunError(f"the aarch64 child did not finish within {self.timeout:.0f} s: "
-                                  f"{' '.join(self.cmd)}") from None
+            rc = self._wait(progress)
             if rc != 0:
                 self._log.seek(0)
                 tail = "\n".join(self._log.read().strip().splitlines()[-15:])
@@ -310,7 +324,8 @@ def _tensor_table(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], m) -> 
 def arm_parity(bundle_dir: str | Path, images: list[tuple[str, np.ndarray]] | None = None,
                out_dir: str | Path | None = None, *, thresholds: ArmParityThresholds | None = None,
                env: ArmEnv | None = None, cache_dir: str | Path | None = None, threads: int = 1,
-               arm_fp32: bool = False, use_torch: bool = True, include_reference: bool = True) -> ArmParityReport:
+               arm_fp32: bool = False, use_torch: bool = True, include_reference: bool = True,
+               progress: bool = False) -> ArmParityReport:
     """ARM fp16 (emulated, fp16 arithmetic on) against x86 fp32 and torch, per output and per detection.
 
     Inputs: the bundle's reference card (when it has one) and ``images`` (default:
@@ -384,7 +399,7 @@ def arm_parity(bundle_dir: str | Path, images: list[tuple[str, np.ndarray]] | No
     except BaseException:
         job.kill()
         raise
-    arm, meta = job.finish()
+    arm, meta = job.finish(progress)
     meta["wall_s"] = round(time.perf_counter() - t0, 2)
     meta["x86_wall_s"] = round(t_x86, 2)
 
@@ -528,6 +543,7 @@ def _child_main(job_path: str) -> int:
             t = time.perf_counter()
             res = det.run_array(x)
             vm["run_s"].append(round(time.perf_counter() - t, 3))
+            print(f"DONE {v['key']} {i}", flush=True)  # the parent's progress bar counts these
             for blob, a in res.items():
                 out[f"{v['key']}|{i}|{blob}"] = a
         meta["variants"][v["key"]] = vm

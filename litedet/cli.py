@@ -133,7 +133,7 @@ def _cmd_parity(a: argparse.Namespace) -> int:
     if a.arm:
         from litedet.convert.arm import arm_parity, format_arm_report
 
-        arm = arm_parity(bundle, images=images, out_dir=out / "arm", cache_dir=a.arm_cache)
+        arm = arm_parity(bundle, images=images, out_dir=out / "arm", cache_dir=a.arm_cache, progress=not a.quiet)
     if a.json:
         print(json.dumps({**r.to_dict(), **({"arm": arm.to_dict()} if arm else {})}, indent=2))
     else:
@@ -179,7 +179,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
     out = Path(a.out)
     bundle = out / "bundle"
-    print(f"== 1/4 convert {a.arch} ({'checkpoint ' + a.checkpoint if a.checkpoint else 'seeded initial weights'})")
+    print(f"== 1/4 convert {a.arch} ({'checkpoint ' + a.checkpoint if a.checkpoint else 'seeded random weights, untrained'})")
     r = convert_model(a.arch, bundle, checkpoint=a.checkpoint, input_size=a.input_size, fp32=a.fp32,
                       route=a.route, force=True, seed=a.seed, progress=not a.quiet)
     _print_convert(r)
