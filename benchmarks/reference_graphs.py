@@ -23,6 +23,8 @@ from pathlib import Path
 import ncnn
 import numpy as np
 
+from litedet.models.ncnn_import import parse_param
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference" / "ncnn-benchmark"
 
@@ -55,21 +57,8 @@ EXPLAINED = {
 _WEIGHTED = {"Convolution": 6, "ConvolutionDepthWise": 6, "InnerProduct": 2, "Deconvolution": 6}
 
 
-def parse(param: Path) -> list[list[str]]:
-    return [ln.split() for ln in param.read_text().splitlines()[2:] if ln.strip()]
-
-
 def histogram(param: Path) -> dict[str, int]:
-    return dict(Counter(t[0] for t in parse(param)))
-
-
-def _kv(tok: list[str]) -> dict[int, str]:
-    out = {}
-    for kv in tok[4 + int(tok[2]) + int(tok[3]):]:
-        k, _, v = kv.partition("=")
-        if int(k) > -23300:
-            out[int(k)] = v
-    return out
+    return dict(Counter(layer.type for layer in parse_param(param)))
 
 
 def _load(param: Path, threads: int = 1) -> ncnn.Net:
@@ -92,16 +81,14 @@ def count(param: Path, side: int) -> tuple[int, int]:
     params = macs = 0
     with net.create_extractor() as ex:
         ex.input(name, ncnn.Mat(arr).clone())
-        for tok in parse(param):
-            if tok[0] not in _WEIGHTED:
+        for layer in parse_param(param):
+            if layer.type not in _WEIGHTED:
                 continue
-            kv = _kv(tok)
-            w = int(kv.get(_WEIGHTED[tok[0]], 0))
-            bias = int(kv.get(0, 0)) if kv.get(1 if tok[0] == "InnerProduct" else 5, "0") == "1" else 0
-            params += w + bias
-            out_blob = tok[4 + int(tok[2])]
-            _, m = ex.extract(out_blob)
-            spatial = 1 if tok[0] == "InnerProduct" else m.w * m.h
+            w = int(layer.p(_WEIGHTED[layer.type], 0))
+            has_bias = layer.p(1 if layer.type == "InnerProduct" else 5, 0) == 1
+            params += w + (int(layer.p(0)) if has_bias else 0)
+            _, m = ex.extract(layer.outputs[0])
+            spatial = 1 if layer.type == "InnerProduct" else m.w * m.h
             macs += w * spatial
     return params, macs
 

@@ -311,16 +311,6 @@ class ArmParityReport:
         return d
 
 
-def _tensor_table(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], m) -> list[TensorStats]:
-    from litedet.convert.parity import TensorStats, tensor_stats
-
-    stats = []
-    for o in m.outputs:
-        ma, mr, cs = tensor_stats(ref[o.blob], got[o.blob].reshape(ref[o.blob].shape))
-        stats.append(TensorStats(o.blob, o.role, o.stride, ma, mr, cs))
-    return stats
-
-
 def arm_parity(bundle_dir: str | Path, images: list[tuple[str, np.ndarray]] | None = None,
                out_dir: str | Path | None = None, *, thresholds: ArmParityThresholds | None = None,
                env: ArmEnv | None = None, cache_dir: str | Path | None = None, threads: int = 1,
@@ -338,7 +328,8 @@ def arm_parity(bundle_dir: str | Path, images: list[tuple[str, np.ndarray]] | No
     Writes ``arm_parity.json`` and ``arm_parity.txt`` into ``out_dir`` if given."""
     import cv2
 
-    from litedet.convert.parity import default_images, match_detections
+    from litedet.convert.parity import (default_images, detection_failure, detection_notes, match_detections,
+                                        output_stats, tensor_failures)
     from litedet.runtime.detector import Detector, postprocess_outputs
     from litedet.runtime.manifest import load_manifest
 
@@ -429,28 +420,19 @@ def arm_parity(bundle_dir: str | Path, images: list[tuple[str, np.ndarray]] | No
             a32 = {b: a.reshape(ref32[b].shape) for b, a in arm["arm_fp32"][name].items()}
             comparisons.append(("arm_fp32_vs_x86_fp32", ref32, a32, d32, postprocess_outputs(m, a32, lb), False))
         for key, ref, got, dref, dgot, judged in comparisons:
-            stats = _tensor_table(ref, got, m)
+            stats = output_stats(m, ref, got)
             dm = match_detections(dref, dgot, th.match_iou, p.score_threshold, th.borderline_margin, p.max_detections)
             ip.tensors[key], ip.detections[key] = stats, dm
             if not judged:
                 continue
-            for s in stats:
-                if s.cosine < th.min_cosine or s.max_rel > th.max_rel:
-                    failures.append(f"{name}: {key} output {s.blob} ({s.role}/{s.stride}) cosine {s.cosine:.6f} "
-                                    f"(min {th.min_cosine}), max_rel {s.max_rel:.2e} (max {th.max_rel})")
-            flips_bad = dm.label_flips > th.max_label_flip_frac * max(dm.reference, 1)
-            if dm.missed or dm.extra or flips_bad or dm.min_iou < th.min_iou or dm.max_score_diff > th.max_score_diff:
-                failures.append(f"{name}: {key} detections missed {dm.missed}, extra {dm.extra}, label flips "
-                                f"{dm.label_flips}, min IoU {dm.min_iou:.3f} (min {th.min_iou}), max score diff "
-                                f"{dm.max_score_diff:.4f} (max {th.max_score_diff})")
+            failures += tensor_failures(name, key, stats, th.min_cosine, th.max_rel)
+            why = detection_failure(name, key, dm, th.min_iou, th.max_score_diff, th.max_label_flip_frac)
+            if why:
+                failures.append(why)
         results.append(ip)
 
     prov = m.provenance
-    if prov.get("weights") == "seeded-random":
-        notes.append("weights are seeded random weights (UNTRAINED): tensor and detection parity are meaningful, "
-                     "but its detections are not real objects")
-    if not any(ip.x86_fp32_detections for ip in results):
-        notes.append(f"no image produced a detection above score_threshold {p.score_threshold}: detection parity is vacuous")
+    notes += detection_notes(m, any(ip.x86_fp32_detections for ip in results))
     notes.append("ARM timings are qemu (TCG) emulation times, not device speed")
     report = ArmParityReport(str(bundle), m.architecture, prov.get("weights", "?"), meta, results, th, failures, notes)
     if out_dir:

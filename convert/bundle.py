@@ -338,25 +338,21 @@ def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = No
     return ConvertResult(out, manifest, timings, verify)
 
 
-def _bin_storage(bin_path: Path) -> str:
-    head = bin_path.read_bytes()[:4]
-    return "fp16" if len(head) == 4 and int.from_bytes(head, "little") == 0x01306B47 else "fp32"
-
-
 def wrap_ncnn_model(param: str | Path, bin_path: str | Path, out: str | Path, arch: str = "nanodet_m",
                     input_size: int = 320, force: bool = False, score_threshold: float | None = None) -> Manifest:
     """Make a bundle from an existing NanoDet ncnn model with legacy per-stride
     outputs (``cls_pred_stride_{s}`` with sigmoid, ``dis_pred_stride_{s}``)."""
     from litedet.models import create_model
+    from litedet.models.ncnn_import import first_weight_storage, parse_param
 
     param, bin_path = Path(param), Path(bin_path)
     for p in (param, bin_path):
         if not p.is_file():
             raise ConvertError(f"ncnn model file not found: {p}")
     spec = create_model(arch).spec
-    lines = [ln.split() for ln in param.read_text().splitlines()[2:] if ln.strip()]
-    inputs = [t[1] for t in lines if t[0] == "Input"]
-    blobs = {b for t in lines for b in t[4:4 + int(t[2]) + int(t[3])]}
+    layers = parse_param(param)
+    inputs = [layer.name for layer in layers if layer.type == "Input"]
+    blobs = {b for layer in layers for b in layer.inputs + layer.outputs}
     cls_b = [f"cls_pred_stride_{s}" for s in spec.strides]
     dis_b = [f"dis_pred_stride_{s}" for s in spec.strides]
     missing = [b for b in cls_b + dis_b if b not in blobs]
@@ -364,12 +360,12 @@ def wrap_ncnn_model(param: str | Path, bin_path: str | Path, out: str | Path, ar
         raise ConvertError(f"{param.name} is not a legacy NanoDet ncnn model: expected one Input and blobs "
                            f"{cls_b + dis_b}; missing {missing}, inputs {inputs}")
     # a Reshape with a fixed first dimension means the graph only runs at one size
-    fixed = any(t[0] == "Reshape" and any(kv.startswith("0=") and int(kv[2:]) > 0 for kv in t[6:]) for t in lines)
+    fixed = any(layer.type == "Reshape" and isinstance(layer.p(0, -1), int) and layer.p(0, -1) > 0 for layer in layers)
     with atomic_bundle_dir(Path(out), force) as tmp:
         shutil.copyfile(param, tmp / PARAM_NAME)
         shutil.copyfile(bin_path, tmp / BIN_NAME)
         m = _detection_manifest(spec, arch, input_size, inputs[0], cls_b + dis_b, not fixed,
-                                _bin_storage(bin_path) == "fp16", sha256_file(tmp / PARAM_NAME), sha256_file(tmp / BIN_NAME))
+                                first_weight_storage(bin_path) == "fp16", sha256_file(tmp / PARAM_NAME), sha256_file(tmp / BIN_NAME))
         if score_threshold is not None:
             m.postprocess.score_threshold = score_threshold
         m.provenance = {"weights": "ncnn-wrapped", "source_checkpoint": str(param.resolve()),

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from litedet.models.ncnn_import import parse_param
+
 __all__ = ["DeployWrapper", "PnnxError", "ExportResult", "trace_deploy", "run_pnnx", "export_onnx", "pnnx_binary",
            "unconverted_ops"]
 
@@ -72,12 +74,7 @@ _UNCONVERTED = re.compile(r"^(pnnx\.|aten::|F\.|torch\.|Tensor\.|nn\.|prim::)")
 
 def unconverted_ops(param: Path) -> list[str]:
     """Layer types pnnx left as PyTorch ops (ncnn would refuse to load them)."""
-    bad = []
-    for line in param.read_text().splitlines()[2:]:
-        tok = line.split()
-        if tok and _UNCONVERTED.match(tok[0]):
-            bad.append(f"{tok[0]} ({tok[1]})")
-    return bad
+    return [f"{layer.type} ({layer.name})" for layer in parse_param(param) if _UNCONVERTED.match(layer.type)]
 
 
 def _shape_arg(shape: tuple[int, ...]) -> str:
@@ -107,11 +104,12 @@ def run_pnnx(model_file: Path, workdir: Path, shape: tuple[int, ...], shape2: tu
     if bad:
         raise PnnxError(f"pnnx could not convert these ops to ncnn layers: {', '.join(bad[:10])}; "
                         f"last lines of its log:\n{tail}")
-    lines = param.read_text().splitlines()
-    inputs = [ln.split()[1] for ln in lines[2:] if ln.split()[0] == "Input"]
-    consumed = {b for ln in lines[2:] for b in ln.split()[4:4 + int(ln.split()[2])]}
-    produced = [b for ln in lines[2:] for b in ln.split()[4 + int(ln.split()[2]):4 + int(ln.split()[2]) + int(ln.split()[3])]]
-    outputs = sorted((b for b in produced if b not in consumed and b.startswith("out")), key=lambda s: int(s[3:]))
+    layers = parse_param(param)
+    inputs = [layer.name for layer in layers if layer.type == "Input"]
+    consumed = {b for layer in layers for b in layer.inputs}
+    # pnnx names the graph outputs out0, out1, ... in the order the traced forward returns them
+    outputs = sorted((b for layer in layers for b in layer.outputs if b not in consumed and b.startswith("out")),
+                     key=lambda b: int(b[3:]))
     if len(inputs) != 1:
         raise PnnxError(f"converted graph has {len(inputs)} inputs; expected exactly one")
     return ExportResult(param, binf, log, inputs[0], outputs, shape2 is not None)

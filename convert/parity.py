@@ -152,6 +152,43 @@ def tensor_stats(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float]
     return max_abs, max_rel, cosine
 
 
+def output_stats(m, ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> list[TensorStats]:
+    """tensor_stats for every output of the manifest (``got`` reshaped to ``ref``)."""
+    stats = []
+    for o in m.outputs:
+        ma, mr, cs = tensor_stats(ref[o.blob], got[o.blob].reshape(ref[o.blob].shape))
+        stats.append(TensorStats(o.blob, o.role, o.stride, ma, mr, cs))
+    return stats
+
+
+def tensor_failures(name: str, key: str, stats: list[TensorStats], min_cosine: float, max_rel: float) -> list[str]:
+    return [f"{name}: {key} output {s.blob} ({s.role}/{s.stride}) cosine {s.cosine:.6f} (min {min_cosine}), "
+            f"max_rel {s.max_rel:.2e} (max {max_rel})"
+            for s in stats if s.cosine < min_cosine or s.max_rel > max_rel]
+
+
+def detection_failure(name: str, key: str, dm: "DetectionMatch", min_iou: float, max_score_diff: float,
+                      max_label_flip_frac: float) -> str | None:
+    """Why a detection comparison fails, or None when it passes."""
+    flips_bad = dm.label_flips > max_label_flip_frac * max(dm.reference, 1)
+    if dm.missed or dm.extra or flips_bad or dm.min_iou < min_iou or dm.max_score_diff > max_score_diff:
+        return (f"{name}: {key} detections missed {dm.missed}, extra {dm.extra}, label flips {dm.label_flips}, "
+                f"min IoU {dm.min_iou:.3f} (min {min_iou}), max score diff {dm.max_score_diff:.4f} (max {max_score_diff})")
+    return None
+
+
+def detection_notes(m, any_detections: bool) -> list[str]:
+    """What a reader must know before trusting a detection parity report."""
+    notes = []
+    if m.provenance.get("weights") == "seeded-random":
+        notes.append("weights are seeded random weights (UNTRAINED): tensor and detection parity are meaningful, "
+                     "but its detections are not real objects")
+    if not any_detections:
+        notes.append(f"no image produced a detection above score_threshold {m.postprocess.score_threshold}: "
+                     "detection parity is vacuous")
+    return notes
+
+
 def _iou(a: Detection, b: Detection) -> float:
     iw = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
     ih = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
@@ -316,40 +353,25 @@ def run_parity(bundle: str | Path, images: list[tuple[str, np.ndarray]] | None =
             ("ncnn_fp32", det32, th.fp32_min_cosine, th.fp32_max_rel, th.fp32_min_iou, th.fp32_max_score_diff),
             ("ncnn_fp16", det16, th.fp16_min_cosine, th.fp16_max_rel, th.fp16_min_iou, th.fp16_max_score_diff),
         ):
-            n = det.run_array(chw)
-            stats = []
-            for o in m.outputs:
-                got = n[o.blob].reshape(t[o.blob].shape)
-                ma, mr, cs = tensor_stats(t[o.blob], got)
-                stats.append(TensorStats(o.blob, o.role, o.stride, ma, mr, cs))
-                if cs < cos_min or mr > rel_max:
-                    failures.append(f"{name}: {key} output {o.blob} ({o.role}/{o.stride}) cosine {cs:.6f} "
-                                    f"(min {cos_min}), max_rel {mr:.2e} (max {rel_max})")
-            ip.tensors[key] = stats
-            n_dets = postprocess_outputs(m, {k: v.reshape(t[k].shape) for k, v in n.items()}, lb)
+            n = {k: v.reshape(t[k].shape) for k, v in det.run_array(chw).items()}
+            ip.tensors[key] = output_stats(m, t, n)
+            failures += tensor_failures(name, key, ip.tensors[key], cos_min, rel_max)
+            n_dets = postprocess_outputs(m, n, lb)
             dm = match_detections(t_dets, n_dets, th.match_iou, p.score_threshold, th.borderline_margin,
                                   p.max_detections)
             ip.detections[key] = dm
-            flips_bad = dm.label_flips > th.max_label_flip_frac * max(dm.reference, 1)
-            if dm.missed or dm.extra or flips_bad or dm.min_iou < iou_min or dm.max_score_diff > sd_max:
-                failures.append(f"{name}: {key} detections missed {dm.missed}, extra {dm.extra}, label flips "
-                                f"{dm.label_flips}, min IoU "
-                                f"{dm.min_iou:.3f} (min {iou_min}), max score diff {dm.max_score_diff:.4f} (max {sd_max})")
+            why = detection_failure(name, key, dm, iou_min, sd_max, th.max_label_flip_frac)
+            if why:
+                failures.append(why)
             if key == "ncnn_fp16" and out_dir:
                 _draw(img, t_dets, n_dets, out_dir / f"parity_{name}.jpg")
             if key == "ncnn_fp16" and core is not None:
-                ip.cpp = _cpp_match(core, m, {k: v.reshape(t[k].shape) for k, v in n.items()}, lb)
+                ip.cpp = _cpp_match(core, m, n, lb)
                 if not ip.cpp.identical or ip.cpp.max_box_diff > 1e-4 or ip.cpp.max_score_diff > 1e-4:
                     failures.append(f"{name}: C++ postprocessing differs from Python: {ip.cpp}")
         results.append(ip)
-    notes = []
-    prov = m.provenance
-    if prov.get("weights") == "seeded-random":
-        notes.append("weights are seeded random weights (UNTRAINED): tensor and detection parity are meaningful, "
-                     "but its detections are not real objects")
-    if not any(ip.torch_detections for ip in results):
-        notes.append(f"no image produced a detection above score_threshold {p.score_threshold}: detection parity is vacuous")
-    report = ParityReport(str(bundle), m.architecture, prov.get("weights", "?"), results, th, failures, notes)
+    notes = detection_notes(m, any(ip.torch_detections for ip in results))
+    report = ParityReport(str(bundle), m.architecture, m.provenance.get("weights", "?"), results, th, failures, notes)
     if out_dir:
         write_report(out_dir, "parity", report.to_dict(), format_report(report))
         _error_chart(report, Path(out_dir) / "parity_errors.png")

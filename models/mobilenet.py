@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .profile import global_pool
+from .common import FeatureStages, global_pool
 
 __all__ = ["MobileNetV1", "MobileNetV2", "MobileNetV3", "mobilenet_v1", "mobilenet_v1_0_75", "mobilenet_v1_0_5",
            "mobilenet_v2", "mobilenet_v2_0_75", "mobilenet_v2_0_5", "mobilenet_v3_large", "mobilenet_v3_small",
@@ -42,29 +42,6 @@ class ConvBNAct(nn.Sequential):
         self.out_channels = oup
 
 
-class _FeatureStages:
-    """Mixin: ``features`` is a Sequential; ``_stage_ends`` are the indices after
-    which the map has stride 8, 16 and 32."""
-
-    features: nn.Sequential
-    _stage_ends: tuple[int, int, int]
-    _stage_channels: tuple[int, int, int]
-
-    @property
-    def feature_channels(self) -> list[int]:
-        return list(self._stage_channels)
-
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in self._stage_ends:
-                outs.append(x)
-            if i >= self._stage_ends[-1]:
-                break
-        return outs
-
-
 # -- V1 ------------------------------------------------------------------------
 
 # (out channels, stride) of the 13 depthwise-separable blocks, paper Table 1
@@ -72,7 +49,7 @@ _V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1
               (512, 1), (1024, 2), (1024, 1)]
 
 
-class MobileNetV1(_FeatureStages, nn.Module):
+class MobileNetV1(FeatureStages, nn.Module):
     def __init__(self, width_mult: float = 1.0, num_classes: int = 1000) -> None:
         super().__init__()
         if width_mult <= 0:
@@ -122,7 +99,7 @@ class InvertedResidual(nn.Module):
 _V2_SETTING = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
 
 
-class MobileNetV2(_FeatureStages, nn.Module):
+class MobileNetV2(FeatureStages, nn.Module):
     def __init__(self, width_mult: float = 1.0, num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
         inp = make_divisible(32 * width_mult)
@@ -196,7 +173,7 @@ _V3_SMALL = [(3, 16, 16, True, "RE", 2), (3, 72, 24, False, "RE", 2), (3, 88, 24
              (5, 576, 96, True, "HS", 1), (5, 576, 96, True, "HS", 1)]
 
 
-class MobileNetV3(_FeatureStages, nn.Module):
+class MobileNetV3(FeatureStages, nn.Module):
     def __init__(self, setting: list[tuple], last_channel: int, num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
         layers: list[nn.Module] = [ConvBNAct(3, 16, 3, 2, act=nn.Hardswish)]

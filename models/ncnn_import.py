@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["NcnnLayer", "NcnnImportError", "parse_param", "read_conv_weights", "import_ncnn_weights"]
+__all__ = ["NcnnLayer", "NcnnImportError", "parse_param", "first_weight_storage", "read_conv_weights",
+           "import_ncnn_weights"]
 
 _MAGIC = 7767517
 _TAG_FP16 = 0x01306B47
@@ -52,8 +53,13 @@ class NcnnLayer:
         return self.params.get(key, default)
 
 
-def _num(tok: str) -> int | float:
-    return float(tok) if any(ch in tok for ch in ".eE") else int(tok)
+def _num(tok: str) -> int | float | str:
+    """An int or float; anything else (pnnx's quoted shape expressions such as
+    ``"*(0h,0w),80"``) stays a string."""
+    try:
+        return float(tok) if any(ch in tok for ch in ".eE") else int(tok)
+    except ValueError:
+        return tok.strip('"')
 
 
 def parse_param(path: str | Path) -> list[NcnnLayer]:
@@ -75,7 +81,7 @@ def parse_param(path: str | Path) -> list[NcnnLayer]:
         for kv in tok[4 + nin + nout:]:
             k, v = kv.split("=", 1)
             key = int(k)
-            if key <= -23300:  # array: -23300-key=count,v0,v1,...
+            if key <= -23300:  # array of parameter id (-key - 23300): count,v0,v1,...
                 vals = v.split(",")
                 params[-key - 23300] = [_num(t) for t in vals[1:]]
             else:
@@ -107,6 +113,13 @@ def _read_tagged(buf: memoryview, off: int, count: int, where: str) -> tuple[np.
     else:
         raise NcnnImportError(f"{where}: unknown weight storage tag 0x{tag:08x} (expected fp16 or fp32)")
     return arr, off
+
+
+def first_weight_storage(bin_path: str | Path) -> str:
+    """'fp16' when the bin's first weight blob carries ncnn's fp16 tag, else 'fp32'."""
+    with open(bin_path, "rb") as f:
+        head = f.read(4)
+    return "fp16" if len(head) == 4 and struct.unpack("<I", head)[0] == _TAG_FP16 else "fp32"
 
 
 def read_conv_weights(param: str | Path, bin_path: str | Path) -> list[tuple[NcnnLayer, np.ndarray, np.ndarray | None]]:

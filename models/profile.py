@@ -40,11 +40,3 @@ def profile(model: nn.Module, height: int = 224, width: int | None = None, forwa
         model.train(was)
     return Profile(sum(p.numel() for p in model.parameters()), macs, (height, width))
 
-
-def global_pool(x: "torch.Tensor") -> "torch.Tensor":
-    """Global average pool to [B, C]. adaptive_avg_pool2d(1) does not depend on
-    the traced input size and pnnx maps it to one ncnn global Pooling layer
-    (x.mean((2, 3)) becomes a slower generic Reduction)."""
-    import torch.nn.functional as F
-
-    return F.adaptive_avg_pool2d(x, 1).flatten(1)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .profile import global_pool
+from .common import global_pool
 
 __all__ = ["ResNet", "resnet18", "resnet50", "resnest50", "SplAtConv2d"]
 

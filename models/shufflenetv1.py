@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .profile import global_pool
+from .common import FeatureStages, global_pool
 
 __all__ = ["ShuffleNetV1", "shufflenet_v1"]
 
@@ -60,7 +60,7 @@ class ShuffleV1Block(nn.Module):
         return torch.cat((self.branch_proj(x), F.relu(out)), 1)
 
 
-class ShuffleNetV1(nn.Module):
+class ShuffleNetV1(FeatureStages, nn.Module):
     def __init__(self, group: int = 3, width: str = "1.0x", num_classes: int = 1000, bottleneck: str = "output") -> None:
         """``bottleneck="output"`` (Megvii, default): every unit's bottleneck is a
         quarter of the stage's output channels. ``"branch"`` (the original Caffe
@@ -91,22 +91,11 @@ class ShuffleNetV1(nn.Module):
         self.num_classes = num_classes
         self.classifier = nn.Sequential(nn.Linear(chans[-1], num_classes, bias=False))
 
-    @property
-    def feature_channels(self) -> list[int]:
-        return list(self._stage_channels)
-
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(self.first_conv(x))
-        outs = []
-        for i, block in enumerate(self.features):
-            x = block(x)
-            if i in self._stage_ends:
-                outs.append(x)
-        return outs
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.first_conv(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(self.maxpool(self.first_conv(x)))
-        return self.classifier(global_pool(x))
+        return self.classifier(global_pool(self.features(self._stem(x))))
 
 
 def shufflenet_v1(group: int = 3, width: str = "1.0x", **kw) -> ShuffleNetV1:

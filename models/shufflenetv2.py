@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .profile import global_pool
+from .common import global_pool
 
 __all__ = [
     "ShuffleNetV2",

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .profile import global_pool
+from .common import FeatureStages, global_pool
 
 __all__ = ["SqueezeNet", "squeezenet1_0", "squeezenet1_1"]
 
@@ -32,7 +32,7 @@ def _pool() -> nn.MaxPool2d:
     return nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
 
 
-class SqueezeNet(nn.Module):
+class SqueezeNet(FeatureStages, nn.Module):
     """``forward_features`` returns the maps after the 2nd and 3rd max pool
     (strides 8 and 16: SqueezeNet has no stride-32 stage) and a parameter-free
     3x3/2 max pool of the last one as the stride-32 map."""
@@ -64,12 +64,7 @@ class SqueezeNet(nn.Module):
         return [*self._stage_channels, self._stage_channels[-1]]
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in self._stage_ends:
-                outs.append(x)
-        s8, s16 = outs
+        s8, s16 = super().forward_features(x)
         return [s8, s16, F.max_pool2d(s16, 3, 2, ceil_mode=True)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

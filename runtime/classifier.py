@@ -9,7 +9,7 @@ from pathlib import Path
 import ncnn
 import numpy as np
 
-from .detector import ImageError, _pixel_type, make_net
+from .detector import as_pixels, make_net
 from .manifest import Manifest, ManifestError, load_manifest, verify_bundle_files
 from .postprocess import CenterCrop, center_crop_geometry, softmax, top_k
 
@@ -52,12 +52,10 @@ class Classifier:
         return center_crop_geometry(src_w, src_h, r.target, r.crop_fraction)
 
     def preprocess(self, image: np.ndarray) -> tuple[ncnn.Mat, CenterCrop]:
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3) or image.size == 0:
-            raise ImageError("expected a non-empty uint8 image (H x W, H x W x 3 BGR or H x W x 4 BGRA)")
-        img = np.ascontiguousarray(image if image.ndim == 3 else image[:, :, None])
-        h, w, c = img.shape
+        img, ptype = as_pixels(image, self.manifest.input.pixel_format)
+        h, w = img.shape[:2]
         g = self.geometry(w, h)
-        mat = ncnn.Mat.from_pixels_roi_resize(img, _pixel_type(c, self.manifest.input.pixel_format), w, h,
+        mat = ncnn.Mat.from_pixels_roi_resize(img, ptype, w, h,
                                               g.roi_x, g.roi_y, g.roi_size, g.roi_size, g.target, g.target)
         mat.substract_mean_normalize(list(self.manifest.input.mean), list(self.manifest.input.norm))
         return mat, g

@@ -17,7 +17,7 @@ import numpy as np
 from .manifest import Manifest, ManifestError, load_manifest, verify_bundle_files
 from .postprocess import Candidates, Letterbox, decode_level, letterbox_geometry, map_boxes_back, nms
 
-__all__ = ["Detection", "Detector", "ImageError", "load_image", "make_net"]
+__all__ = ["Detection", "Detector", "ImageError", "as_pixels", "load_image", "make_net"]
 
 
 class ImageError(ValueError):
@@ -64,6 +64,19 @@ def _pixel_type(channels: int, want: str) -> int:
         return int(table[(channels, want)])
     except KeyError:
         raise ImageError(f"images must have 1 (gray), 3 (BGR) or 4 (BGRA) channels, got {channels}") from None
+
+
+def as_pixels(image: np.ndarray, pixel_format: str) -> tuple[np.ndarray, int]:
+    """Check an image and return it as contiguous H x W x C uint8 with the ncnn
+    pixel conversion to the network's ``pixel_format``."""
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"expected a numpy uint8 image, got {type(image).__name__}")
+    if image.size == 0 or image.ndim not in (2, 3) or image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageError(f"image is empty or not 2-D (shape {image.shape})")
+    if image.dtype != np.uint8:
+        raise ImageError(f"image dtype is {image.dtype}; expected uint8 pixels (0..255)")
+    img = np.ascontiguousarray(image if image.ndim == 3 else image[:, :, None])
+    return img, _pixel_type(img.shape[2], pixel_format)
 
 
 def make_net(param: str | Path, bin_path: str | Path, threads: int = 1, fp16: bool = True) -> ncnn.Net:
@@ -121,16 +134,9 @@ class Detector:
 
     def preprocess(self, image: np.ndarray) -> tuple[ncnn.Mat, Letterbox]:
         """uint8 BGR/BGRA/gray image -> normalised, padded ncnn.Mat and its geometry."""
-        if not isinstance(image, np.ndarray):
-            raise ImageError(f"expected a numpy uint8 image, got {type(image).__name__}")
-        if image.size == 0 or image.ndim not in (2, 3) or image.shape[0] == 0 or image.shape[1] == 0:
-            raise ImageError(f"image is empty or not 2-D (shape {image.shape})")
-        if image.dtype != np.uint8:
-            raise ImageError(f"image dtype is {image.dtype}; expected uint8 pixels (0..255)")
-        img = np.ascontiguousarray(image if image.ndim == 3 else image[:, :, None])
-        h, w, c = img.shape
+        img, ptype = as_pixels(image, self.manifest.input.pixel_format)
+        h, w = img.shape[:2]
         lb = self.geometry(w, h)
-        ptype = _pixel_type(c, self.manifest.input.pixel_format)
         mat = ncnn.Mat.from_pixels_resize(img, ptype, w, h, lb.resized_w, lb.resized_h)
         padded = ncnn.copy_make_border(mat, lb.pad_top, lb.pad_bottom, lb.pad_left, lb.pad_right,
                                        int(ncnn.BorderType.BORDER_CONSTANT), float(self.manifest.resize.pad_value),

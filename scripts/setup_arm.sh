@@ -156,38 +156,38 @@ else
     done_step "compiled with the $HOW"
 fi
 
-# ---- 5. the instruction-count plugin (host code, loaded by qemu) -----------------
+# cached_build OUTPUT "SOURCES" COMMAND...: COMMAND writes OUTPUT.tmp; it runs only when
+# OUTPUT is missing or the sha256 of SOURCES changed since it was built.
 src_hash() { cat "$@" | sha256sum | cut -c1-16; }
-PLUGIN=$CACHE/plugin/libinsn_count.so
-PLUGIN_SRC=("$ROOT/benchmarks/arm/insn_count.c" "$ROOT/benchmarks/arm/qemu_plugin_min.h")
-step "TCG plugin libinsn_count.so"
-H=$(src_hash "${PLUGIN_SRC[@]}")
-if [ -f "$PLUGIN" ] && [ "$(cat "$PLUGIN.src-sha256" 2>/dev/null)" = "$H" ]; then
-    done_step "cached"
-else
-    mkdir -p "$CACHE/plugin"
-    gcc -O2 -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -I"$ROOT/benchmarks/arm" \
-        -o "$PLUGIN.tmp" "$ROOT/benchmarks/arm/insn_count.c"
-    mv "$PLUGIN.tmp" "$PLUGIN"
-    echo "$H" >"$PLUGIN.src-sha256"
+cached_build() {
+    local out=$1 h
+    read -r -a srcs <<<"$2"
+    shift 2
+    h=$(src_hash "${srcs[@]}")
+    if [ -f "$out" ] && [ "$(cat "$out.src-sha256" 2>/dev/null)" = "$h" ]; then
+        done_step "cached"
+        return
+    fi
+    mkdir -p "$(dirname "$out")"
+    "$@"
+    mv "$out.tmp" "$out"
+    echo "$h" >"$out.src-sha256"
     CHANGED=1
     done_step "built"
-fi
+}
+
+# ---- 5. the instruction-count plugin (host code, loaded by qemu) -----------------
+PLUGIN=$CACHE/plugin/libinsn_count.so
+step "TCG plugin libinsn_count.so"
+cached_build "$PLUGIN" "$ROOT/benchmarks/arm/insn_count.c $ROOT/benchmarks/arm/qemu_plugin_min.h" \
+    gcc -O2 -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -I"$ROOT/benchmarks/arm" \
+        -o "$PLUGIN.tmp" "$ROOT/benchmarks/arm/insn_count.c"
 
 # ---- 6. a static aarch64 fp16 program: cross toolchain + fp16 check + icount workload
 LOOP=$CACHE/bin/fp16_loop
 step "aarch64 fp16_loop"
-H=$(src_hash "$ROOT/benchmarks/arm/fp16_loop.c")
-if [ -f "$LOOP" ] && [ "$(cat "$LOOP.src-sha256" 2>/dev/null)" = "$H" ]; then
-    done_step "cached"
-else
-    mkdir -p "$CACHE/bin"
+cached_build "$LOOP" "$ROOT/benchmarks/arm/fp16_loop.c" \
     aarch64-linux-gnu-gcc -O2 -static -march=armv8.2-a+fp16 -o "$LOOP.tmp" "$ROOT/benchmarks/arm/fp16_loop.c"
-    mv "$LOOP.tmp" "$LOOP"
-    echo "$H" >"$LOOP.src-sha256"
-    CHANGED=1
-    done_step "built"
-fi
 
 # ---- 7. verify under qemu and write env.json ------------------------------------
 step "verify under qemu"

@@ -90,8 +90,9 @@ def test_state_dict_names_follow_upstream(name):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="torchvision not importable here")
-@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "squeezenet1_0",
-                                  "squeezenet1_1", "resnet18", "resnet50"])
+@pytest.mark.parametrize("name", ["shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5",
+                                  "shufflenet_v2_x2_0", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
+                                  "squeezenet1_0", "squeezenet1_1", "resnet18", "resnet50"])
 def test_torchvision_state_dict_loads_unchanged(name):
     import torchvision
 

@@ -140,3 +140,22 @@ def test_matching_treats_threshold_and_max_det_flips_as_borderline():
     m = match_detections(full, full[:4] + [_d(500, 0, 510, 10, 0.855)], max_detections=5, borderline_margin=0.02)
     assert (m.missed, m.extra, m.borderline) == (0, 0, 2)
     assert isinstance(match_detections([], []), DetectionMatch)
+
+
+def test_weights_import_back_from_our_own_pnnx_bundle(seeded_bundle):
+    """pnnx's param files (quoted Reshape expressions, fused activations) parse, and
+    the imported model reproduces the bundle's reference outputs (fp32 reference bin)."""
+    import torch
+
+    from litedet.models import create_model
+    from litedet.models.ncnn_import import import_ncnn_weights
+
+    m = create_model("nanodet_m").eval()
+    rep = import_ncnn_weights(m, seeded_bundle / "model.ncnn.param", seeded_bundle / "reference/model.fp32.ncnn.bin")
+    assert rep["convolutions"] == 73
+    x = torch.from_numpy(np.load(seeded_bundle / "reference/input.npy"))[None]
+    ref = np.load(seeded_bundle / "reference/outputs.npz")
+    with torch.no_grad():
+        outs = m.forward_deploy(x)
+    for blob, o in zip(sorted(ref.files, key=lambda b: int(b[3:])), outs):
+        np.testing.assert_allclose(o[0].numpy(), ref[blob], atol=1e-3)

@@ -92,6 +92,14 @@ int guarded(char* err, size_t err_len, F f) {
   }
 }
 
+// parse_config, with its message copied into err on failure.
+bool parse(const char* cfg_text, litedet::Config& cfg, char* err, size_t err_len) {
+  std::string error;
+  if (litedet::parse_config(cfg_text ? cfg_text : "", cfg, &error)) return true;
+  set_err(err, err_len, error);
+  return false;
+}
+
 }  // namespace
 
 extern "C" {
@@ -112,11 +120,7 @@ int litedet_abi_version(void) { return 1; }
 int litedet_config_dump(const char* cfg_text, char* out, size_t out_len, size_t* needed, char* err, size_t err_len) {
   return guarded(err, err_len, [&] {
     litedet::Config cfg;
-    std::string error;
-    if (!litedet::parse_config(cfg_text ? cfg_text : "", cfg, &error)) {
-      set_err(err, err_len, error);
-      return static_cast<int>(LITEDET_ECONFIG);
-    }
+    if (!parse(cfg_text, cfg, err, err_len)) return static_cast<int>(LITEDET_ECONFIG);
     const std::string s = dump(cfg);
     if (needed) *needed = s.size() + 1;
     if (!out || out_len < s.size() + 1) {
@@ -172,11 +176,7 @@ int litedet_postprocess(const char* cfg_text, const litedet_letterbox* lb, int n
                         int capacity, int* count, char* err, size_t err_len) {
   return guarded(err, err_len, [&] {
     litedet::Config cfg;
-    std::string error;
-    if (!litedet::parse_config(cfg_text ? cfg_text : "", cfg, &error)) {
-      set_err(err, err_len, error);
-      return static_cast<int>(LITEDET_ECONFIG);
-    }
+    if (!parse(cfg_text, cfg, err, err_len)) return static_cast<int>(LITEDET_ECONFIG);
     if (num_levels < 0) throw std::invalid_argument("num_levels must be >= 0");
     std::vector<litedet::LevelOutput> levels;
     for (int k = 0; k < num_levels; ++k) levels.push_back(litedet::LevelOutput{cls[k], dis[k], rows[k], strides[k]});
