@@ -144,7 +144,7 @@ def load_photos() -> dict[str, np.ndarray]:
 
 # -- 1. conversion -----------------------------------------------------------------
 def bench_conversion(work: Path, checkpoint: Path | None, input_size: int, repeats: int) -> tuple[dict, Path]:
-    from litedet.convert.bundle import convert_model
+    from litedet.convert.pipeline import convert_model
 
     runs = []
     for i in range(repeats):

@@ -23,7 +23,7 @@ from pathlib import Path
 import ncnn
 import numpy as np
 
-from litedet.models.ncnn_import import parse_param
+from litedet.ncnn_param import parse_param
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference" / "ncnn-benchmark"
@@ -137,7 +137,7 @@ class Comparison:
 
 
 def convert_ours(arch: str, workdir: Path, side: int) -> Path:
-    from litedet.convert.bundle import convert_model
+    from litedet.convert.pipeline import convert_model
 
     name, _, variant = arch.partition(":")
     out = workdir / arch.replace(":", "-")

@@ -1,1 +1,3 @@
-"""Trace/export, pnnx, bundle writing and verification, parity against torch."""
+"""Checkpoint -> bundle: ``pipeline`` (the steps), ``families/`` (per-family
+adapters), ``export`` (trace, ONNX, pnnx), ``bundle`` (atomic bundle writing,
+``wrap``), ``verify/`` (the parities), ``charts`` (images of results)."""

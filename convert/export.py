@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from litedet.models.ncnn_import import parse_param
+from litedet.ncnn_param import parse_param
 
 __all__ = ["DeployWrapper", "PnnxError", "ExportResult", "trace_deploy", "run_pnnx", "export_onnx", "pnnx_binary",
            "unconverted_ops"]

@@ -21,14 +21,15 @@ def _cmd_list(a: argparse.Namespace) -> int:
         info = model_info(name)
         m = create_model(name)
         fwd = getattr(m, "forward_deploy", None)
-        p = profile(m, info["input_size"], forward=fwd)
-        print(f"{name:<24} {info['task']:<15} {info['input_size']:>5} {p.params / 1e6:>9.3f}M {p.macs / 1e6:>9.1f}M")
+        p = profile(m, info.input_size, forward=fwd)
+        print(f"{name:<24} {info.task:<15} {info.input_size:>5} {p.params / 1e6:>9.3f}M {p.macs / 1e6:>9.1f}M")
     return 0
 
 
 def _print_convert(r) -> None:
     m = r.manifest
-    shape = f"pad_mode {m.resize.pad_mode}" if m.task == "detection" else f"{m.resize.policy} {m.resize.crop_fraction}"
+    rs = m.resize
+    shape = f"pad_mode {rs.pad_mode}" if rs.policy == "letterbox" else f"{rs.policy} {rs.crop_fraction}"
     print(f"bundle: {r.bundle}  ({m.architecture}, {m.task}, input {m.resize.target}, {m.weight_storage} weights, "
           f"{shape}, route {m.provenance.get('route')})")
     print(f"weights: {m.provenance.get('weights')}" + (f" from {m.provenance['source_checkpoint']}" if m.provenance.get("source_checkpoint") else ""))
@@ -40,7 +41,7 @@ def _print_convert(r) -> None:
 
 
 def _cmd_convert(a: argparse.Namespace) -> int:
-    from litedet.convert.bundle import convert_model
+    from litedet.convert.pipeline import convert_model
 
     names = None
     if a.class_names:
@@ -109,7 +110,7 @@ def _load_images(paths: list[str]):
 def _thresholds(items: list[str] | None):
     from dataclasses import fields
 
-    from litedet.convert.parity import ParityThresholds
+    from litedet.convert.verify.torch_parity import ParityThresholds
 
     th = ParityThresholds()
     known = {f.name for f in fields(th)}
@@ -122,7 +123,7 @@ def _thresholds(items: list[str] | None):
 
 
 def _cmd_parity(a: argparse.Namespace) -> int:
-    from litedet.convert.parity import format_report, run_parity
+    from litedet.convert.verify.torch_parity import format_report, run_parity
 
     bundle = Path(a.bundle)
     out = Path(a.out) if a.out else bundle.parent / f"{bundle.name}-parity"
@@ -131,7 +132,7 @@ def _cmd_parity(a: argparse.Namespace) -> int:
                    progress=not a.quiet, cpp=a.cpp)
     arm = None
     if a.arm:
-        from litedet.convert.arm import arm_parity, format_arm_report
+        from litedet.convert.verify.arm import arm_parity, format_arm_report
 
         arm = arm_parity(bundle, images=images, out_dir=out / "arm", cache_dir=a.arm_cache, progress=not a.quiet)
     if a.json:
@@ -155,13 +156,10 @@ def _cmd_assets(a: argparse.Namespace) -> int:
 
 def _cmd_android_push(a: argparse.Namespace) -> int:
     from litedet.runtime.devconfig import export_device_assets
-    from litedet.runtime.manifest import ManifestError, load_manifest
 
     demo = Path(a.demo)
     if not (demo / "app" / "src" / "main").is_dir():
         raise ValueError(f"{demo} is not the Android demo project (no app/src/main); pass --demo PATH/TO/android_demo")
-    if load_manifest(a.bundle).task != "detection":
-        raise ManifestError(f"{a.bundle} is a classification bundle; the Android demo runs detection bundles")
     files = export_device_assets(a.bundle, demo / "app" / "src" / "main" / "assets", a.name)
     print("wrote " + ", ".join(str(f) for f in files))
     return 0
@@ -171,8 +169,8 @@ def _cmd_run(a: argparse.Namespace) -> int:
     """The main job: convert, check parity, write device assets, print the report."""
     import cv2
 
-    from litedet.convert.bundle import convert_model
-    from litedet.convert.parity import format_report, run_parity
+    from litedet.convert.pipeline import convert_model
+    from litedet.convert.verify.torch_parity import format_report, run_parity
     from litedet.runtime.detector import Detector
     from litedet.runtime.devconfig import export_device_assets
     from litedet.runtime.visualize import draw_detections
@@ -191,7 +189,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     print("wrote " + ", ".join(str(f) for f in files))
     print("== 4/4 detections")
     det = Detector.from_bundle(bundle)
-    from litedet.convert.parity import default_images
+    from litedet.photos import default_images
 
     imgs = default_images() or [("reference", cv2.imread(str(bundle / "reference" / "image.png")))]
     (out / "detections").mkdir(exist_ok=True)
@@ -245,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("param")
     s.add_argument("--bin", help="default: the .bin beside the .param")
     s.add_argument("--arch", default="nanodet_m")
-    s.add_argument("--input-size", type=int, default=320)
+    s.add_argument("--input-size", type=int, default=None,
+                   help="the model's input side (default: the architecture's, from the model registry)")
     s.add_argument("--out", required=True)
     s.add_argument("--force", action="store_true")
     s.set_defaults(fn=_cmd_wrap)
@@ -296,10 +295,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# modules of the conversion side and the extra that installs them
+_EXTRAS = {"torch": "convert", "torchvision": "convert", "pnnx": "convert", "onnx": "convert", "onnxsim": "convert",
+           "onnxruntime": "convert", "tqdm": "convert", "skimage": "photos"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
+    except ModuleNotFoundError as e:
+        top = (e.name or "").partition(".")[0]
+        if top not in _EXTRAS:
+            raise
+        extra = _EXTRAS[top]
+        print(f"litedet {args.cmd}: error: this command needs {top!r}, which comes with litedet's {extra} side: "
+              f"pip install 'litedet[{extra}]' (the plain install is the runtime only: detect, classify, assets)",
+              file=sys.stderr)
+        return 2
     except Exception as e:
         if not isinstance(e, _USER_ERRORS) and type(e).__name__ not in ("PnnxError", "ArmEnvError"):
             raise

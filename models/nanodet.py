@@ -15,15 +15,17 @@ without renaming.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import register_model
 from .shufflenetv2 import STAGE_OUT_CHANNELS, STAGE_REPEATS, ShuffleNetV2
 
-__all__ = ["NanoDet", "NanoDetSpec", "nanodet_m", "nanodet_m_1_5x", "COCO_CLASSES"]
+__all__ = ["NanoDet", "NanoDetSpec", "nanodet_m", "nanodet_m_1_5x", "COCO_CLASSES", "NANODET_M", "NANODET_M_1_5X",
+           "deploy_layout"]
 
 COCO_CLASSES = [
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -224,11 +226,24 @@ class NanoDet(nn.Module):
         ]
 
 
+NANODET_M = NanoDetSpec(width="1.0x", fpn_channels=96)
+NANODET_M_1_5X = NanoDetSpec(width="1.5x", fpn_channels=128)
+
+
+def deploy_layout(spec: NanoDetSpec) -> tuple[tuple[str, int], ...]:
+    """``forward_deploy``'s outputs as (role, stride): scores per stride, then distributions per stride."""
+    return tuple(("cls_scores", s) for s in spec.strides) + tuple(("dist_logits", s) for s in spec.strides)
+
+
+@register_model("nanodet_m", family="nanodet", task="detection", input_size=320, strides=NANODET_M.strides,
+                outputs=deploy_layout(NANODET_M))
 def nanodet_m(**overrides) -> NanoDet:
     """NanoDet-m: ShuffleNetV2 1.0x, PAN 96, 80 COCO classes, inputs 320/416."""
-    return NanoDet(NanoDetSpec(width="1.0x", fpn_channels=96, **overrides))
+    return NanoDet(replace(NANODET_M, **overrides))
 
 
+@register_model("nanodet_m_1.5x", family="nanodet", task="detection", input_size=416, strides=NANODET_M_1_5X.strides,
+                outputs=deploy_layout(NANODET_M_1_5X))
 def nanodet_m_1_5x(**overrides) -> NanoDet:
     """NanoDet-m-1.5x: ShuffleNetV2 1.5x, PAN 128 (upstream nanodet-m-1.5x-416.yml)."""
-    return NanoDet(NanoDetSpec(width="1.5x", fpn_channels=128, **overrides))
+    return NanoDet(replace(NANODET_M_1_5X, **overrides))

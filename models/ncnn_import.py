@@ -12,21 +12,18 @@ as the identity plus ``bias``.
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from litedet.ncnn_param import NcnnImportError, NcnnLayer, first_weight_storage, parse_param, read_tagged
+
 __all__ = ["NcnnLayer", "NcnnImportError", "parse_param", "first_weight_storage", "read_conv_weights",
            "import_ncnn_weights"]
 
-_MAGIC = 7767517
-_TAG_FP16 = 0x01306B47
-_TAG_INT8 = 0x000D4B38
-_TAG_FP32 = 0x0002C056
 _CONV_TYPES = ("Convolution", "ConvolutionDepthWise")
 # Layer types that carry no weights in the bin; anything else with weights is refused.
 _WEIGHTLESS = {
@@ -35,91 +32,6 @@ _WEIGHTLESS = {
     "Flatten", "Crop", "Eltwise", "Dropout", "Noop", "Swish", "TanH", "Padding", "UnaryOp",
     "Reduction", "Squeeze", "ExpandDims", "Pooling3D", "Mish", "ELU", "GELU",
 }
-
-
-class NcnnImportError(ValueError):
-    """The ncnn model cannot be imported into the given PyTorch definition."""
-
-
-@dataclass
-class NcnnLayer:
-    type: str
-    name: str
-    inputs: list[str]
-    outputs: list[str]
-    params: dict[int, object] = field(default_factory=dict)
-
-    def p(self, key: int, default: object = 0) -> object:
-        return self.params.get(key, default)
-
-
-def _num(tok: str) -> int | float | str:
-    """An int or float; anything else (pnnx's quoted shape expressions such as
-    ``"*(0h,0w),80"``) stays a string."""
-    try:
-        return float(tok) if any(ch in tok for ch in ".eE") else int(tok)
-    except ValueError:
-        return tok.strip('"')
-
-
-def parse_param(path: str | Path) -> list[NcnnLayer]:
-    """Parse a text ncnn .param file into layers (arrays keep their base key)."""
-    path = Path(path)
-    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-    if not lines or lines[0] != str(_MAGIC):
-        raise NcnnImportError(f"{path}: not a text ncnn param file (first line must be {_MAGIC})")
-    try:
-        n_layers, _n_blobs = (int(t) for t in lines[1].split())
-    except (IndexError, ValueError) as e:
-        raise NcnnImportError(f"{path}: line 2 must be '<layer count> <blob count>'") from e
-    layers = []
-    for ln in lines[2:]:
-        tok = ln.split()
-        ltype, name, nin, nout = tok[0], tok[1], int(tok[2]), int(tok[3])
-        ins, outs = tok[4:4 + nin], tok[4 + nin:4 + nin + nout]
-        params: dict[int, object] = {}
-        for kv in tok[4 + nin + nout:]:
-            k, v = kv.split("=", 1)
-            key = int(k)
-            if key <= -23300:  # array of parameter id (-key - 23300): count,v0,v1,...
-                vals = v.split(",")
-                params[-key - 23300] = [_num(t) for t in vals[1:]]
-            else:
-                params[key] = _num(v)
-        layers.append(NcnnLayer(ltype, name, ins, outs, params))
-    if len(layers) != n_layers:
-        raise NcnnImportError(f"{path}: header says {n_layers} layers but {len(layers)} were found")
-    return layers
-
-
-def _read_tagged(buf: memoryview, off: int, count: int, where: str) -> tuple[np.ndarray, int]:
-    """Read weight data the way ncnn's ModelBin::load(w, type=0) does."""
-    if off + 4 > len(buf):
-        raise NcnnImportError(f"bin ends before the weights of {where}")
-    (tag,) = struct.unpack_from("<I", buf, off)
-    off += 4
-    size = count * (2 if tag == _TAG_FP16 else 1 if tag == _TAG_INT8 else 4)
-    if off + size > len(buf):
-        raise NcnnImportError(f"bin ends before the weights of {where} end ({count} values)")
-    if tag == _TAG_FP16:
-        nbytes = count * 2
-        arr = np.frombuffer(buf, dtype="<f2", count=count, offset=off).astype(np.float32)
-        off += (nbytes + 3) // 4 * 4  # fp16 data is padded to 4-byte alignment
-    elif tag in (0, _TAG_FP32):
-        arr = np.frombuffer(buf, dtype="<f4", count=count, offset=off).copy()
-        off += count * 4
-    elif tag == _TAG_INT8:
-        raise NcnnImportError(f"{where}: int8-quantised weights cannot be imported; export fp16 or fp32")
-    else:
-        raise NcnnImportError(f"{where}: unknown weight storage tag 0x{tag:08x} (expected fp16 or fp32)")
-    return arr, off
-
-
-def first_weight_storage(bin_path: str | Path) -> str:
-    """'fp16' when the bin's first weight blob carries ncnn's fp16 tag, else 'fp32'."""
-    with open(bin_path, "rb") as f:
-        head = f.read(4)
-    return "fp16" if len(head) == 4 and struct.unpack("<I", head)[0] == _TAG_FP16 else "fp32"
 
 
 def read_conv_weights(param: str | Path, bin_path: str | Path) -> list[tuple[NcnnLayer, np.ndarray, np.ndarray | None]]:
@@ -133,7 +45,7 @@ def read_conv_weights(param: str | Path, bin_path: str | Path) -> list[tuple[Ncn
             if layer.p(8, 0):
                 raise NcnnImportError(f"layer {layer.name}: int8 convolution cannot be imported")
             where = f"layer {layer.name} ({layer.type})"
-            w, off = _read_tagged(buf, off, int(layer.p(6)), where)
+            w, off = read_tagged(buf, off, int(layer.p(6)), where)
             bias = None
             if layer.p(5, 0):
                 n = int(layer.p(0))

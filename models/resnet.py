@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import global_pool
+from .registry import register_model
 
 __all__ = ["ResNet", "resnet18", "resnet50", "resnest50", "SplAtConv2d"]
 
@@ -182,13 +183,16 @@ class ResNet(nn.Module):
         return self.fc(global_pool(self.forward_features(x)[-1]))
 
 
+@register_model("resnet18", family="classifier", task="classification", input_size=224)
 def resnet18(**kw) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], **kw)
 
 
+@register_model("resnet50", family="classifier", task="classification", input_size=224)
 def resnet50(**kw) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], **kw)
 
 
+@register_model("resnest50", family="classifier", task="classification", input_size=224)
 def resnest50(**kw) -> ResNet:
     return ResNet(ResNeStBottleneck, [3, 4, 6, 3], resnest=True, **kw)

@@ -8,11 +8,14 @@ the first 1x1 conv of stage 2 is not grouped (its input has only 24 channels).
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .common import FeatureStages, global_pool
+from .registry import register_model
 
 __all__ = ["ShuffleNetV1", "shufflenet_v1"]
 
@@ -100,3 +103,10 @@ class ShuffleNetV1(FeatureStages, nn.Module):
 
 def shufflenet_v1(group: int = 3, width: str = "1.0x", **kw) -> ShuffleNetV1:
     return ShuffleNetV1(group, width, **kw)
+
+
+# Megvii's names: shufflenet_v1_g{3,8}_x{0_5,1_0,1_5,2_0}
+for _g in (3, 8):
+    for _w in ("0.5x", "1.0x", "1.5x", "2.0x"):
+        register_model(f"shufflenet_v1_g{_g}_x{_w[:-1].replace('.', '_')}", family="classifier",
+                       task="classification", input_size=224)(partial(shufflenet_v1, _g, _w))

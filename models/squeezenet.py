@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import FeatureStages, global_pool
+from .registry import register_model
 
 __all__ = ["SqueezeNet", "squeezenet1_0", "squeezenet1_1"]
 
@@ -71,9 +72,11 @@ class SqueezeNet(FeatureStages, nn.Module):
         return global_pool(self.classifier(self.features(x)))
 
 
+@register_model("squeezenet1_0", family="classifier", task="classification", input_size=224)
 def squeezenet1_0(**kw) -> SqueezeNet:
     return SqueezeNet("1_0", **kw)
 
 
+@register_model("squeezenet1_1", family="classifier", task="classification", input_size=224)
 def squeezenet1_1(**kw) -> SqueezeNet:
     return SqueezeNet("1_1", **kw)

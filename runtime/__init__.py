@@ -1,6 +1,13 @@
-"""Run bundles with ncnn: numpy + ncnn + OpenCV only, never torch."""
+"""Run bundles with ncnn: numpy + ncnn + OpenCV only, never torch.
+
+``runner`` loads and runs any bundle, ``kinds/`` holds the postprocess kinds
+the manifest chooses from, ``postprocess`` the pure maths they use,
+``manifest`` the strict bundle contract, ``devconfig`` the device config
+generated from it, ``visualize`` drawing."""
 
 from .detector import Detection, Detector, ImageError, load_image
 from .manifest import Manifest, ManifestError, load_manifest
+from .runner import BundleRunner, open_bundle
 
-__all__ = ["Detection", "Detector", "ImageError", "load_image", "Manifest", "ManifestError", "load_manifest"]
+__all__ = ["Detection", "Detector", "ImageError", "load_image", "Manifest", "ManifestError", "load_manifest",
+           "BundleRunner", "open_bundle"]

@@ -1,31 +1,35 @@
 """The bundle manifest: everything a device or the desktop needs to run a model.
 
 Written by ``litedet.convert`` and read by the runtime, the C++ core's config
-generator and ``litedet android push``. Versioned; unknown versions, missing
-fields and inconsistent values are errors that name the field.
+generator and ``litedet android push``. Versioned and strict: a missing field,
+an unknown field or a value of the wrong type is an error that names the field
+(``postprocess.center_offset``), so no default can silently change an answer.
+The postprocess section's fields belong to its kind (``runtime/kinds/``): each
+kind registers the dataclass that describes it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from litedet.hashing import sha256_file
 
+from .kinds import KindSpec, kind_names, postprocess_kind
+
 __all__ = [
-    "MANIFEST_VERSION", "ManifestError", "InputSpec", "ResizeSpec", "OutputSpec", "PostprocessSpec",
-    "Manifest", "load_manifest", "sha256_file", "verify_bundle_files",
+    "MANIFEST_VERSION", "ManifestError", "InputSpec", "ResizeSpec", "OutputSpec", "KindSpec",
+    "Manifest", "load_manifest", "sha256_file", "verify_bundle_files", "bundle_path",
 ]
 
-MANIFEST_VERSION = 1
+# 2: the postprocess section holds only its kind's fields, and every field is required
+MANIFEST_VERSION = 2
 PIXEL_FORMATS = ("bgr", "rgb")
 PAD_MODES = ("stride_multiple", "fixed")
 RESIZE_POLICIES = ("letterbox", "center_crop")
-OUTPUT_ROLES = ("cls_scores", "dist_logits", "logits")
-POSTPROCESS_KINDS = ("gfl", "softmax_topk")
-TASKS = {"detection": "gfl", "classification": "softmax_topk"}
 
 
 class ManifestError(ValueError):
@@ -65,25 +69,11 @@ class ResizeSpec:
 @dataclass
 class OutputSpec:
     blob: str
-    role: str  # cls_scores | dist_logits
+    role: str  # what the postprocess kind reads it as (cls_scores, dist_logits, logits, ...)
     stride: int  # 0 for outputs that are not per-stride maps
     channels: int  # columns of the [H*W, channels] matrix (classes for logits)
     # cls_scores only: "sigmoid" means the graph already applied it (never apply it again)
     activation: str = "none"
-
-
-@dataclass
-class PostprocessSpec:
-    kind: str  # gfl (detection) | softmax_topk (classification)
-    strides: list[int] = field(default_factory=list)
-    reg_max: int = 0
-    center_offset: float = 0.0  # cell centre = (index + center_offset) * stride
-    score_threshold: float = 0.35
-    nms_threshold: float = 0.6
-    class_agnostic_nms: bool = False
-    max_detections: int = 100
-    multi_label: bool = False  # False: one label per cell (argmax), as on device
-    top_k: int = 5  # softmax_topk only
 
 
 @dataclass
@@ -99,7 +89,7 @@ class Manifest:
     input: InputSpec
     resize: ResizeSpec
     outputs: list[OutputSpec]
-    postprocess: PostprocessSpec
+    postprocess: Any  # the kind's dataclass (runtime/kinds/): GflSpec, SoftmaxTopkSpec, ...
     class_names: list[str]
     provenance: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)
@@ -115,10 +105,11 @@ class Manifest:
                 return o
         raise ManifestError(f"manifest has no output with role {role!r} at stride {stride}")
 
+    def outputs_with_role(self, role: str) -> list[OutputSpec]:
+        return [o for o in self.outputs if o.role == role]
+
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d = {"format": "litedet-bundle", **d}
-        return d
+        return {"format": "litedet-bundle", **asdict(self)}
 
     def write(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -128,63 +119,108 @@ class Manifest:
             if not cond:
                 raise ManifestError(msg)
 
-        need(self.version == MANIFEST_VERSION, f"manifest version {self.version} is not supported; this litedet reads version {MANIFEST_VERSION}")
+        need(self.version == MANIFEST_VERSION,
+             f"manifest version {self.version!r} is not supported; this litedet reads version {MANIFEST_VERSION}")
+        for name in ("param", "bin"):
+            bundle_path(Path("."), getattr(self, name), name)  # confined to the bundle
         need(self.input.pixel_format in PIXEL_FORMATS, f"input.pixel_format is {self.input.pixel_format!r}; expected one of {PIXEL_FORMATS}")
         need(len(self.input.mean) == self.input.channels and len(self.input.norm) == self.input.channels,
              f"input.mean and input.norm need {self.input.channels} values each")
         need(self.weight_storage in ("fp16", "fp32"), f"weight_storage is {self.weight_storage!r}; expected 'fp16' or 'fp32'")
-        need(self.task in TASKS, f"task is {self.task!r}; expected one of {tuple(TASKS)}")
         r = self.resize
         need(r.policy in RESIZE_POLICIES, f"resize.policy is {r.policy!r}; expected one of {RESIZE_POLICIES}")
         need(r.pad_mode in PAD_MODES, f"resize.pad_mode is {r.pad_mode!r}; expected one of {PAD_MODES}")
         need(r.target > 0 and r.pad_multiple > 0, "resize.target and resize.pad_multiple must be positive")
         need(r.target % r.pad_multiple == 0, f"resize.target {r.target} must be a multiple of resize.pad_multiple {r.pad_multiple}")
         need(0.0 < r.crop_fraction <= 1.0, f"resize.crop_fraction {r.crop_fraction} must be in (0, 1]")
-        p = self.postprocess
-        need(p.kind == TASKS[self.task], f"postprocess.kind {p.kind!r} does not fit task {self.task!r}; expected {TASKS[self.task]!r}")
         need(len(self.class_names) > 0, "class_names is empty")
+        kind = postprocess_kind(self.postprocess.kind)
+        need(isinstance(self.postprocess, kind.spec),
+             f"postprocess is a {type(self.postprocess).__name__}; kind {kind.name!r} needs a {kind.spec.__name__}")
+        need(kind.task == self.task, f"postprocess.kind {kind.name!r} does not fit task {self.task!r}; expected task {kind.task!r}")
         for o in self.outputs:
-            need(o.role in OUTPUT_ROLES, f"output {o.blob!r} has role {o.role!r}; expected one of {OUTPUT_ROLES}")
-        if p.kind == "softmax_topk":
-            logits = [o for o in self.outputs if o.role == "logits"]
-            need(len(logits) == 1, f"a classifier needs exactly one output with role 'logits', found {len(logits)}")
-            need(logits[0].channels == self.num_classes,
-                 f"output {logits[0].blob!r} has {logits[0].channels} logits but there are {self.num_classes} class names")
-            need(p.top_k > 0, "postprocess.top_k must be positive")
-            return self
-        need(p.reg_max >= 0, "postprocess.reg_max must be >= 0")
-        need(len(p.strides) > 0, "postprocess.strides is empty")
-        need(max(p.strides) <= r.pad_multiple and r.pad_multiple % max(p.strides) == 0,
-             f"resize.pad_multiple {r.pad_multiple} must be a multiple of the largest stride {max(p.strides)}")
-        need(0.0 <= p.score_threshold <= 1.0, f"postprocess.score_threshold {p.score_threshold} is outside [0, 1]")
-        need(0.0 <= p.nms_threshold <= 1.0, f"postprocess.nms_threshold {p.nms_threshold} is outside [0, 1]")
-        need(p.max_detections > 0, "postprocess.max_detections must be positive")
-        for s in p.strides:
-            cls = self.output("cls_scores", s)
-            dis = self.output("dist_logits", s)
-            need(cls.channels == self.num_classes,
-                 f"output {cls.blob!r} has {cls.channels} columns but there are {self.num_classes} class names")
-            need(dis.channels == 4 * (p.reg_max + 1),
-                 f"output {dis.blob!r} has {dis.channels} columns; reg_max {p.reg_max} needs 4*(reg_max+1) = {4 * (p.reg_max + 1)}")
-            need(cls.activation == "sigmoid",
-                 f"output {cls.blob!r}: class scores must come out of the graph with the sigmoid applied (activation 'sigmoid'), got {cls.activation!r}")
+            need(o.role in kind.roles, f"output {o.blob!r} has role {o.role!r}; postprocess kind {kind.name!r} reads "
+                                       f"roles {kind.roles}")
+        try:
+            kind.validate(self)
+        except ValueError as e:
+            raise ManifestError(str(e)) from None
         return self
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Manifest":
+    def from_dict(cls, d: Any) -> "Manifest":
+        if not isinstance(d, dict):
+            raise ManifestError(f"a manifest is a JSON object; this one is a JSON {type(d).__name__}")
+        if d.get("format") != "litedet-bundle":
+            raise ManifestError(f"not a litedet manifest (format is {d.get('format')!r}, expected 'litedet-bundle')")
+        if "version" in d and d["version"] != MANIFEST_VERSION:  # before the field checks: another layout
+            raise ManifestError(f"manifest version {d['version']!r} is not supported; this litedet reads version "
+                                f"{MANIFEST_VERSION}")
+        d = {k: v for k, v in d.items() if k != "format"}
+        post = d.get("postprocess")
+        if not isinstance(post, dict) or "kind" not in post:
+            raise ManifestError("manifest field 'postprocess' must be an object with a 'kind' "
+                                f"(one of {', '.join(kind_names())})")
         try:
-            if d.get("format") != "litedet-bundle":
-                raise ManifestError(f"not a litedet manifest (format is {d.get('format')!r}, expected 'litedet-bundle')")
-            d = {k: v for k, v in d.items() if k != "format"}
-            d["input"] = InputSpec(**d["input"])
-            d["resize"] = ResizeSpec(**d["resize"])
-            d["outputs"] = [OutputSpec(**o) for o in d["outputs"]]
-            d["postprocess"] = PostprocessSpec(**d["postprocess"])
-            return cls(**d).validate()
+            spec = postprocess_kind(post["kind"]).spec
         except KeyError as e:
-            raise ManifestError(f"manifest is missing the field {e.args[0]!r}") from None
-        except TypeError as e:
-            raise ManifestError(f"manifest has an unexpected or missing field: {e}") from None
+            raise ManifestError(str(e.args[0])) from None
+        return _build(cls, d, "", {"postprocess": spec}).validate()
+
+
+def _type_name(t: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(t, str(t))
+
+
+def _check_value(value: Any, t: Any, where: str) -> Any:
+    """``value`` as type ``t`` (int, float, str, bool, list[X], dict, a dataclass), or ManifestError."""
+    origin = typing.get_origin(t)
+    if is_dataclass(t):
+        return _build(t, value, where + ".", {})
+    if t is Any:
+        return value
+    if origin is list:
+        (item,) = typing.get_args(t)
+        if not isinstance(value, list):
+            raise ManifestError(f"manifest field '{where}' is {value!r}; expected a list")
+        return [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or t is dict:
+        if not isinstance(value, dict):
+            raise ManifestError(f"manifest field '{where}' is {value!r}; expected an object")
+        return value
+    ok = {bool: isinstance(value, bool),
+          int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, (int, float)) and not isinstance(value, bool),
+          str: isinstance(value, str)}[t]
+    if not ok:
+        raise ManifestError(f"manifest field '{where}' is {value!r} ({type(value).__name__}); expected {_type_name(t)}")
+    return float(value) if t is float else value
+
+
+def _build(cls: type, d: Any, prefix: str, overrides: dict[str, type]) -> Any:
+    """A dataclass from a dict whose keys are exactly its fields, each type-checked."""
+    name = prefix.rstrip(".") or "manifest"
+    if not isinstance(d, dict):
+        raise ManifestError(f"manifest field '{name}' is {d!r}; expected an object")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    missing = [n for n in names if n not in d]
+    unknown = [k for k in d if k not in names]
+    if missing:
+        raise ManifestError(f"manifest is missing the field '{prefix}{missing[0]}'"
+                            + (f" (and {len(missing) - 1} more: {', '.join(prefix + m for m in missing[1:])})" if len(missing) > 1 else ""))
+    if unknown:
+        raise ManifestError(f"manifest has an unknown field '{prefix}{unknown[0]}'; {name} has the fields {', '.join(names)}")
+    return cls(**{n: _check_value(d[n], overrides.get(n, hints[n]), prefix + n) for n in names})
+
+
+def bundle_path(bundle_dir: Path, rel: str, what: str) -> Path:
+    """``bundle_dir / rel``, refused when ``rel`` is absolute or leaves the bundle."""
+    p = Path(rel)
+    if not rel or p.is_absolute() or ".." in p.parts:
+        raise ManifestError(f"manifest field '{what}' is {rel!r}; it must be a path inside the bundle "
+                            "(relative, without '..')")
+    return bundle_dir / p
 
 
 def load_manifest(bundle_dir: str | Path) -> Manifest:
@@ -196,7 +232,7 @@ def load_manifest(bundle_dir: str | Path) -> Manifest:
         raise ManifestError(f"{bundle_dir} is not a bundle: it has no manifest.json")
     try:
         d = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ManifestError(f"{path} is not valid JSON: {e}") from None
     return Manifest.from_dict(d)
 
@@ -205,7 +241,7 @@ def verify_bundle_files(bundle_dir: str | Path, m: Manifest) -> None:
     """Refuse a bundle whose param/bin do not match the sha256s in its manifest."""
     bundle_dir = Path(bundle_dir)
     for name, want in ((m.param, m.param_sha256), (m.bin, m.bin_sha256)):
-        p = bundle_dir / name
+        p = bundle_path(bundle_dir, name, "param" if name == m.param else "bin")
         if not p.is_file():
             raise ManifestError(f"bundle file missing: {p}")
         got = sha256_file(p)

@@ -1,4 +1,5 @@
-"""GFL (NanoDet) decoding and NMS in numpy, in the order the C++ core runs it.
+"""The postprocessing maths in numpy: GFL (NanoDet) decoding and NMS, in the order
+the C++ core runs it, and the classifier's centre crop, softmax and top-k.
 
 Every function is pure and float32 throughout, so the C++ core
 (android_demo/app/src/main/cpp/litedet_post.*) can be read side by side:
@@ -46,6 +47,11 @@ class Letterbox:
     @property
     def pad_bottom(self) -> int:
         return self.in_h - self.resized_h - self.pad_top
+
+    @property
+    def input_size(self) -> list[int]:
+        """[w, h] of the network input."""
+        return [self.in_w, self.in_h]
 
 
 def letterbox_geometry(src_w: int, src_h: int, target: int, multiple: int, fixed: bool = False) -> Letterbox:
@@ -202,6 +208,11 @@ class CenterCrop:
     roi_y: int
     roi_size: int
     target: int
+
+    @property
+    def input_size(self) -> list[int]:
+        """[w, h] of the network input."""
+        return [self.target, self.target]
 
 
 def center_crop_geometry(src_w: int, src_h: int, target: int, crop_fraction: float = 0.875) -> CenterCrop:

@@ -38,7 +38,7 @@ def photos() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="session")
 def seeded_bundle(tmp_path_factory) -> Path:
     """NanoDet-m with seeded random weights, converted once per session."""
-    from litedet.convert.bundle import convert_model
+    from litedet.convert.pipeline import convert_model
 
     out = tmp_path_factory.mktemp("seeded") / "bundle"
     convert_model("nanodet_m", out, progress=False)
@@ -60,7 +60,7 @@ def official_bundle(tmp_path_factory) -> Path:
 def reexported_bundle(tmp_path_factory) -> Path:
     """Official weights imported into our PyTorch NanoDet-m, re-exported as fp16."""
     need_reference(NANODET_PARAM, NANODET_BIN)
-    from litedet.convert.bundle import convert_model
+    from litedet.convert.pipeline import convert_model
 
     out = tmp_path_factory.mktemp("reexported") / "bundle"
     convert_model("nanodet_m", out, checkpoint=NANODET_PARAM, progress=False)

@@ -24,8 +24,8 @@ import sys
 import numpy as np
 import pytest
 
-from litedet.convert.arm import ArmEnv, ArmEnvError, arm_parity, format_arm_report, run_bundle_arm
-from litedet.convert.parity import tensor_stats
+from litedet.convert.verify.arm import ArmEnv, ArmEnvError, arm_parity, format_arm_report, run_bundle_arm
+from litedet.convert.verify.compare import tensor_stats
 from litedet.runtime.detector import Detector
 
 pytestmark = pytest.mark.arm
@@ -62,7 +62,7 @@ def test_missing_environment_names_the_setup_script(tmp_path):
 
 
 def test_arm_module_imports_without_torch():
-    code = ("import sys; sys.modules['torch'] = None; import litedet.convert.arm as a; "
+    code = ("import sys; sys.modules['torch'] = None; import litedet.convert.verify.arm as a; "
             "assert a.run_bundle_arm and a.arm_parity; print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
@@ -100,13 +100,13 @@ def test_official_weights_same_detections_on_arm_fp16(arm_env, reexported_bundle
                         include_reference=False)
     text = format_arm_report(report)
     print(text)
-    assert report.arm["asimdhp"]
-    assert report.arm["variants"]["arm_fp16"]["opt"]["use_fp16_arithmetic"]
+    assert report.environment["asimdhp"]
+    assert report.environment["variants"]["arm_fp16"]["opt"]["use_fp16_arithmetic"]
     assert [ip.image for ip in report.images] == list(PHOTOS)
     for ip in report.images:
-        assert ip.x86_fp32_detections, f"{ip.image}: no detection to compare"
+        assert ip.reference_results, f"{ip.image}: no detection to compare"
         for key in ("arm_fp16_vs_x86_fp32", "arm_fp16_vs_torch"):
-            dm = ip.detections[key]
+            dm = ip.results[key]
             assert (dm.missed, dm.extra, dm.label_flips, dm.borderline) == (0, 0, 0, 0), (ip.image, key, dm)
             assert dm.matched == dm.reference == dm.test, (ip.image, key, dm)
             assert dm.min_iou >= 0.9 and dm.max_score_diff <= 0.02, (ip.image, key, dm)
@@ -121,7 +121,7 @@ def test_official_ncnn_model_same_detections_on_arm_fp16(arm_env, official_bundl
     """The upstream ncnn model itself (wrapped, fp32 bin, no torch side) on one photo."""
     report = arm_parity(official_bundle, images=[("coffee", photos["coffee"])], env=arm_env)
     assert [ip.image for ip in report.images] == ["coffee"]
-    dm = report.images[0].detections["arm_fp16_vs_x86_fp32"]
+    dm = report.images[0].results["arm_fp16_vs_x86_fp32"]
     assert dm.reference >= 1 and dm.matched == dm.reference == dm.test, dm
     assert dm.min_iou >= 0.9 and dm.max_score_diff <= 0.02, dm
     assert report.passed, format_arm_report(report)

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from litedet.convert.bundle import convert_model
-from litedet.convert.parity import run_parity
+from litedet.convert.pipeline import convert_model
+from litedet.convert.verify.torch_parity import run_parity
 from litedet.models import create_model, list_models, model_info
 from litedet.models.profile import profile
 from litedet.runtime.classifier import Classifier
 from litedet.runtime.postprocess import center_crop_geometry, softmax, top_k
 
-BACKBONES = [n for n in list_models() if model_info(n)["task"] == "classification"]
+BACKBONES = [n for n in list_models() if model_info(n).task == "classification"]
 
 # (params, MMACs at 224) as published: torchvision's weight metadata for torchvision
 # models (exact params), the papers' tables for the rest (MACs within tolerance)
@@ -146,7 +146,7 @@ def test_every_backbone_converts_passes_parity_and_classifies(name, tmp_path, tw
     assert rep.passed, rep.failures
     fp32 = [ip.tensors["ncnn_fp32"][0] for ip in rep.images]
     assert min(s.cosine for s in fp32) > 0.99999
-    assert all(ip.topk["ncnn_fp16"].top1_agrees or ip.topk["ncnn_fp16"].explained for ip in rep.images)
+    assert all(ip.results["ncnn_fp16"].top1_agrees or ip.results["ncnn_fp16"].explained for ip in rep.images)
     clf = Classifier.from_bundle(r.bundle)
     res = clf.classify(two_photos[0][1], top=5)
     assert len(res) == 5 and res[0].prob >= res[-1].prob and sum(c.prob for c in res) <= 1.0 + 1e-6

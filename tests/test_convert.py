@@ -7,9 +7,10 @@ import shutil
 import numpy as np
 import pytest
 
-from litedet.convert.bundle import ConvertError, atomic_bundle_dir, convert_model
+from litedet.convert.bundle import ConvertError, atomic_bundle_dir
+from litedet.convert.pipeline import convert_model
 from litedet.convert.export import PnnxError, run_pnnx, unconverted_ops
-from litedet.convert.parity import DetectionMatch, match_detections
+from litedet.convert.verify.compare import DetectionMatch, match_detections
 from litedet.runtime.detector import Detection
 from litedet.runtime.manifest import load_manifest, sha256_file
 

@@ -47,7 +47,7 @@ BOX_TOL = 1e-4  # network-input pixels
 @pytest.fixture(scope="session")
 def cpp(tmp_path_factory):
     """The C++ core built once per session into a fresh cache dir."""
-    from litedet.convert.cpp_core import CppPostprocessor, build_core
+    from litedet.convert.verify.cpp_core import CppPostprocessor, build_core
 
     if shutil.which("g++") is None:
         msg = "no C++ compiler (g++) on PATH: the C++ core cannot be built"
@@ -152,7 +152,7 @@ def compare(cpp, m: Manifest, outputs: dict[str, np.ndarray], lb: Letterbox) -> 
 
 def test_cpp_core_module_imports_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import litedet.convert.cpp_core as c\n"
+            "import litedet.convert.verify.cpp_core as c\n"
             "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
             "print('ok')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -160,7 +160,7 @@ def test_cpp_core_module_imports_without_torch():
 
 
 def test_build_is_cached_by_source_hash_and_refuses_fast_math(cpp, tmp_path):
-    from litedet.convert.cpp_core import CppBuildError, build_core
+    from litedet.convert.verify.cpp_core import CppBuildError, build_core
 
     assert build_core(cpp.lib_path.parent) == cpp.lib_path  # cached: no rebuild
     assert not list(cpp.lib_path.parent.glob(".*.tmp")), "temporary build files left behind"
@@ -249,7 +249,7 @@ REQUIRED_KEYS = ["version", "architecture", "variant", "param", "bin", "input_bl
 
 @pytest.mark.parametrize("key", REQUIRED_KEYS)
 def test_config_missing_key_is_an_error_naming_the_key(cpp, base, key):
-    from litedet.convert.cpp_core import CppConfigError
+    from litedet.convert.verify.cpp_core import CppConfigError
 
     text = device_config_text(base, "m.param", "m.bin")
     lines = [line for line in text.splitlines() if not line.startswith(key + "=")]
@@ -274,7 +274,7 @@ def test_config_missing_key_is_an_error_naming_the_key(cpp, base, key):
     ("target_size", "330", "'target_size'"),
 ])
 def test_config_bad_value_is_an_error_naming_the_key(cpp, base, key, value, match):
-    from litedet.convert.cpp_core import CppConfigError
+    from litedet.convert.verify.cpp_core import CppConfigError
 
     text = device_config_text(base, "m.param", "m.bin")
     bad = "\n".join(f"{key}={value}" if line.startswith(key + "=") else line for line in text.splitlines())
@@ -283,7 +283,7 @@ def test_config_bad_value_is_an_error_naming_the_key(cpp, base, key, value, matc
 
 
 def test_config_duplicate_key_and_garbage_line_are_errors(cpp, base):
-    from litedet.convert.cpp_core import CppConfigError
+    from litedet.convert.verify.cpp_core import CppConfigError
 
     text = device_config_text(base, "m.param", "m.bin")
     with pytest.raises(CppConfigError, match="'reg_max' appears twice"):
@@ -463,7 +463,7 @@ def test_iou_exactly_at_the_nms_threshold_is_kept_just_above_is_suppressed(cpp, 
 # ---------------------------------------------------------------------------
 
 def test_raw_logits_nan_and_wrong_shapes_are_refused_by_both(cpp, base):
-    from litedet.convert.cpp_core import CppCoreError
+    from litedet.convert.verify.cpp_core import CppCoreError
 
     lb = geometry(base, 640, 480)
     good = random_outputs(base, lb, np.random.default_rng(0))
@@ -561,7 +561,7 @@ int main(int argc, char** argv) {
 def _aarch64_build(tmp_path_factory):
     """Starts the aarch64 cross-build at the top of the module, so it compiles while the
     other tests (and the seeded conversion) run; None when the toolchain is missing."""
-    from litedet.convert.cpp_core import BASE_FLAGS, CPP_DIR
+    from litedet.convert.verify.cpp_core import BASE_FLAGS, CPP_DIR
 
     cxx, qemu = shutil.which("aarch64-linux-gnu-g++"), shutil.which("qemu-aarch64")
     if not cxx or not qemu:

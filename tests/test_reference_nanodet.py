@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from conftest import NANODET416_PARAM, NANODET_BIN, NANODET_PARAM, need_reference
-from litedet.convert.parity import match_detections, run_parity
+from litedet.convert.verify.compare import match_detections
+from litedet.convert.verify.torch_parity import run_parity
 from litedet.models import create_model, load_checkpoint
 from litedet.models.ncnn_import import NcnnImportError, import_ncnn_weights, parse_param
 from litedet.runtime.detector import Detector
@@ -120,16 +121,38 @@ def test_parity_report_passes_on_official_weights(reexported_bundle, photos, tmp
     assert r.passed, r.failures
     fp16 = [s for ip in r.images for s in ip.tensors["ncnn_fp16"]]
     assert min(s.cosine for s in fp16) > 0.9999
-    assert sum(ip.detections["ncnn_fp16"].matched for ip in r.images) >= 4
+    assert sum(ip.results["ncnn_fp16"].matched for ip in r.images) >= 4
     assert (tmp_path / "parity.json").is_file() and (tmp_path / "parity_astronaut.jpg").is_file()
 
 
 def test_onnx_route_bundle_passes_parity_on_official_weights(tmp_path, photos):
     need_reference(NANODET_PARAM)
-    from litedet.convert.bundle import convert_model
+    from litedet.convert.pipeline import convert_model
 
     r = convert_model("nanodet_m", tmp_path / "b", checkpoint=NANODET_PARAM, route="onnx", progress=False)
     assert r.manifest.resize.pad_mode == "fixed"  # pnnx's ONNX path only converts at one size
     rep = run_parity(r.bundle, images=list(photos.items())[:2], progress=False)
     assert rep.passed, rep.failures
     assert all(ip.input_size == [320, 320] for ip in rep.images)
+
+
+def test_wrap_takes_the_default_input_size_from_the_registry(tmp_path):
+    """`wrap --arch nanodet_m_1.5x` is a 416 model (the registry's size), `nanodet_m` a 320 one."""
+    need_reference(NANODET416_PARAM)
+    from litedet.cli import main
+    from litedet.models import model_info
+    from litedet.runtime.manifest import load_manifest
+
+    for arch, param in (("nanodet_m", NANODET_PARAM), ("nanodet_m_1.5x", NANODET416_PARAM)):
+        out = tmp_path / arch
+        assert main(["wrap", str(param), "--arch", arch, "--out", str(out)]) == 0
+        assert load_manifest(out).resize.target == model_info(arch).input_size
+    assert load_manifest(tmp_path / "nanodet_m_1.5x").resize.target == 416
+
+
+def test_wrap_refuses_an_architecture_of_another_family(tmp_path):
+    need_reference(NANODET_PARAM)
+    from litedet.convert.bundle import ConvertError, wrap_ncnn_model
+
+    with pytest.raises(ConvertError, match="mobilenet_v2 is a 'classifier' model"):
+        wrap_ncnn_model(NANODET_PARAM, NANODET_BIN, tmp_path / "w", arch="mobilenet_v2")

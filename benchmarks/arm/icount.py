@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from litedet.convert.arm import ArmEnv, ArmEnvError, default_cache_dir
+from litedet.convert.verify.arm import ArmEnv, ArmEnvError, default_cache_dir
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -171,7 +171,7 @@ def format_table(res: dict) -> str:
 
 
 def _default_bundle(tmp: Path, checkpoint: str | None) -> Path:
-    from litedet.convert.bundle import convert_model  # same as `litedet convert nanodet_m --out ...`
+    from litedet.convert.pipeline import convert_model  # same as `litedet convert nanodet_m --out ...`
 
     out = tmp / "nanodet_m"
     print(f"converting nanodet_m ({'weights ' + checkpoint if checkpoint else 'seeded weights'}) into {out}",

@@ -1,4 +1,4 @@
-// extern "C" wrapper of the litedet postprocessing core, for ctypes (convert/cpp_core.py)
+// extern "C" wrapper of the litedet postprocessing core, for ctypes (convert/verify/cpp_core.py)
 // and desktop tests only; the Android app calls litedet_post.h directly through JNI.
 //
 // Every function returns 0 on success, or one of the LITEDET_E* codes with a NUL-terminated
@@ -44,35 +44,21 @@ std::string join(const std::vector<T>& v, F f) {
   return s;
 }
 
-// The parsed Config written back as key=value text (floats with 9 significant digits).
+// The parsed Config written back as key=value text (floats with 9 significant digits), one
+// line per key of litedet_config_keys.h.
+std::string dump_value(const std::string& v) { return v; }
+std::string dump_value(int v) { return std::to_string(v); }
+std::string dump_value(float v) { return fmt_float(v); }
+std::string dump_value(bool v) { return v ? "1" : "0"; }
+std::string dump_value(const std::vector<std::string>& v) { return join(v, [](const std::string& s) { return s; }); }
+std::string dump_value(const std::vector<int>& v) { return join(v, [](int x) { return std::to_string(x); }); }
+std::string dump_value(const std::vector<float>& v) { return join(v, fmt_float); }
+
 std::string dump(const litedet::Config& c) {
-  auto id = [](const std::string& s) { return s; };
-  auto num = [](int v) { return std::to_string(v); };
   std::ostringstream o;
-  o << "architecture=" << c.architecture << "\n"
-    << "variant=" << c.variant << "\n"
-    << "param=" << c.param << "\n"
-    << "bin=" << c.bin << "\n"
-    << "input_blob=" << c.input_blob << "\n"
-    << "pixel_format=" << c.pixel_format << "\n"
-    << "mean=" << join(c.mean, fmt_float) << "\n"
-    << "norm=" << join(c.norm, fmt_float) << "\n"
-    << "target_size=" << c.target_size << "\n"
-    << "pad_multiple=" << c.pad_multiple << "\n"
-    << "pad_mode=" << c.pad_mode << "\n"
-    << "pad_value=" << fmt_float(c.pad_value) << "\n"
-    << "strides=" << join(c.strides, num) << "\n"
-    << "cls_blobs=" << join(c.cls_blobs, id) << "\n"
-    << "dis_blobs=" << join(c.dis_blobs, id) << "\n"
-    << "reg_max=" << c.reg_max << "\n"
-    << "center_offset=" << fmt_float(c.center_offset) << "\n"
-    << "score_threshold=" << fmt_float(c.score_threshold) << "\n"
-    << "nms_threshold=" << fmt_float(c.nms_threshold) << "\n"
-    << "class_agnostic_nms=" << (c.class_agnostic_nms ? 1 : 0) << "\n"
-    << "multi_label=" << (c.multi_label ? 1 : 0) << "\n"
-    << "max_detections=" << c.max_detections << "\n"
-    << "num_classes=" << c.num_classes << "\n"
-    << "class_names=" << join(c.class_names, id) << "\n";
+#define LITEDET_CONFIG_DUMP(key, type, lo, hi) o << #key "=" << dump_value(c.key) << "\n";
+  LITEDET_CONFIG_KEYS(LITEDET_CONFIG_DUMP)
+#undef LITEDET_CONFIG_DUMP
   return o.str();
 }
 

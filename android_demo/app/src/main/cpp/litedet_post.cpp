@@ -20,7 +20,7 @@ namespace litedet {
 // ---------------------------------------------------------------------------------------
 namespace {
 
-const int kConfigVersion = 1;
+const int kConfigVersion = LITEDET_CONFIG_VERSION;
 
 std::vector<std::string> split_commas(const std::string& s) {
   std::vector<std::string> out;
@@ -151,6 +151,24 @@ class Reader {
     }
     return out;
   }
+  // One reader per config type of litedet_config_keys.h.
+  std::string read_str(const std::string& key, double, double) { return str(key); }
+  std::vector<std::string> read_names(const std::string& key, double, double) { return strings(key, true); }
+  std::vector<std::string> read_labels(const std::string& key, double, double) { return strings(key, false); }
+  int read_int(const std::string& key, double lo, double hi) {
+    return static_cast<int>(integer(key, static_cast<long long>(lo), static_cast<long long>(hi)));
+  }
+  float read_real(const std::string& key, double lo, double hi) {
+    std::ostringstream want;
+    want.imbue(std::locale::classic());
+    want << "a number";
+    if (lo > -1e6 || hi < 1e6) want << " in [" << lo << ", " << hi << "]";
+    return real(key, lo, hi, want.str());
+  }
+  bool read_flag(const std::string& key, double, double) { return boolean(key); }
+  std::vector<float> read_reals(const std::string& key, double, double) { return reals(key); }
+  std::vector<int> read_ints(const std::string& key, double, double) { return ints(key); }
+
   std::vector<int> ints(const std::string& key) {
     std::vector<int> out;
     for (const std::string& item : strings(key, true)) {
@@ -199,53 +217,31 @@ bool parse_config(const std::string& text, Config& cfg, std::string* error) {
   if (!r.has_error() && version != kConfigVersion)
     return fail("config key 'version' is " + std::to_string(version) + "; this litedet core reads version " +
                 std::to_string(kConfigVersion));
-  c.architecture = r.str("architecture");
-  c.variant = r.str("variant");
-  c.param = r.str("param");
-  c.bin = r.str("bin");
-  c.input_blob = r.str("input_blob");
-  c.pixel_format = r.str("pixel_format");
-  if (!r.has_error() && c.pixel_format != "bgr" && c.pixel_format != "rgb")
-    r.bad("pixel_format", c.pixel_format, "'bgr' or 'rgb'");
-  c.mean = r.reals("mean");
-  c.norm = r.reals("norm");
-  if (!r.has_error() && c.mean.size() != c.norm.size())
+#define LITEDET_CONFIG_READ(key, type, lo, hi) c.key = r.read_##type(#key, lo, hi);
+  LITEDET_CONFIG_KEYS(LITEDET_CONFIG_READ)
+#undef LITEDET_CONFIG_READ
+  if (r.has_error()) return fail(r.error);
+  // what one key cannot say alone
+  if (c.pixel_format != "bgr" && c.pixel_format != "rgb") r.bad("pixel_format", c.pixel_format, "'bgr' or 'rgb'");
+  if (c.pad_mode != "stride_multiple" && c.pad_mode != "fixed")
+    r.bad("pad_mode", c.pad_mode, "'stride_multiple' or 'fixed'");
+  if (r.has_error()) return fail(r.error);
+  if (c.mean.size() != c.norm.size())
     return fail("config keys 'mean' and 'norm' have " + std::to_string(c.mean.size()) + " and " +
                 std::to_string(c.norm.size()) + " values; they need one per channel each");
-  c.target_size = static_cast<int>(r.integer("target_size", 1, 1 << 16));
-  c.pad_multiple = static_cast<int>(r.integer("pad_multiple", 1, 1 << 16));
-  if (!r.has_error() && c.target_size % c.pad_multiple)
+  if (c.target_size % c.pad_multiple)
     return fail("config key 'target_size' (" + std::to_string(c.target_size) + ") must be a multiple of 'pad_multiple' (" +
                 std::to_string(c.pad_multiple) + ")");
-  c.pad_mode = r.str("pad_mode");
-  if (!r.has_error() && c.pad_mode != "stride_multiple" && c.pad_mode != "fixed")
-    r.bad("pad_mode", c.pad_mode, "'stride_multiple' or 'fixed'");
-  c.pad_value = r.real("pad_value", -1e30, 1e30, "a number");
-  c.strides = r.ints("strides");
-  c.cls_blobs = r.strings("cls_blobs", true);
-  c.dis_blobs = r.strings("dis_blobs", true);
-  if (!r.has_error()) {
-    if (c.cls_blobs.size() != c.strides.size())
-      return fail("config key 'cls_blobs' names " + std::to_string(c.cls_blobs.size()) + " blobs for " +
-                  std::to_string(c.strides.size()) + " strides");
-    if (c.dis_blobs.size() != c.strides.size())
-      return fail("config key 'dis_blobs' names " + std::to_string(c.dis_blobs.size()) + " blobs for " +
-                  std::to_string(c.strides.size()) + " strides");
-    int largest = *std::max_element(c.strides.begin(), c.strides.end());
-    if (c.pad_multiple % largest)
-      return fail("config key 'pad_multiple' (" + std::to_string(c.pad_multiple) +
-                  ") must be a multiple of the largest stride in 'strides' (" + std::to_string(largest) + ")");
-  }
-  c.reg_max = static_cast<int>(r.integer("reg_max", 0, 1 << 16));
-  c.center_offset = r.real("center_offset", -1e6, 1e6, "a number");
-  c.score_threshold = r.real("score_threshold", 0.0, 1.0, "a number in [0, 1]");
-  c.nms_threshold = r.real("nms_threshold", 0.0, 1.0, "a number in [0, 1]");
-  c.class_agnostic_nms = r.boolean("class_agnostic_nms");
-  c.multi_label = r.boolean("multi_label");
-  c.max_detections = static_cast<int>(r.integer("max_detections", 1, 1 << 24));
-  c.num_classes = static_cast<int>(r.integer("num_classes", 1, 1 << 20));
-  c.class_names = r.strings("class_names", false);
-  if (r.has_error()) return fail(r.error);
+  if (c.cls_blobs.size() != c.strides.size())
+    return fail("config key 'cls_blobs' names " + std::to_string(c.cls_blobs.size()) + " blobs for " +
+                std::to_string(c.strides.size()) + " strides");
+  if (c.dis_blobs.size() != c.strides.size())
+    return fail("config key 'dis_blobs' names " + std::to_string(c.dis_blobs.size()) + " blobs for " +
+                std::to_string(c.strides.size()) + " strides");
+  int largest = *std::max_element(c.strides.begin(), c.strides.end());
+  if (c.pad_multiple % largest)
+    return fail("config key 'pad_multiple' (" + std::to_string(c.pad_multiple) +
+                ") must be a multiple of the largest stride in 'strides' (" + std::to_string(largest) + ")");
   if (static_cast<long long>(c.class_names.size()) != c.num_classes)
     return fail("config key 'class_names' has " + std::to_string(c.class_names.size()) +
                 " names but 'num_classes' is " + std::to_string(c.num_classes));

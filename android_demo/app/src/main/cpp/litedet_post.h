@@ -29,7 +29,7 @@
 //    (8 accumulators for 8..128 terms), so they round the same way;
 //  - build with -ffp-contract=off and without -ffast-math: no FMA contraction (aarch64
 //    GCC/Clang contract a*b+c into fmadd by default, which changes roundings), no
-//    reassociation, NaN/inf semantics kept. convert/cpp_core.py builds with these flags;
+//    reassociation, NaN/inf semantics kept. convert/verify/cpp_core.py builds with these flags;
 //    the Android CMakeLists must add them too (target_compile_options(... -ffp-contract=off)).
 //  - the one operation that is not bit-identical is exp: numpy on x86 uses its own SIMD expf
 //    (up to 2 ulp from libm expf), so a distance can differ by a few ulp (times the stride:
@@ -51,22 +51,25 @@
 #include <string>
 #include <vector>
 
+#include "litedet_config_keys.h"
+
 namespace litedet {
 
-// Everything from NAME.cfg (written by litedet.runtime.devconfig.device_config_text).
+// Everything from NAME.cfg (written by litedet.runtime.devconfig.device_config_text): one
+// member per key of litedet_config_keys.h, of the C++ type of the key's config type.
+using cfg_str = std::string;
+using cfg_names = std::vector<std::string>;
+using cfg_labels = std::vector<std::string>;
+using cfg_int = int;
+using cfg_real = float;
+using cfg_flag = bool;
+using cfg_reals = std::vector<float>;
+using cfg_ints = std::vector<int>;
+
 struct Config {
-  std::string architecture, variant, param, bin, input_blob, pixel_format, pad_mode;
-  std::vector<float> mean, norm;
-  int target_size = 320, pad_multiple = 32;
-  float pad_value = 0.f;
-  std::vector<int> strides;
-  std::vector<std::string> cls_blobs, dis_blobs;
-  int reg_max = 7;
-  float center_offset = 0.5f, score_threshold = 0.35f, nms_threshold = 0.6f;
-  bool class_agnostic_nms = false, multi_label = false;
-  int max_detections = 100;
-  int num_classes = 80;
-  std::vector<std::string> class_names;
+#define LITEDET_CONFIG_MEMBER(key, type, lo, hi) cfg_##type key{};
+  LITEDET_CONFIG_KEYS(LITEDET_CONFIG_MEMBER)
+#undef LITEDET_CONFIG_MEMBER
 };
 
 // Parse the text of NAME.cfg: one key=value per line, '#' comments, lists comma-separated.

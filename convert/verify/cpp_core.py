@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from litedet.runtime.detector import Detection
-from litedet.runtime.devconfig import device_config_text
+from litedet.runtime.devconfig import config_keys, device_config_text
 from litedet.runtime.manifest import Manifest
 from litedet.runtime.postprocess import Letterbox
 
@@ -42,9 +42,9 @@ __all__ = [
     "build_core", "CppPostprocessor",
 ]
 
-CPP_DIR = Path(__file__).resolve().parents[1] / "android_demo" / "app" / "src" / "main" / "cpp"
+CPP_DIR = Path(__file__).resolve().parents[2] / "android_demo" / "app" / "src" / "main" / "cpp"
 SOURCES = ("litedet_post.cpp", "litedet_capi.cpp")
-HEADERS = ("litedet_post.h",)
+HEADERS = ("litedet_post.h", "litedet_config_keys.h")
 # -ffp-contract=off: no a*b+c -> fma contraction (GCC contracts by default, and on aarch64
 # that changes roundings); together with float-only arithmetic it keeps C++ equal to numpy.
 BASE_FLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared", "-ffp-contract=off")
@@ -151,14 +151,10 @@ class _CLetterbox(ctypes.Structure):
 _F32P = ctypes.POINTER(ctypes.c_float)
 _ERR = (ctypes.c_char_p, ctypes.c_size_t)
 
-# typed view of the config dump written by litedet_capi.cpp
-_CONFIG_STR = ("architecture", "variant", "param", "bin", "input_blob", "pixel_format", "pad_mode")
-_CONFIG_INT = ("target_size", "pad_multiple", "reg_max", "max_detections", "num_classes")
-_CONFIG_FLOAT = ("pad_value", "center_offset", "score_threshold", "nms_threshold")
-_CONFIG_BOOL = ("class_agnostic_nms", "multi_label")
-_CONFIG_FLOATS = ("mean", "norm")
-_CONFIG_INTS = ("strides",)
-_CONFIG_STRS = ("cls_blobs", "dis_blobs", "class_names")
+# typed view of the config dump written by litedet_capi.cpp (types from litedet_config_keys.h)
+_PARSE = {"str": str, "int": int, "real": float, "flag": lambda v: v == "1",
+          "reals": lambda v: [float(x) for x in v.split(",")], "ints": lambda v: [int(x) for x in v.split(",")],
+          "names": lambda v: v.split(","), "labels": lambda v: v.split(",")}
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
@@ -224,25 +220,13 @@ class CppPostprocessor:
                 continue
             self._check(rc, err, "parse_config")
             break
+        types = dict(config_keys())
         out: dict[str, Any] = {}
         for line in buf.value.decode("utf-8").splitlines():
             key, _, value = line.partition("=")
-            if key in _CONFIG_STR:
-                out[key] = value
-            elif key in _CONFIG_INT:
-                out[key] = int(value)
-            elif key in _CONFIG_FLOAT:
-                out[key] = float(value)
-            elif key in _CONFIG_BOOL:
-                out[key] = value == "1"
-            elif key in _CONFIG_FLOATS:
-                out[key] = [float(v) for v in value.split(",")]
-            elif key in _CONFIG_INTS:
-                out[key] = [int(v) for v in value.split(",")]
-            elif key in _CONFIG_STRS:
-                out[key] = value.split(",")
-            else:  # pragma: no cover - dump and this table are written together
+            if key not in types:  # pragma: no cover - the dump and the table are one macro
                 raise RuntimeError(f"unexpected key {key!r} in the C++ config dump")
+            out[key] = _PARSE[types[key]](value)
         return out
 
     def letterbox_geometry(self, src_w: int, src_h: int, target: int, multiple: int, fixed: bool = False) -> Letterbox:

@@ -1,0 +1,43 @@
+// The keys of NAME.cfg, written once. Everything that reads or writes the config uses this
+// table: the Config struct and parse_config (litedet_post.*), the C API's dump
+// (litedet_capi.cpp), and the generator litedet.runtime.devconfig, which parses the
+// X(...) lines below (one per line: key, type, lo, hi).
+//
+// Types: str (non-empty, trimmed), names (comma list of non-empty trimmed names),
+// labels (comma list, taken verbatim), int (in [lo, hi]), real (in [lo, hi]),
+// flag (0/1), reals (comma list of numbers), ints (comma list of positive integers).
+#pragma once
+
+#define LITEDET_CONFIG_VERSION 1
+
+#define LITEDET_CONFIG_KEYS(X)                        \
+  X(architecture, str, 0, 0)                          \
+  X(variant, str, 0, 0)                               \
+  X(param, str, 0, 0)                                 \
+  X(bin, str, 0, 0)                                   \
+  X(input_blob, str, 0, 0)                            \
+  X(pixel_format, str, 0, 0)                          \
+  X(mean, reals, 0, 0)                                \
+  X(norm, reals, 0, 0)                                \
+  X(target_size, int, 1, 65536)                       \
+  X(pad_multiple, int, 1, 65536)                      \
+  X(pad_mode, str, 0, 0)                              \
+  X(pad_value, real, -1e30, 1e30)                     \
+  X(strides, ints, 0, 0)                              \
+  X(cls_blobs, names, 0, 0)                           \
+  X(dis_blobs, names, 0, 0)                           \
+  X(reg_max, int, 0, 65536)                           \
+  X(center_offset, real, -1e6, 1e6)                   \
+  X(score_threshold, real, 0, 1)                      \
+  X(nms_threshold, real, 0, 1)                        \
+  X(class_agnostic_nms, flag, 0, 0)                   \
+  X(multi_label, flag, 0, 0)                          \
+  X(max_detections, int, 1, 16777216)                 \
+  X(num_classes, int, 1, 1048576)                     \
+  X(class_names, labels, 0, 0)
+
+// Written by the generator for a reader's information (which bundle the assets came from);
+// parse_config ignores them, as it ignores every key it does not know.
+#define LITEDET_CONFIG_INFO_KEYS(X) \
+  X(param_sha256)                   \
+  X(bin_sha256)

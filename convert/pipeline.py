@@ -1,0 +1,202 @@
+"""The convert pipeline: checkpoint -> verified bundle, the same steps for every family.
+
+load (or seed) -> trace -> pnnx (fp16 bin + fp32 reference bin) -> manifest
+-> reference outputs -> verify -> rename into place. Whatever differs between
+families is asked of the family's adapter (``convert/families/``); this module
+never branches on a task or an architecture name.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from litedet.runtime.manifest import sha256_file
+
+from .bundle import (BIN_NAME, PARAM_NAME, REF_DIR, ConvertError, ConvertResult, assemble_manifest, atomic_bundle_dir,
+                     now_utc, reference_image, tool_versions)
+
+__all__ = ["convert_model", "VERIFY_MIN_COSINE", "ROUTES"]
+
+# convert refuses a bundle whose fp32 ncnn outputs drift further than this from torch
+VERIFY_MIN_COSINE = 0.9999
+ROUTES = ("pnnx", "onnx")
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    den = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / den) if den > 0 else float(np.array_equal(a, b))
+
+
+class _Steps:
+    """Progress bar and per-step timings of one conversion."""
+
+    def __init__(self, arch: str, progress: bool) -> None:
+        from tqdm import tqdm
+
+        self.timings: dict[str, float] = {}
+        self.bar = tqdm(total=6, desc=f"convert {arch}", disable=not progress, leave=False)
+        self.t0 = self.t = time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self.t, 3)
+        self.t = now
+        self.bar.update(1)
+        self.bar.set_postfix_str(name)
+
+    def close(self) -> dict[str, float]:
+        self.timings["total"] = round(time.perf_counter() - self.t0, 3)
+        self.bar.close()
+        return self.timings
+
+
+def _weights(adapter, model, info, checkpoint, seed: int, input_size: int) -> dict:
+    """Load the checkpoint (or seed untrained weights); the provenance for the manifest."""
+    if checkpoint is None:
+        adapter.seed(model, info, seed, input_size)
+        return {"weights": "seeded-random", "seed": seed, "source_checkpoint": None, "source_sha256": None,
+                "note": f"UNTRAINED: seeded random weights (seed {seed}, Kaiming convs, BatchNorm statistics "
+                        "calibrated on the reference card); outputs exercise every layer for parity but mean nothing"}
+    rep = adapter.load(model, checkpoint)
+    return {"weights": rep.kind, "source_checkpoint": str(Path(checkpoint).resolve()), "source_sha256": rep.sha256,
+            "used_ema": rep.used_ema, "load_details": rep.details}
+
+
+def _pnnx(model, example, src: Path, work: Path, tmp: Path, shapes, route: str, fp32: bool, out_names: list[str]):
+    """The shipped param/bin (fp16 weights unless ``fp32``) and, for fp16, an fp32 bin of the
+    same graph, so parity separates conversion error from fp16 rounding. Returns (result, ref_bin)."""
+    from .export import export_onnx, run_pnnx
+
+    shape, shape2 = shapes
+    if route == "onnx":
+        src, shape2 = export_onnx(model, example, work / "model.onnx", out_names), None
+    res = run_pnnx(src, work, shape, shape2, fp16=not fp32)
+    ref_bin = None
+    if not fp32:
+        res32 = run_pnnx(src, work, shape, shape2, fp16=False, stem="model_fp32")
+        if res32.param.read_text() != res.param.read_text():
+            raise ConvertError("pnnx wrote different graphs for fp16 and fp32 weights; cannot keep an fp32 reference")
+        ref_bin = f"{REF_DIR}/model.fp32.ncnn.bin"
+        shutil.copyfile(res32.bin, tmp / ref_bin)
+    shutil.copyfile(res.param, tmp / PARAM_NAME)
+    shutil.copyfile(res.bin, tmp / BIN_NAME)
+    return res, ref_bin
+
+
+def _reference(tmp: Path, ts, blobs: list[str], ref_bin: str | None):
+    """The fixed card, its preprocessed input and torch's outputs, saved in reference/;
+    returns the fp32 runner and both sides' outputs on that input."""
+    import cv2
+    import torch
+
+    from litedet.runtime.runner import BundleRunner
+
+    img = reference_image()
+    cv2.imwrite(str(tmp / REF_DIR / "image.png"), img)
+    runner32 = BundleRunner.from_bundle(tmp, fp16=False, bin_override=tmp / (ref_bin or BIN_NAME))
+    chw, _ = runner32.preprocess_array(img)
+    with torch.no_grad():
+        tref = {name: o[0].numpy() for name, o in zip(blobs, ts(torch.from_numpy(chw)[None]))}
+    np.save(tmp / REF_DIR / "input.npy", chw)
+    np.savez(tmp / REF_DIR / "outputs.npz", **tref)
+    return runner32, tref, runner32.run_array(chw)
+
+
+def _verify(tref: dict, n32: dict) -> dict[str, dict[str, float]]:
+    """ncnn fp32 vs torch per output on the reference input; refuses a drifting graph."""
+    verify = {}
+    for name, ref in tref.items():
+        got = n32[name].reshape(ref.shape)
+        verify[name] = {"max_abs": float(np.abs(got - ref).max()), "cosine": _cosine(got, ref)}
+    worst = min(verify.items(), key=lambda kv: kv[1]["cosine"])
+    if worst[1]["cosine"] < VERIFY_MIN_COSINE:
+        raise ConvertError(f"converted model does not reproduce torch: output {worst[0]} has cosine "
+                           f"{worst[1]['cosine']:.6f} (< {VERIFY_MIN_COSINE}) on the reference input")
+    return verify
+
+
+def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = None, input_size: int | None = None,
+                  fp32: bool = False, route: str = "pnnx", force: bool = False, seed: int = 0,
+                  progress: bool = True, class_names: list[str] | None = None,
+                  model_kwargs: dict | None = None) -> ConvertResult:
+    """Checkpoint -> verified bundle directory (see DESIGN.md for its contents).
+
+    ``input_size`` defaults to the architecture's (the model registry's);
+    ``class_names`` names the model's classes (a classifier's default is
+    ``class_0`` ... : no ImageNet label list ships here)."""
+    import torch
+
+    from litedet.models import create_model, model_info
+
+    from .export import trace_deploy
+    from .families import GraphIO, adapter_for
+
+    out = Path(out)
+    info = model_info(arch)  # raises naming the known architectures
+    adapter = adapter_for(info.family)
+    input_size = info.input_size if input_size is None else input_size
+    if route not in ROUTES:
+        raise ConvertError(f"unknown route {route!r}; expected one of {', '.join(ROUTES)}")
+    if input_size <= 0 or input_size % 32:
+        raise ConvertError(f"input size {input_size} is not a multiple of 32 (the largest stride); try "
+                           f"{max(32, input_size // 32 * 32)} or {(input_size // 32 + 1) * 32}")
+    if out.exists() and not force:
+        raise ConvertError(f"{out} already exists; pass --force to replace it")
+    model = create_model(arch, **(model_kwargs or {}))
+    try:
+        names = adapter.class_names(model, info, class_names)
+    except ValueError as e:
+        raise ConvertError(str(e)) from None
+    steps = _Steps(arch, progress)
+    provenance = _weights(adapter, model, info, checkpoint, seed, input_size)
+    model.eval()
+    steps.done("load")
+
+    shapes = adapter.trace_shapes(info, input_size)
+    out_names = adapter.output_names(model, info)
+    with atomic_bundle_dir(out, force) as tmp:
+        work = tmp / ".work"
+        work.mkdir()
+        (tmp / REF_DIR).mkdir()
+        example = torch.rand(shapes[0], generator=torch.Generator().manual_seed(seed))
+        ts = trace_deploy(model, example)
+        ts.save(str(tmp / REF_DIR / "model.torchscript.pt"))
+        steps.done("trace")
+        res, ref_bin = _pnnx(model, example, tmp / REF_DIR / "model.torchscript.pt", work, tmp, shapes, route, fp32,
+                             out_names)
+        steps.done("pnnx")
+
+        try:
+            deploy = adapter.deploy_spec(model, info, input_size, GraphIO(res.input_name, res.output_names,
+                                                                          res.dynamic_shape), names)
+            manifest = assemble_manifest(arch, input_size, deploy, not fp32, sha256_file(tmp / PARAM_NAME),
+                                         sha256_file(tmp / BIN_NAME))
+        except ValueError as e:
+            raise ConvertError(str(e)) from None
+        manifest.provenance = {**provenance, "route": route, "tools": tool_versions(), "created": now_utc(),
+                               "deploy_outputs": dict(zip(res.output_names, out_names))}
+        manifest.write(tmp / "manifest.json")
+        runner32, tref, n32 = _reference(tmp, ts, res.output_names, ref_bin)
+        steps.done("reference")
+
+        try:
+            adapter.check_graph(runner32, deploy, input_size)
+        except ValueError as e:
+            raise ConvertError(str(e)) from None
+        verify = _verify(tref, n32)
+        steps.done("verify")
+
+        files = {"image": f"{REF_DIR}/image.png", "input": f"{REF_DIR}/input.npy",
+                 "outputs": f"{REF_DIR}/outputs.npz", "torchscript": f"{REF_DIR}/model.torchscript.pt",
+                 "fp32_bin": ref_bin}
+        manifest.reference = {**files, "sha256": {k: sha256_file(tmp / v) for k, v in files.items() if v},
+                              "verify_fp32": verify}
+        manifest.write(tmp / "manifest.json")
+        shutil.rmtree(work)
+        steps.done("write")
+    return ConvertResult(out, manifest, steps.close(), verify)

@@ -1,0 +1,188 @@
+"""ARM fp16 (emulated, fp16 arithmetic on) against x86 fp32 and torch, per output and per result."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..compare import Limits, output_stats, tensor_failures
+from ..report import ImageParity, ParityReport, format_table, write_report
+from .env import ArmEnv, resolve_env
+from .protocol import ArmJob, Variant
+
+__all__ = ["ArmParityThresholds", "arm_parity", "format_arm_report", "ARM_KEYS"]
+
+ARM_KEYS = ["arm_fp16_vs_x86_fp32", "arm_fp16_vs_torch", "arm_fp32_vs_x86_fp32"]
+
+
+@dataclass
+class ArmParityThresholds:
+    """Exceeding any of these fails ARM parity (ARM fp16 vs x86 fp32 and vs torch).
+
+    The tensor bounds are much looser than x86 fp16's (``ParityThresholds``):
+    on ARM ncnn also *computes* in fp16 (its fp16sa kernels accumulate in fp16).
+    Measured with the official NanoDet-m weights (qemu -cpu max): worst cosine
+    0.9968 and worst max rel 0.16 on the four photos, 0.9933 / 0.22 on a
+    160x192 crop of the reference card; fp16 storage alone gives ~2e-4 and
+    ARM fp32 ~2e-6. They only catch gross errors (a wrong kernel, a garbage
+    output); the results are the criterion, held to x86 fp16's bounds.
+    Untrained (seeded) weights do not pass: they reach cosine 0.94, max rel
+    0.49 and change 10-15 % of their (meaningless) detections."""
+
+    min_cosine: float = 0.99
+    max_rel: float = 0.35
+    min_iou: float = 0.9
+    max_score_diff: float = 0.02
+    match_iou: float = 0.5
+    borderline_margin: float = 0.02
+    max_label_flip_frac: float = 0.05
+
+    def limits(self) -> Limits:
+        return Limits(self.min_cosine, self.max_rel, self.min_iou, self.max_score_diff, self.match_iou,
+                      self.borderline_margin, self.max_label_flip_frac)
+
+
+def arm_parity(bundle_dir: str | Path, images: list[tuple[str, np.ndarray]] | None = None,
+               out_dir: str | Path | None = None, *, thresholds: ArmParityThresholds | None = None,
+               env: ArmEnv | None = None, cache_dir: str | Path | None = None, threads: int = 1,
+               arm_fp32: bool = False, use_torch: bool = True, include_reference: bool = True,
+               progress: bool = False) -> ParityReport:
+    """Compare the bundle on emulated ARM (fp16 arithmetic) with x86 fp32 and torch.
+
+    Inputs: the bundle's reference card (when it has one) and ``images`` (default:
+    scikit-image's photos, as ``litedet parity``), preprocessed once on x86 so
+    every side sees the same tensor. x86 fp32 is the fp32 reference bin with
+    fp16 off; torch is the bundle's TorchScript, used when torch is importable.
+    ``arm_fp32=True`` also runs ARM with fp16 off (a control: it matches x86
+    fp32 to ~1e-6, so any larger difference is fp16). ``include_reference=False``
+    leaves the reference card out. Writes ``arm_parity.json`` and
+    ``arm_parity.txt`` into ``out_dir`` if given."""
+    import cv2
+
+    from litedet.runtime.manifest import bundle_path, load_manifest
+    from litedet.runtime.runner import BundleRunner
+
+    from ...families import check_for_kind
+    from ..torch_parity import default_images, load_torchscript, reference_file, torch_outputs
+
+    th = thresholds or ArmParityThresholds()
+    lim = th.limits()
+    env = resolve_env(env, cache_dir)
+    bundle = Path(bundle_dir).resolve()
+    t0 = time.perf_counter()
+    m = load_manifest(bundle)
+    check = check_for_kind(m.postprocess.kind)
+    fp32_bin = reference_file(bundle, m, "fp32_bin") if m.reference.get("fp32_bin") else bundle_path(bundle, m.bin, "bin")
+    r32 = BundleRunner.from_bundle(bundle, threads=threads, fp16=False, bin_override=fp32_bin)
+
+    notes: list[str] = []
+    todo: list[tuple[str, np.ndarray]] = []
+    if include_reference and m.reference.get("image"):
+        todo.append(("reference", cv2.imread(str(reference_file(bundle, m, "image")), cv2.IMREAD_UNCHANGED)))
+    todo += list(images if images is not None else default_images())
+    if not todo:
+        raise ValueError(f"nothing to compare: {bundle} has no reference image and no images were given "
+                         "(install litedet[photos] for the default photos)")
+    if len({n for n, _ in todo}) != len(todo):
+        raise ValueError(f"image names must be unique; got {[n for n, _ in todo]}")
+
+    prepared = {name: r32.preprocess_array(img) for name, img in todo}
+    variants = [Variant("arm_fp16", True, None)]
+    if arm_fp32:
+        variants.append(Variant("arm_fp32", False, str(fp32_bin)))
+    # the emulated child runs on one core while x86 ncnn and torch use the other
+    job = ArmJob(env, bundle, {n: c for n, (c, _) in prepared.items()}, variants, threads, None)
+    ts = None
+    try:
+        if use_torch and m.reference.get("torchscript"):
+            try:
+                import torch  # noqa: F401
+            except ImportError:
+                notes.append("torch is not installed: no comparison with torch")
+            else:
+                ts = load_torchscript(reference_file(bundle, m, "torchscript"))
+        elif use_torch:
+            notes.append("the bundle has no reference TorchScript (a wrapped ncnn model?): no comparison with torch")
+        x86 = {name: r32.run_array(chw) for name, (chw, _) in prepared.items()}
+        torch_out = {name: torch_outputs(ts, m, chw) for name, (chw, _) in prepared.items()} if ts is not None else {}
+        t_x86 = time.perf_counter() - t0
+    except BaseException:
+        job.kill()
+        raise
+    arm, meta = job.finish(progress)
+    meta["wall_s"] = round(time.perf_counter() - t0, 2)
+    meta["x86_wall_s"] = round(t_x86, 2)
+
+    failures: list[str] = []
+    if not meta.get("asimdhp"):
+        failures.append(f"ncnn on the emulated CPU ({env.cpu}) reports no asimdhp: the ARM run used fp32 arithmetic")
+    opt16 = meta["variants"]["arm_fp16"]["opt"]
+    if not (opt16["use_fp16_storage"] and opt16["use_fp16_arithmetic"]):
+        failures.append(f"the ARM fp16 net did not have fp16 storage and arithmetic on: {opt16}")
+
+    results = []
+    for name, _ in todo:
+        chw, g = prepared[name]
+        arm_out = {v: arm[v][name] for v in arm}
+        ip, bad = _compare_image(m, check, lim, name, g, r32, x86[name], arm_out, torch_out.get(name))
+        results.append(ip)
+        failures += bad
+
+    notes += check.notes(m, any(ip.reference_results for ip in results))
+    notes.append("ARM timings are qemu (TCG) emulation times, not device speed")
+    report = ParityReport(str(bundle), m.architecture, m.postprocess.kind, m.provenance.get("weights", "?"), results,
+                          th, failures, notes, environment=meta)
+    if out_dir:
+        write_report(out_dir, "arm_parity", report.to_dict(), format_arm_report(report))
+    return report
+
+
+def _compare_image(m, check, lim: Limits, name: str, g, r32, ref32: dict, arm_out: dict, torch_out: dict | None):
+    """One image: ARM fp16 vs x86 fp32 and vs torch (judged), ARM fp32 vs x86 fp32 (a control, not judged)."""
+    ip = ImageParity(name, [g.src_w, g.src_h], g.input_size)
+    a16 = {b: a.reshape(ref32[b].shape) for b, a in arm_out["arm_fp16"].items()}
+    d32, d16 = r32.postprocess(ref32, g), r32.postprocess(a16, g)
+    ip.reference_results = [d.to_dict() for d in d32]
+    ip.test_results["arm_fp16"] = [d.to_dict() for d in d16]
+    comparisons = [("arm_fp16_vs_x86_fp32", ref32, a16, d32, d16, True)]
+    if torch_out is not None:
+        comparisons.append(("arm_fp16_vs_torch", torch_out, a16, r32.postprocess(torch_out, g), d16, True))
+    if "arm_fp32" in arm_out:
+        a32 = {b: a.reshape(ref32[b].shape) for b, a in arm_out["arm_fp32"].items()}
+        comparisons.append(("arm_fp32_vs_x86_fp32", ref32, a32, d32, r32.postprocess(a32, g), False))
+    failures: list[str] = []
+    for key, ref, got, dref, dgot, judged in comparisons:
+        stats = output_stats(m, ref, got)
+        ip.tensors[key] = stats
+        ip.results[key], why = check.compare(m, name, key, ref, got, dref, dgot, stats, lim)
+        if judged:
+            failures += tensor_failures(name, key, stats, lim) if check.judge_tensors(fp16=True) else []
+            failures += [why] if why else []
+    return ip, failures
+
+
+def format_arm_report(r: ParityReport) -> str:
+    """A readable table, like the torch parity report, with the ARM side's setup on top."""
+    from ...families import check_for_kind
+
+    a = r.environment
+    v16 = a.get("variants", {}).get("arm_fp16", {})
+    opt = v16.get("opt", {})
+    runs = v16.get("run_s", [])
+    title = [f"ARM parity of {r.bundle} ({r.architecture}, weights: {r.weights})",
+             f"ARM side: qemu-aarch64 -cpu {a.get('cpu')} ({a.get('qemu_version', '?')}), python {a.get('python')} "
+             f"{a.get('machine')}, ncnn {a.get('ncnn')}, numpy {a.get('numpy')}; asimdhp (fp16 arithmetic): "
+             f"{'yes' if a.get('asimdhp') else 'NO'}; fp16 storage/packed/arithmetic: "
+             f"{opt.get('use_fp16_storage')}/{opt.get('use_fp16_packed')}/{opt.get('use_fp16_arithmetic')}",
+             f"emulated fp16 inference {min(runs) if runs else float('nan'):.1f}-{max(runs) if runs else float('nan'):.1f} s "
+             f"per image; ARM child {a.get('child_wall_s')} s, x86 side (alongside) {a.get('x86_wall_s')} s, "
+             f"total {a.get('wall_s')} s"]
+    th = r.thresholds
+    text = format_table(r, check_for_kind(r.kind), ARM_KEYS, title, key_width=21)
+    limits = (f"thresholds (ARM fp16 vs x86 fp32 and vs torch): cosine >= {th.min_cosine}, max rel <= {th.max_rel}, "
+              f"no missed/extra detections, min IoU >= {th.min_iou}, score diff <= {th.max_score_diff}")
+    head, sep, tail = text.rpartition("\n\n")
+    return f"{head}\n\n{limits}\n{tail}" if sep else f"{text}\n{limits}"

@@ -1,0 +1,208 @@
+"""The one comparison core of the three parities (torch <-> ncnn, Python <-> C++,
+x86 <-> ARM): tensor statistics, detection matching, top-k agreement, and the
+limits that turn them into failures. Pure numpy; no torch, no ncnn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from litedet.runtime.kinds.gfl import Detection
+
+__all__ = ["Limits", "TensorStats", "DetectionMatch", "TopKMatch", "CppMatch", "tensor_stats", "output_stats",
+           "tensor_failures", "match_detections", "detection_failure", "topk_match", "cpp_match", "box_iou_det"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one comparison (e.g. ncnn fp16 vs torch) must stay within."""
+
+    min_cosine: float
+    max_rel: float
+    min_iou: float
+    max_score_diff: float
+    match_iou: float = 0.5  # a pair must overlap this much to count as the same detection
+    # unmatched detections this close to the cut are borderline (a 0.351 vs 0.349 flip), not failures
+    borderline_margin: float = 0.02
+    # label flips tolerated, as a fraction of the reference detections; a class-index bug flips nearly all
+    max_label_flip_frac: float = 0.05
+
+
+@dataclass
+class TensorStats:
+    blob: str
+    role: str
+    stride: int
+    max_abs: float
+    max_rel: float
+    cosine: float
+
+
+@dataclass
+class DetectionMatch:
+    reference: int
+    test: int
+    matched: int
+    missed: int
+    extra: int
+    borderline: int
+    label_flips: int  # same box and score, another label: an argmax near-tie flipped
+    mean_iou: float
+    min_iou: float
+    max_score_diff: float
+
+
+@dataclass
+class TopKMatch:
+    """Classification agreement of one backend with torch on one image."""
+
+    torch_top1: int
+    test_top1: int
+    top1_agrees: bool
+    top5_overlap: int  # how many of torch's top-5 are in the backend's top-5
+    margin: float  # torch logit of its top-1 minus its logit of the backend's top-1
+    explained: bool  # a flip the measured logit error can account for (margin <= 2 * max abs error)
+
+
+@dataclass
+class CppMatch:
+    """C++ core vs Python postprocessing on the same raw ncnn fp16 outputs."""
+
+    python: int
+    cpp: int
+    identical: bool  # same count, labels and order
+    max_box_diff: float  # network-input pixels
+    max_score_diff: float
+
+
+def tensor_stats(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float]:
+    """(max abs, max rel to the reference's range, cosine) of two tensors."""
+    a = ref.astype(np.float64).ravel()
+    b = got.astype(np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {ref.shape} vs {got.shape}")
+    diff = np.abs(a - b)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    scale = float(np.abs(a).max()) if a.size else 0.0
+    max_rel = max_abs / max(scale, 1e-6)
+    den = np.linalg.norm(a) * np.linalg.norm(b)
+    cosine = float(a @ b / den) if den > 0 else float(np.array_equal(a, b))
+    return max_abs, max_rel, cosine
+
+
+def output_stats(m, ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> list[TensorStats]:
+    """tensor_stats for every output of the manifest (``got`` reshaped to ``ref``)."""
+    stats = []
+    for o in m.outputs:
+        ma, mr, cs = tensor_stats(ref[o.blob], got[o.blob].reshape(ref[o.blob].shape))
+        stats.append(TensorStats(o.blob, o.role, o.stride, ma, mr, cs))
+    return stats
+
+
+def tensor_failures(name: str, key: str, stats: list[TensorStats], lim: Limits) -> list[str]:
+    return [f"{name}: {key} output {s.blob} ({s.role}/{s.stride}) cosine {s.cosine:.6f} (min {lim.min_cosine}), "
+            f"max_rel {s.max_rel:.2e} (max {lim.max_rel})"
+            for s in stats if s.cosine < lim.min_cosine or s.max_rel > lim.max_rel]
+
+
+def detection_failure(name: str, key: str, dm: DetectionMatch, lim: Limits) -> str | None:
+    """Why a detection comparison fails, or None when it passes."""
+    flips_bad = dm.label_flips > lim.max_label_flip_frac * max(dm.reference, 1)
+    if dm.missed or dm.extra or flips_bad or dm.min_iou < lim.min_iou or dm.max_score_diff > lim.max_score_diff:
+        return (f"{name}: {key} detections missed {dm.missed}, extra {dm.extra}, label flips {dm.label_flips}, "
+                f"min IoU {dm.min_iou:.3f} (min {lim.min_iou}), max score diff {dm.max_score_diff:.4f} "
+                f"(max {lim.max_score_diff})")
+    return None
+
+
+def box_iou_det(a: "Detection", b: "Detection") -> float:
+    iw = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
+    ih = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
+    inter = iw * ih
+    union = (a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _cut(dets: list["Detection"], score_threshold: float, max_detections: int | None) -> float:
+    """The score a detection had to beat to be in this list: the threshold, or
+    the lowest kept score when the list was cut at max_detections."""
+    if max_detections is not None and len(dets) >= max_detections:
+        return max(score_threshold, min(d.score for d in dets))
+    return score_threshold
+
+
+def match_detections(ref: list["Detection"], test: list["Detection"], match_iou: float = 0.5,
+                     score_threshold: float = 0.0, borderline_margin: float = 0.0,
+                     max_detections: int | None = None) -> DetectionMatch:
+    """Greedy one-to-one matching by label and IoU, best reference score first.
+
+    An unmatched detection whose score is within ``borderline_margin`` of the
+    cut (score threshold, or the max_detections cut) is counted as borderline:
+    it flipped across a threshold, which is not a conversion error."""
+    cut = max(_cut(ref, score_threshold, max_detections), _cut(test, score_threshold, max_detections))
+    used = [False] * len(test)
+    ious, sdiffs = [], []
+    missed = borderline = 0
+    matched_ref: list = []
+    for r in sorted(ref, key=lambda d: -d.score):
+        best, best_iou = -1, match_iou
+        for j, t in enumerate(test):
+            if not used[j] and t.label == r.label:
+                iou = box_iou_det(r, t)
+                if iou >= best_iou:
+                    best, best_iou = j, iou
+        if best < 0:
+            if r.score < cut + borderline_margin:
+                borderline += 1
+            else:
+                missed += 1
+            continue
+        used[best] = True
+        matched_ref.append(r)
+        ious.append(best_iou)
+        sdiffs.append(abs(r.score - test[best].score))
+    # an unmatched pair with the same box and score but another label is a flip
+    unmatched_ref = [r for r in ref if not any(used_r is r for used_r in matched_ref)]
+    flips = 0
+    for r in unmatched_ref:
+        for j, t in enumerate(test):
+            if not used[j] and t.label != r.label and box_iou_det(r, t) >= 0.9 and abs(t.score - r.score) <= borderline_margin:
+                used[j] = True
+                flips += 1
+                if r.score < cut + borderline_margin:
+                    borderline -= 1
+                else:
+                    missed -= 1
+                break
+    extra = 0
+    for j, t in enumerate(test):
+        if not used[j]:
+            if t.score < cut + borderline_margin:
+                borderline += 1
+            else:
+                extra += 1
+    return DetectionMatch(len(ref), len(test), len(ious), missed, extra, borderline, flips,
+                          float(np.mean(ious)) if ious else 1.0, float(min(ious)) if ious else 1.0,
+                          float(max(sdiffs)) if sdiffs else 0.0)
+
+
+def topk_match(t: np.ndarray, n: np.ndarray, max_abs: float) -> TopKMatch:
+    t1, n1 = int(np.argmax(t)), int(np.argmax(n))
+    t5, n5 = set(np.argsort(-t, kind="stable")[:5].tolist()), set(np.argsort(-n, kind="stable")[:5].tolist())
+    margin = float(t[t1] - t[n1])
+    return TopKMatch(t1, n1, t1 == n1, len(t5 & n5), margin, t1 == n1 or margin <= 2 * max_abs)
+
+
+def cpp_match(py: list["Detection"], cc: list["Detection"], lb) -> CppMatch:
+    """Two detection lists that must be identical (count, labels, order); boxes
+    compared in network-input pixels (image pixels scale float32 steps up)."""
+    same = len(py) == len(cc) and all(a.label == b.label for a, b in zip(py, cc))
+    sx, sy = lb.resized_w / lb.src_w, lb.resized_h / lb.src_h
+    box = max((max(abs(a.x1 - b.x1) * sx, abs(a.x2 - b.x2) * sx, abs(a.y1 - b.y1) * sy, abs(a.y2 - b.y2) * sy)
+               for a, b in zip(py, cc)), default=0.0) if same else float("inf")
+    score = max((abs(a.score - b.score) for a, b in zip(py, cc)), default=0.0) if same else float("inf")
+    return CppMatch(len(py), len(cc), same, box, score)

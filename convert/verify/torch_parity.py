@@ -1,0 +1,174 @@
+"""torch <-> ncnn parity of a bundle, per output tensor and per result.
+
+The PyTorch side comes from the bundle itself (``reference/model.torchscript.pt``),
+so no checkpoint or model code is needed. For every image: the runtime's
+ncnn preprocessing gives one input tensor; torch (fp32), ncnn with the fp32
+reference bin and fp16 flags off ("ncnn_fp32"), and ncnn with the shipped bin
+and fp16 flags on ("ncnn_fp16") all run on that same tensor; their outputs
+are compared to torch's, then their results, by the check of the bundle's
+postprocess kind (``convert/verify/checks.py``).
+
+Thresholds (``ParityThresholds``) are deliberately asymmetric: fp32 must be
+numerically the same network; fp16 must give the same results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from litedet.runtime.manifest import Manifest, ManifestError, bundle_path, load_manifest
+from litedet.runtime.runner import BundleRunner
+
+from .compare import Limits, output_stats, tensor_failures
+from .report import ImageParity, ParityReport, error_chart, format_table, write_report
+
+__all__ = ["ParityThresholds", "run_parity", "format_report", "reference_file", "torch_outputs", "default_images"]
+
+KEYS = ["ncnn_fp32", "ncnn_fp16"]
+
+
+@dataclass
+class ParityThresholds:
+    """Exceeding any of these makes ``litedet parity`` exit non-zero.
+
+    max_rel is max|a - b| / max|a| over the tensor (relative to its range, so
+    near-zero elements do not blow it up)."""
+
+    fp32_min_cosine: float = 0.99999
+    fp32_max_rel: float = 1e-3
+    fp32_min_iou: float = 0.99
+    fp32_max_score_diff: float = 1e-3
+    fp16_min_cosine: float = 0.999
+    # x86 ncnn stores activations in fp16 too: ~1e-2 of the range on untrained
+    # weights, ~3e-4 on the trained NanoDet-m; result agreement is the real criterion
+    fp16_max_rel: float = 0.1
+    fp16_min_iou: float = 0.9
+    fp16_max_score_diff: float = 0.02
+    match_iou: float = 0.5
+    borderline_margin: float = 0.02
+    max_label_flip_frac: float = 0.05
+
+    def limits(self, key: str) -> Limits:
+        p = "fp16" if key == "ncnn_fp16" else "fp32"
+        return Limits(getattr(self, f"{p}_min_cosine"), getattr(self, f"{p}_max_rel"), getattr(self, f"{p}_min_iou"),
+                      getattr(self, f"{p}_max_score_diff"), self.match_iou, self.borderline_margin,
+                      self.max_label_flip_frac)
+
+
+def default_images():
+    from litedet.photos import default_images as photos
+
+    return photos()
+
+
+def reference_file(bundle: Path, m: Manifest, key: str) -> Path:
+    """A ``reference/`` file of the bundle, confined to it and checked against its sha256."""
+    from litedet.hashing import sha256_file
+
+    rel = m.reference.get(key)
+    if not rel:
+        raise ManifestError(f"{bundle} has no reference {key}; parity needs a bundle written by 'litedet convert' "
+                            "(a wrapped ncnn model has no PyTorch side)")
+    p = bundle_path(bundle, rel, f"reference.{key}")
+    if not p.is_file():
+        raise ManifestError(f"{bundle} is missing its reference file {rel}")
+    want = m.reference.get("sha256", {}).get(key)
+    if want and sha256_file(p) != want:
+        raise ManifestError(f"{p} does not match the sha256 in the manifest; the bundle's reference was modified")
+    return p
+
+
+def torch_outputs(ts, m: Manifest, chw: np.ndarray) -> dict[str, np.ndarray]:
+    """The TorchScript's outputs for one [C, H, W] input, by the manifest's output blobs."""
+    import torch
+
+    with torch.no_grad():
+        touts = ts(torch.from_numpy(chw)[None])
+    blobs = [o.blob for o in m.outputs]
+    if len(touts) != len(blobs):
+        raise ManifestError(f"TorchScript returns {len(touts)} outputs; the manifest lists {len(blobs)}")
+    return {b: o[0].numpy() for b, o in zip(blobs, touts)}
+
+
+def load_torchscript(path: Path):
+    import torch
+
+    try:
+        return torch.jit.load(str(path)).eval()
+    except RuntimeError as e:
+        raise ManifestError(f"{path} is not a loadable TorchScript ({str(e).splitlines()[0]})") from None
+
+
+def run_parity(bundle: str | Path, images: list[tuple[str, np.ndarray]] | None = None,
+               thresholds: ParityThresholds | None = None, out_dir: str | Path | None = None,
+               threads: int = 1, progress: bool = True, cpp: bool = False) -> ParityReport:
+    """Parity report of a bundle. ``cpp=True`` also runs the on-device C++
+    postprocessing core (built with g++) on the ncnn fp16 outputs and requires
+    results identical to Python's (boxes and scores within 1e-4)."""
+    import cv2
+    from tqdm import tqdm
+
+    from ..families import check_for_kind
+
+    bundle = Path(bundle)
+    th = thresholds or ParityThresholds()
+    m = load_manifest(bundle)
+    check = check_for_kind(m.postprocess.kind)
+    r16 = BundleRunner.from_bundle(bundle, threads=threads, fp16=True)
+    ts = load_torchscript(reference_file(bundle, m, "torchscript"))
+    fp32_bin = reference_file(bundle, m, "fp32_bin") if m.reference.get("fp32_bin") else bundle_path(bundle, m.bin, "bin")
+    r32 = BundleRunner.from_bundle(bundle, threads=threads, fp16=False, bin_override=fp32_bin)
+    ref_img = cv2.imread(str(reference_file(bundle, m, "image")), cv2.IMREAD_UNCHANGED)
+    todo = [("reference", ref_img)] + list(images if images is not None else default_images())
+    out_dir = Path(out_dir) if out_dir else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    core = None
+    if cpp:
+        from .cpp_core import CppPostprocessor
+
+        if not check.has_cpp:
+            raise ValueError(f"--cpp: the C++ core has no postprocess kind {m.postprocess.kind!r}")
+        core = CppPostprocessor()
+    results, failures = [], []
+    for name, img in tqdm(todo, desc="parity", disable=not progress, leave=False):
+        chw, g = r32.preprocess_array(img)
+        t = torch_outputs(ts, m, chw)
+        ip = ImageParity(name, [g.src_w, g.src_h], g.input_size)
+        t_res = r32.postprocess(t, g)
+        ip.reference_results = [x.to_dict() for x in t_res]
+        for key, runner in (("ncnn_fp32", r32), ("ncnn_fp16", r16)):
+            lim = th.limits(key)
+            n = {k: v.reshape(t[k].shape) for k, v in runner.run_array(chw).items()}
+            stats = output_stats(m, t, n)
+            ip.tensors[key] = stats
+            if check.judge_tensors(key == "ncnn_fp16"):
+                failures += tensor_failures(name, key, stats, lim)
+            n_res = runner.postprocess(n, g)
+            ip.test_results[key] = [x.to_dict() for x in n_res]
+            ip.results[key], why = check.compare(m, name, key, t, n, t_res, n_res, stats, lim)
+            if why:
+                failures.append(why)
+            if key == "ncnn_fp16" and out_dir:
+                check.draw(img, t_res, n_res, out_dir / f"parity_{name}.jpg")
+            if key == "ncnn_fp16" and core is not None:
+                ip.cpp, why = check.cpp(core, m, n, g)
+                if why:
+                    failures.append(f"{name}: {why}")
+        results.append(ip)
+    notes = check.notes(m, any(ip.reference_results for ip in results))
+    report = ParityReport(str(bundle), m.architecture, m.postprocess.kind, m.provenance.get("weights", "?"), results, th,
+                          failures, notes)
+    if out_dir:
+        write_report(out_dir, "parity", report.to_dict(), format_report(report))
+        error_chart(report, out_dir / "parity_errors.png", KEYS, th.fp32_max_rel)
+    return report
+
+
+def format_report(r: ParityReport) -> str:
+    from ..families import check_for_kind
+
+    return format_table(r, check_for_kind(r.kind), KEYS, [f"parity of {r.bundle} ({r.architecture}, weights: {r.weights})"])

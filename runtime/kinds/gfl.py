@@ -1,0 +1,104 @@
+"""Postprocess kind ``gfl``: NanoDet's per-stride class scores + GFL distributions.
+
+Outputs: per stride, ``cls_scores`` [H*W, num_classes] with the sigmoid applied
+in the graph, and ``dist_logits`` [H*W, 4*(reg_max+1)]. Decoding is
+``runtime/postprocess.py``'s pure functions, mirrored by the C++ core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..postprocess import Candidates, Letterbox, decode_level, map_boxes_back, nms
+from . import KindSpec, PostprocessKind, register_kind
+
+if TYPE_CHECKING:
+    from litedet.runtime.manifest import Manifest
+
+__all__ = ["Detection", "GflSpec", "postprocess_outputs"]
+
+
+@dataclass
+class Detection:
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    score: float
+    label: int
+    name: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(kw_only=True)
+class GflSpec(KindSpec):
+    kind: str = "gfl"
+    strides: list[int]
+    reg_max: int
+    center_offset: float  # cell centre = (index + center_offset) * stride: no default anywhere
+    score_threshold: float = 0.35
+    nms_threshold: float = 0.6
+    class_agnostic_nms: bool = False
+    max_detections: int = 100
+    multi_label: bool = False  # False: one label per cell (argmax), as on device
+
+
+def _validate(m: "Manifest") -> None:
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ValueError(msg)
+
+    p, r = m.postprocess, m.resize
+    need(r.policy == "letterbox", f"resize.policy is {r.policy!r}; postprocess kind 'gfl' needs 'letterbox'")
+    need(p.reg_max >= 0, "postprocess.reg_max must be >= 0")
+    need(len(p.strides) > 0, "postprocess.strides is empty")
+    need(all(s > 0 for s in p.strides), f"postprocess.strides {p.strides} must be positive")
+    need(max(p.strides) <= r.pad_multiple and r.pad_multiple % max(p.strides) == 0,
+         f"resize.pad_multiple {r.pad_multiple} must be a multiple of the largest stride {max(p.strides)}")
+    need(0.0 <= p.score_threshold <= 1.0, f"postprocess.score_threshold {p.score_threshold} is outside [0, 1]")
+    need(0.0 <= p.nms_threshold <= 1.0, f"postprocess.nms_threshold {p.nms_threshold} is outside [0, 1]")
+    need(p.max_detections > 0, "postprocess.max_detections must be positive")
+    for s in p.strides:
+        cls = m.output("cls_scores", s)
+        dis = m.output("dist_logits", s)
+        need(cls.channels == m.num_classes,
+             f"output {cls.blob!r} has {cls.channels} columns but there are {m.num_classes} class names")
+        need(dis.channels == 4 * (p.reg_max + 1),
+             f"output {dis.blob!r} has {dis.channels} columns; reg_max {p.reg_max} needs 4*(reg_max+1) = {4 * (p.reg_max + 1)}")
+        need(cls.activation == "sigmoid",
+             f"output {cls.blob!r}: class scores must come out of the graph with the sigmoid applied (activation 'sigmoid'), got {cls.activation!r}")
+
+
+def postprocess_outputs(m: "Manifest", outputs: dict[str, np.ndarray], lb: Letterbox) -> list[Detection]:
+    """Raw per-stride outputs (name -> [H*W, C]) -> detections, per the manifest."""
+    p = m.postprocess
+    parts: list[Candidates] = []
+    for stride in p.strides:
+        cls_o, dis_o = m.output("cls_scores", stride), m.output("dist_logits", stride)
+        scores, dists = outputs[cls_o.blob], outputs[dis_o.blob]
+        feat_w, feat_h = -(-lb.in_w // stride), -(-lb.in_h // stride)
+        scores = scores.reshape(-1, scores.shape[-1])
+        dists = dists.reshape(-1, dists.shape[-1])
+        if scores.shape != (feat_w * feat_h, cls_o.channels):
+            raise ValueError(f"output {cls_o.blob!r} has shape {scores.shape}; a {lb.in_w}x{lb.in_h} input at stride "
+                             f"{stride} needs ({feat_w * feat_h}, {cls_o.channels})")
+        parts.append(decode_level(scores, dists, feat_w, stride, p.reg_max, p.center_offset,
+                                  p.score_threshold, p.multi_label))
+    c = Candidates.concat(parts)
+    keep = nms(c.boxes, c.scores, c.labels, p.nms_threshold, p.class_agnostic_nms, p.max_detections)
+    boxes = map_boxes_back(c.boxes[keep], lb)
+    return [Detection(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), int(lab), m.class_names[int(lab)])
+            for b, s, lab in zip(boxes, c.scores[keep], c.labels[keep])]
+
+
+def _describe(d: Detection) -> str:
+    return f"{d.name:<16} {d.score:.3f}  [{d.x1:.1f}, {d.y1:.1f}, {d.x2:.1f}, {d.y2:.1f}]"
+
+
+KIND = register_kind(PostprocessKind("gfl", "detection", GflSpec, ("cls_scores", "dist_logits"), _validate,
+                                     postprocess_outputs, _describe))

@@ -1,0 +1,66 @@
+"""Postprocess kind ``softmax_topk``: one ``logits`` output -> softmax -> top-k classes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..postprocess import softmax, top_k
+from . import KindSpec, PostprocessKind, register_kind
+
+if TYPE_CHECKING:
+    from litedet.runtime.manifest import Manifest
+
+__all__ = ["Classification", "SoftmaxTopkSpec", "classify_outputs"]
+
+
+@dataclass
+class Classification:
+    label: int
+    name: str
+    prob: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(kw_only=True)
+class SoftmaxTopkSpec(KindSpec):
+    kind: str = "softmax_topk"
+    top_k: int = 5
+
+
+def _validate(m: "Manifest") -> None:
+    logits = m.outputs_with_role("logits")
+    if len(logits) != 1:
+        raise ValueError(f"a classifier needs exactly one output with role 'logits', found {len(logits)}")
+    if logits[0].channels != m.num_classes:
+        raise ValueError(f"output {logits[0].blob!r} has {logits[0].channels} logits but there are "
+                         f"{m.num_classes} class names")
+    if m.postprocess.top_k <= 0:
+        raise ValueError("postprocess.top_k must be positive")
+    if m.resize.policy != "center_crop":
+        raise ValueError(f"resize.policy is {m.resize.policy!r}; postprocess kind 'softmax_topk' needs 'center_crop'")
+
+
+def classify_outputs(m: "Manifest", outputs: dict[str, np.ndarray], geometry: Any = None,
+                     k: int | None = None) -> list[Classification]:
+    """The ``k`` (default: the manifest's top_k) most probable classes, best first."""
+    if k is not None and k < 1:
+        raise ValueError(f"top-k must be at least 1, got {k}")
+    (o,) = m.outputs_with_role("logits")
+    logits = outputs[o.blob].reshape(-1)
+    if logits.size != o.channels:
+        raise ValueError(f"output {o.blob!r} has {logits.size} values; the manifest says {o.channels} classes")
+    probs = softmax(logits)
+    return [Classification(int(i), m.class_names[int(i)], float(probs[i])) for i in top_k(probs, k or m.postprocess.top_k)]
+
+
+def _describe(c: Classification) -> str:
+    return f"{c.prob:7.4f}  {c.label:>5}  {c.name}"
+
+
+KIND = register_kind(PostprocessKind("softmax_topk", "classification", SoftmaxTopkSpec, ("logits",), _validate,
+                                     classify_outputs, _describe))

@@ -1,0 +1,1 @@
+../android_demo/app/src/main/cpp/litedet_config_keys.h

@@ -1,0 +1,186 @@
+"""Load a bundle and run it with ncnn, whatever its postprocess kind.
+
+Top to bottom in the order the data moves (like ncnn's examples): load the
+manifest and the net, preprocess with ncnn's own pixel calls (letterbox or
+centre crop, as the manifest's resize policy says), extract every output into
+numpy while the extractor is alive, then the kind's pure postprocessing
+(``runtime/kinds/``). :func:`open_bundle` gives the runner for any bundle;
+``Detector`` and ``Classifier`` are the typed front doors for two tasks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import ncnn
+import numpy as np
+
+from .kinds import postprocess_kind
+from .manifest import Manifest, ManifestError, bundle_path, load_manifest, verify_bundle_files
+from .postprocess import center_crop_geometry, letterbox_geometry
+
+__all__ = ["BundleRunner", "ImageError", "as_pixels", "load_image", "make_net", "open_bundle", "MAX_THREADS"]
+
+MAX_THREADS = 256
+
+
+class ImageError(ValueError):
+    """The image cannot be used (empty, unreadable, unsupported channel count)."""
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image file as BGR/BGRA/gray uint8 (OpenCV's convention)."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image not found: {path}")
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageError(f"could not decode {path} as an image (expected a JPEG, PNG, BMP, ... file)")
+    if img.dtype != np.uint8:  # 16-bit PNGs: scale to 8 bits
+        img = (img / 257).astype(np.uint8) if img.dtype == np.uint16 else img.astype(np.uint8)
+    return img
+
+
+def _pixel_type(channels: int, want: str) -> int:
+    P = ncnn.Mat.PixelType
+    table = {
+        (1, "bgr"): P.PIXEL_GRAY2BGR, (1, "rgb"): P.PIXEL_GRAY2RGB,
+        (3, "bgr"): P.PIXEL_BGR, (3, "rgb"): P.PIXEL_BGR2RGB,
+        (4, "bgr"): P.PIXEL_BGRA2BGR, (4, "rgb"): P.PIXEL_BGRA2RGB,
+    }
+    try:
+        return int(table[(channels, want)])
+    except KeyError:
+        raise ImageError(f"images must have 1 (gray), 3 (BGR) or 4 (BGRA) channels, got {channels}") from None
+
+
+def as_pixels(image: np.ndarray, pixel_format: str) -> tuple[np.ndarray, int]:
+    """Check an image and return it as contiguous H x W x C uint8 with the ncnn
+    pixel conversion to the network's ``pixel_format``."""
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"expected a numpy uint8 image, got {type(image).__name__}")
+    if image.size == 0 or image.ndim not in (2, 3) or image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageError(f"image is empty or not 2-D (shape {image.shape})")
+    if image.dtype != np.uint8:
+        raise ImageError(f"image dtype is {image.dtype}; expected uint8 pixels (0..255)")
+    img = np.ascontiguousarray(image if image.ndim == 3 else image[:, :, None])
+    return img, _pixel_type(img.shape[2], pixel_format)
+
+
+def make_net(param: str | Path, bin_path: str | Path, threads: int = 1, fp16: bool = True) -> ncnn.Net:
+    """An ncnn.Net with fp16 storage and arithmetic set explicitly (ARM defaults them on)."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"threads must be an integer from 1 to {MAX_THREADS}, got {threads!r}")
+    net = ncnn.Net()
+    net.opt.num_threads = threads
+    net.opt.use_vulkan_compute = False
+    net.opt.use_fp16_storage = fp16
+    net.opt.use_fp16_packed = fp16
+    net.opt.use_fp16_arithmetic = fp16
+    net.opt.use_bf16_storage = False
+    if net.load_param(str(param)) != 0:
+        raise ManifestError(f"ncnn could not parse {param}")
+    if net.load_model(str(bin_path)) != 0:
+        raise ManifestError(f"ncnn could not load the weights {bin_path} (truncated, or not the bin for {Path(param).name})")
+    return net
+
+
+class BundleRunner:
+    """A bundle run by ncnn on the CPU; postprocessing by the manifest's kind."""
+
+    task: ClassVar[str | None] = None  # a subclass for one task refuses bundles of another
+
+    def __init__(self, manifest: Manifest, net: ncnn.Net, bundle_dir: Path | None = None) -> None:
+        self.manifest = manifest
+        self.net = net
+        self.bundle_dir = bundle_dir
+        self.kind = postprocess_kind(manifest.postprocess.kind)
+        # padding honours the thread count too (its default Option uses every core)
+        self._border_opt = ncnn.Option()
+        self._border_opt.num_threads = net.opt.num_threads
+        names_in, names_out = set(net.input_names()), set(net.output_names())
+        if manifest.input.blob not in names_in:
+            raise ManifestError(f"input blob {manifest.input.blob!r} is not an input of the param file; it has {sorted(names_in)}")
+        for o in manifest.outputs:
+            if o.blob not in names_out:
+                raise ManifestError(f"output blob {o.blob!r} ({o.role}, stride {o.stride}) is not an output of the param file; "
+                                    f"it has {sorted(names_out)}")
+
+    @classmethod
+    def from_bundle(cls, bundle_dir: str | Path, threads: int = 1, fp16: bool = True, verify: bool = True,
+                    bin_override: str | Path | None = None) -> "BundleRunner":
+        """Load a bundle; ``fp16`` turns ncnn's fp16 storage/packed/arithmetic on or off.
+        ``bin_override`` runs another bin with the same param (the fp32 reference bin)."""
+        bundle_dir = Path(bundle_dir)
+        m = load_manifest(bundle_dir)
+        if cls.task is not None and m.task != cls.task:
+            raise ManifestError(f"{bundle_dir} holds a {m.task!r} model; {cls.__name__} runs {cls.task!r} bundles")
+        if verify:
+            verify_bundle_files(bundle_dir, m)
+        net = make_net(bundle_path(bundle_dir, m.param, "param"),
+                       bin_override or bundle_path(bundle_dir, m.bin, "bin"), threads, fp16)
+        return cls(m, net, bundle_dir)
+
+    # -- preprocessing -------------------------------------------------------
+    def geometry(self, src_w: int, src_h: int) -> Any:
+        r = self.manifest.resize
+        if r.policy == "center_crop":
+            return center_crop_geometry(src_w, src_h, r.target, r.crop_fraction)
+        return letterbox_geometry(src_w, src_h, r.target, r.pad_multiple, fixed=r.pad_mode == "fixed")
+
+    def preprocess(self, image: np.ndarray) -> tuple[ncnn.Mat, Any]:
+        """uint8 BGR/BGRA/gray image -> normalised ncnn.Mat and its geometry."""
+        m = self.manifest
+        img, ptype = as_pixels(image, m.input.pixel_format)
+        h, w = img.shape[:2]
+        g = self.geometry(w, h)
+        if m.resize.policy == "center_crop":
+            mat = ncnn.Mat.from_pixels_roi_resize(img, ptype, w, h, g.roi_x, g.roi_y, g.roi_size, g.roi_size,
+                                                  g.target, g.target)
+        else:
+            mat = ncnn.Mat.from_pixels_resize(img, ptype, w, h, g.resized_w, g.resized_h)
+            mat = ncnn.copy_make_border(mat, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right,
+                                        int(ncnn.BorderType.BORDER_CONSTANT), float(m.resize.pad_value),
+                                        self._border_opt)
+        mat.substract_mean_normalize(list(m.input.mean), list(m.input.norm))
+        return mat, g
+
+    def preprocess_array(self, image: np.ndarray) -> tuple[np.ndarray, Any]:
+        """The network input as a [C, H, W] float32 array (for parity with torch)."""
+        mat, g = self.preprocess(image)
+        return np.array(mat).copy(), g
+
+    # -- inference -----------------------------------------------------------
+    def run_mat(self, mat: ncnn.Mat) -> dict[str, np.ndarray]:
+        out = {}
+        with self.net.create_extractor() as ex:
+            ex.input(self.manifest.input.blob, mat)
+            for o in self.manifest.outputs:
+                ret, m = ex.extract(o.blob)
+                if ret != 0:
+                    raise RuntimeError(f"ncnn failed to compute output {o.blob!r} (error {ret})")
+                out[o.blob] = np.array(m).copy()  # copy before the extractor goes away
+        return out
+
+    def run_array(self, chw: np.ndarray) -> dict[str, np.ndarray]:
+        """Run on an already preprocessed [C, H, W] float32 input."""
+        arr = np.ascontiguousarray(chw, dtype=np.float32)
+        return self.run_mat(ncnn.Mat(arr).clone())  # clone: Mat(ndarray) borrows the buffer
+
+    # -- postprocessing ------------------------------------------------------
+    def postprocess(self, outputs: dict[str, np.ndarray], geometry: Any, **options) -> list:
+        return self.kind.decode(self.manifest, outputs, geometry, **options)
+
+    def run(self, image: np.ndarray, **options) -> list:
+        """Image -> the kind's results (detections in original-image pixels, top-k classes, ...)."""
+        mat, g = self.preprocess(image)
+        return self.postprocess(self.run_mat(mat), g, **options)
+
+
+def open_bundle(bundle_dir: str | Path, threads: int = 1, fp16: bool = True, verify: bool = True,
+                bin_override: str | Path | None = None) -> BundleRunner:
+    """The runner for any bundle: its postprocess kind decides what ``run`` returns."""
+    return BundleRunner.from_bundle(bundle_dir, threads, fp16, verify, bin_override)
