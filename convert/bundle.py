@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +16,10 @@ from typing import Iterator
 
 import numpy as np
 
-from litedet.runtime.manifest import Manifest, sha256_file
+from litedet.runtime.manifest import MAX_INPUT_SIZE, Manifest, sha256_file
 
-__all__ = ["ConvertError", "ConvertResult", "wrap_ncnn_model", "atomic_bundle_dir", "assemble_manifest",
+__all__ = ["ConvertError", "ConvertResult", "wrap_ncnn_model", "atomic_bundle_dir", "assemble_manifest", "is_bundle",
+           "check_bundle_loads", "check_destination", "check_input_size",
            "reference_image", "tool_versions", "PARAM_NAME", "BIN_NAME", "REF_DIR"]
 
 PARAM_NAME, BIN_NAME = "model.ncnn.param", "model.ncnn.bin"
@@ -50,27 +50,98 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
-@contextmanager
-def atomic_bundle_dir(out: Path, force: bool) -> Iterator[Path]:
-    """Yield a temp dir; on success it replaces ``out`` (only with ``force`` if it exists)."""
-    out = Path(out)
+def is_bundle(d: Path) -> bool:
+    """A directory with a litedet manifest (what ``--force`` may replace)."""
+    import json
+
+    try:
+        return json.loads((d / "manifest.json").read_text()).get("format") == "litedet-bundle"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_bundle_loads(d: Path) -> None:
+    """ncnn must load what was written and run it once (a truncated bin fails here)."""
+    import numpy as np
+
+    from litedet.runtime.runner import open_bundle
+
+    try:
+        r = open_bundle(d, fp16=False)
+        w, h = r.geometry(r.manifest.resize.target, r.manifest.resize.target).input_size
+        r.run_array(np.zeros((r.manifest.input.channels, h, w), np.float32))
+    except (ValueError, RuntimeError) as e:
+        raise ConvertError(f"the bundle written does not load or run in ncnn, so it was not put in place: {e}") from None
+
+
+def check_input_size(size: int, multiple: int = 32) -> None:
+    """A positive multiple of the largest stride, at most MAX_INPUT_SIZE (checked before any work)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ConvertError(f"input size {size!r} must be a positive multiple of {multiple} (e.g. 320), "
+                           f"at most {MAX_INPUT_SIZE}")
+    if size > MAX_INPUT_SIZE:
+        raise ConvertError(f"input size {size} is larger than {MAX_INPUT_SIZE}, the largest litedet converts "
+                           f"(phones run 320-416); choose a multiple of {multiple} up to {MAX_INPUT_SIZE}")
+    if size % multiple:
+        lo, hi = max(multiple, size // multiple * multiple), min(MAX_INPUT_SIZE, (size // multiple + 1) * multiple)
+        try_ = f"{lo} or {hi}" if lo != hi else f"{lo}"
+        raise ConvertError(f"input size {size} is not a multiple of {multiple} (the largest stride); try {try_}")
+
+
+def check_destination(out: str | Path, force: bool) -> Path:
+    """Refuse, before any work, an output that exists (without ``force``), is not a
+    directory, is not a litedet bundle (``force`` replaces only bundles), or holds
+    the current directory. Returns the absolute path."""
+    out = Path(out).absolute()
+    if not out.name:
+        raise ConvertError(f"{out} cannot be a bundle's path; choose a named folder for --out")
     if out.exists() and not force:
         raise ConvertError(f"{out} already exists; pass --force to replace it (the old bundle is kept until the new one is complete)")
     if out.exists() and not out.is_dir():
-        raise ConvertError(f"{out} exists and is not a directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is an ordinary directory
+        raise ConvertError(f"{out} exists and is not a directory; choose another --out")
+    if out.exists() and not is_bundle(out):
+        raise ConvertError(f"{out} is not a litedet bundle (it has no litedet manifest.json); --force replaces only a "
+                           "bundle, never another directory: choose a new --out")
+    if out.exists() and Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise ConvertError(f"{out} holds the current directory; run from elsewhere or choose another --out")
+    import os
+
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
+        raise ConvertError(f"cannot write {out}: {parent} is not a writable directory")
+    return out
+
+
+@contextmanager
+def atomic_bundle_dir(out: Path, force: bool, verify=check_bundle_loads) -> Iterator[Path]:
+    """Yield a temp dir beside ``out``; once the body has filled it and ``verify(tmp)``
+    passes, it replaces ``out``. ``force`` may replace only an existing bundle, never
+    another directory. Temp dirs of dead runs are cleaned first (``litedet.atomic``)."""
+    import os
+    import secrets
+
+    from litedet.atomic import OWNER_FILE, cleanup_stale_dirs, make_temp_dir, mark_owned
+
+    out = check_destination(out, force)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConvertError(f"cannot create the folder for {out}: {e.strerror} ({e.filename})") from None
+    cleanup_stale_dirs(out.parent, out.name)
+    tmp = make_temp_dir(out.parent, out.name)
     try:
         yield tmp
+        if verify is not None:
+            verify(tmp)
         if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            old.rmdir()
+            mark_owned(out)  # so a run killed between the two renames can be undone by the next one
+            old = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
             out.rename(old)
             tmp.rename(out)
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)
+        (out / OWNER_FILE).unlink(missing_ok=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -131,6 +202,8 @@ def wrap_ncnn_model(param: str | Path, bin_path: str | Path, out: str | Path, ar
         raise ConvertError(f"wrap makes bundles from NanoDet ncnn models; {arch} is a {info.family!r} model "
                            "(convert it from its checkpoint with 'litedet convert')")
     input_size = info.input_size if input_size is None else input_size
+    check_input_size(input_size)
+    check_destination(out, force)
     spec = create_model(arch).spec
     layers = parse_param(param)
     inputs = [layer.name for layer in layers if layer.type == "Input"]

@@ -17,7 +17,7 @@ import numpy as np
 from litedet.runtime.manifest import sha256_file
 
 from .bundle import (BIN_NAME, PARAM_NAME, REF_DIR, ConvertError, ConvertResult, assemble_manifest, atomic_bundle_dir,
-                     now_utc, reference_image, tool_versions)
+                     check_destination, check_input_size, now_utc, reference_image, tool_versions)
 
 __all__ = ["convert_model", "VERIFY_MIN_COSINE", "ROUTES"]
 
@@ -55,14 +55,14 @@ class _Steps:
         return self.timings
 
 
-def _weights(adapter, model, info, checkpoint, seed: int, input_size: int) -> dict:
+def _weights(adapter, model, info, checkpoint, seed: int, input_size: int, trust: bool) -> dict:
     """Load the checkpoint (or seed untrained weights); the provenance for the manifest."""
     if checkpoint is None:
         adapter.seed(model, info, seed, input_size)
         return {"weights": "seeded-random", "seed": seed, "source_checkpoint": None, "source_sha256": None,
                 "note": f"UNTRAINED: seeded random weights (seed {seed}, Kaiming convs, BatchNorm statistics "
                         "calibrated on the reference card); outputs exercise every layer for parity but mean nothing"}
-    rep = adapter.load(model, checkpoint)
+    rep = adapter.load(model, checkpoint, trust=trust)
     return {"weights": rep.kind, "source_checkpoint": str(Path(checkpoint).resolve()), "source_sha256": rep.sha256,
             "used_ema": rep.used_ema, "load_details": rep.details}
 
@@ -123,12 +123,13 @@ def _verify(tref: dict, n32: dict) -> dict[str, dict[str, float]]:
 def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = None, input_size: int | None = None,
                   fp32: bool = False, route: str = "pnnx", force: bool = False, seed: int = 0,
                   progress: bool = True, class_names: list[str] | None = None,
-                  model_kwargs: dict | None = None) -> ConvertResult:
+                  model_kwargs: dict | None = None, trust_checkpoint: bool = False) -> ConvertResult:
     """Checkpoint -> verified bundle directory (see DESIGN.md for its contents).
 
     ``input_size`` defaults to the architecture's (the model registry's);
     ``class_names`` names the model's classes (a classifier's default is
-    ``class_0`` ... : no ImageNet label list ships here)."""
+    ``class_0`` ... : no ImageNet label list ships here). ``trust_checkpoint``
+    unpickles the whole checkpoint, which runs code from it (default: tensors only)."""
     import torch
 
     from litedet.models import create_model, model_info
@@ -142,18 +143,15 @@ def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = No
     input_size = info.input_size if input_size is None else input_size
     if route not in ROUTES:
         raise ConvertError(f"unknown route {route!r}; expected one of {', '.join(ROUTES)}")
-    if input_size <= 0 or input_size % 32:
-        raise ConvertError(f"input size {input_size} is not a multiple of 32 (the largest stride); try "
-                           f"{max(32, input_size // 32 * 32)} or {(input_size // 32 + 1) * 32}")
-    if out.exists() and not force:
-        raise ConvertError(f"{out} already exists; pass --force to replace it")
+    check_input_size(input_size)
+    check_destination(out, force)
     model = create_model(arch, **(model_kwargs or {}))
     try:
         names = adapter.class_names(model, info, class_names)
     except ValueError as e:
         raise ConvertError(str(e)) from None
     steps = _Steps(arch, progress)
-    provenance = _weights(adapter, model, info, checkpoint, seed, input_size)
+    provenance = _weights(adapter, model, info, checkpoint, seed, input_size, trust_checkpoint)
     model.eval()
     steps.done("load")
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import threading
 from pathlib import Path
 
 # errors a user can fix: print the message, exit 2 (no traceback)
@@ -40,14 +42,23 @@ def _print_convert(r) -> None:
     print("timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in r.timings.items()))
 
 
+def _read_class_names(path: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"class names file not found: {p} (expected a text file, one name per line)")
+    names = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+    if not names:
+        raise ValueError(f"{p} holds no class names (expected one name per line)")
+    return names
+
+
 def _cmd_convert(a: argparse.Namespace) -> int:
     from litedet.convert.pipeline import convert_model
 
-    names = None
-    if a.class_names:
-        names = [ln.strip() for ln in Path(a.class_names).read_text().splitlines() if ln.strip()]
+    names = _read_class_names(a.class_names) if a.class_names else None
     r = convert_model(a.arch, a.out, checkpoint=a.checkpoint, input_size=a.input_size, fp32=a.fp32,
-                      route=a.route, force=a.force, seed=a.seed, progress=not a.quiet, class_names=names)
+                      route=a.route, force=a.force, seed=a.seed, progress=not a.quiet, class_names=names,
+                      trust_checkpoint=a.trust_checkpoint)
     _print_convert(r)
     return 0
 
@@ -76,9 +87,24 @@ def _cmd_wrap(a: argparse.Namespace) -> int:
     return 0
 
 
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _check_image_out(out: Path) -> None:
+    """Before any work: an image path OpenCV can write, in a folder that exists."""
+    if out.suffix.lower() not in _IMAGE_SUFFIXES:
+        raise ValueError(f"--out {out}: the file name needs an image extension ({', '.join(_IMAGE_SUFFIXES)})")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory; give an image file name such as {out / 'vis.jpg'}")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out {out}: the folder {out.parent} does not exist")
+
+
 def _cmd_detect(a: argparse.Namespace) -> int:
     from litedet.runtime.detector import Detector, load_image
 
+    if a.out:
+        _check_image_out(Path(a.out))
     det = Detector.from_bundle(a.bundle, threads=a.threads, fp16=not a.fp32)
     img = load_image(a.image)
     dets = det.detect(img)
@@ -95,7 +121,7 @@ def _cmd_detect(a: argparse.Namespace) -> int:
         from litedet.runtime.visualize import draw_detections
 
         if not cv2.imwrite(str(a.out), draw_detections(img, dets)):
-            raise ValueError(f"could not write {a.out}; use a .jpg or .png path")
+            raise ValueError(f"could not write {a.out}")
         if not a.json:
             print(f"wrote {a.out}")
     return 0
@@ -127,7 +153,8 @@ def _cmd_parity(a: argparse.Namespace) -> int:
 
     bundle = Path(a.bundle)
     out = Path(a.out) if a.out else bundle.parent / f"{bundle.name}-parity"
-    images = _load_images(a.images) if a.images else None
+    images = _load_images(a.images) if a.images is not None else None
+    out.mkdir(parents=True, exist_ok=True)  # an unwritable report folder fails now, not after the work
     r = run_parity(bundle, images=images, thresholds=_thresholds(a.threshold), out_dir=out, threads=a.threads,
                    progress=not a.quiet, cpp=a.cpp)
     arm = None
@@ -175,11 +202,18 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from litedet.runtime.devconfig import export_device_assets
     from litedet.runtime.visualize import draw_detections
 
+    from litedet.convert.bundle import check_destination
+
     out = Path(a.out)
     bundle = out / "bundle"
+    if out.exists() and not out.is_dir():  # checked before the conversion runs
+        raise ValueError(f"--out {out} exists and is not a directory; the main job writes a folder")
+    check_destination(bundle, force=True)
+    out.mkdir(parents=True, exist_ok=True)
     print(f"== 1/4 convert {a.arch} ({'checkpoint ' + a.checkpoint if a.checkpoint else 'seeded random weights, untrained'})")
     r = convert_model(a.arch, bundle, checkpoint=a.checkpoint, input_size=a.input_size, fp32=a.fp32,
-                      route=a.route, force=True, seed=a.seed, progress=not a.quiet)
+                      route=a.route, force=True, seed=a.seed, progress=not a.quiet,
+                      trust_checkpoint=a.trust_checkpoint)
     _print_convert(r)
     print("== 2/4 parity: torch fp32 vs ncnn fp32 vs ncnn fp16")
     rep = run_parity(bundle, out_dir=out / "parity", progress=not a.quiet)
@@ -214,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--route", choices=("pnnx", "onnx"), default="pnnx")
         s.add_argument("--seed", type=int, default=0, help="seed for initial weights when no checkpoint is given")
         s.add_argument("--quiet", action="store_true", help="no progress bars")
+        s.add_argument("--trust-checkpoint", action="store_true",
+                       help="DANGEROUS: unpickle the whole checkpoint, which runs code from the file (default: "
+                            "tensors only, other classes read as inert placeholders); only for files you trust")
 
     s = sub.add_parser("run", help="main job: convert, parity, device assets, report (default: NanoDet-m, seeded weights)")
     s.add_argument("--arch", default="nanodet_m")
@@ -226,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("arch")
     s.add_argument("--out", required=True)
     s.add_argument("--force", action="store_true", help="replace an existing bundle (atomically)")
-    s.add_argument("--class-names", help="classifiers: a text file with one class name per line")
+    s.add_argument("--class-names", help="a text file with one class name per line (as many as the model has classes)")
     conv_opts(s)
     s.set_defaults(fn=_cmd_convert)
 
@@ -260,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("parity", help="torch vs ncnn fp32 vs ncnn fp16, per output and per detection")
     s.add_argument("bundle")
-    s.add_argument("--images", nargs="*", help="image files (default: scikit-image's real photos)")
+    s.add_argument("--images", nargs="+", help="image files (default: scikit-image's real photos)")
     s.add_argument("--out", help="report directory (default: <bundle>-parity beside the bundle)")
     s.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     s.add_argument("--cpp", action="store_true",
@@ -300,24 +337,50 @@ _EXTRAS = {"torch": "convert", "torchvision": "convert", "pnnx": "convert", "onn
            "onnxruntime": "convert", "tqdm": "convert", "skimage": "photos"}
 
 
+def _on_sigterm(signum, frame) -> None:
+    # unwind like Ctrl-C, so temp outputs are removed by the same finally blocks
+    raise SystemExit(128 + signum)
+
+
+def _os_error_text(e: OSError) -> str:
+    where = f": {e.filename}" if e.filename else ""
+    return f"{e.strerror or e}{where}" if e.strerror else str(e)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The CLI's one error boundary: known errors become one line on stderr and exit 2;
+    only real bugs show a traceback."""
+    import signal
+
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    where = f"litedet {args.cmd}: error:"
     try:
         return args.fn(args)
+    except BrokenPipeError:
+        # the reader went away (`litedet detect ... | head`): nothing more to say to it
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        print(f"{where} standard output was closed before all results were written", file=sys.stderr)
+        return 1
     except ModuleNotFoundError as e:
         top = (e.name or "").partition(".")[0]
         if top not in _EXTRAS:
             raise
         extra = _EXTRAS[top]
-        print(f"litedet {args.cmd}: error: this command needs {top!r}, which comes with litedet's {extra} side: "
+        print(f"{where} this command needs {top!r}, which comes with litedet's {extra} side: "
               f"pip install 'litedet[{extra}]' (the plain install is the runtime only: detect, classify, assets)",
               file=sys.stderr)
         return 2
+    except OSError as e:  # unwritable, missing or wrong-kind paths
+        print(f"{where} {_os_error_text(e)}", file=sys.stderr)
+        return 2
     except Exception as e:
-        if not isinstance(e, _USER_ERRORS) and type(e).__name__ not in ("PnnxError", "ArmEnvError"):
+        if not isinstance(e, _USER_ERRORS) and type(e).__name__ not in ("PnnxError", "ArmEnvError", "ArmRunError"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"litedet {args.cmd}: error: {msg}", file=sys.stderr)
+        print(f"{where} {msg}", file=sys.stderr)
         return 2
 
 

@@ -69,9 +69,11 @@ def parse_param(path: str | Path) -> list[NcnnLayer]:
             else:
                 params[key] = _num(v)
         layers.append(NcnnLayer(ltype, name, ins, outs, params))
-    if len(layers) != n_layers:
-        raise NcnnImportError(f"{path}: header says {n_layers} layers but {len(layers)} were found")
-    return layers
+    if len(layers) < n_layers:
+        raise NcnnImportError(f"{path}: header says {n_layers} layers but only {len(layers)} were found (truncated?)")
+    # ncnn reads exactly the declared count and ignores lines after it (ncnn's own benchmark
+    # nanodet_m.param declares 179 of its 180 layers); so do we
+    return layers[:n_layers]
 
 
 def read_tagged(buf: memoryview, off: int, count: int, where: str) -> tuple[np.ndarray, int]:

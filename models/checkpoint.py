@@ -9,7 +9,11 @@ Understands a plain state dict (``.pth``), ``{"state_dict": ...}`` or
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import pickle
+import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,12 +85,76 @@ def _check_keys(model: nn.Module, sd: dict[str, torch.Tensor], path: Path) -> No
         raise CheckpointError(f"{path} does not fit {type(model).__name__}: " + "; ".join(parts))
 
 
-def load_checkpoint(model: nn.Module, path: str | Path, prefer_ema: bool = True) -> LoadReport:
-    """Load ``path`` into ``model`` in place; raises CheckpointError naming what is wrong."""
+class _Opaque:
+    """Stands in for a class a checkpoint names outside its tensors (a training config,
+    a logger's record): built from its arguments and state, never running its code."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# record types that are harmless to build and that Lightning / NanoDet put beside the weights
+_HARMLESS = [argparse.Namespace]
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in _ANSI.sub("", str(e)).splitlines() if ln.strip()]
+    hit = next((ln for ln in lines if "Unsupported global" in ln), lines[0] if lines else type(e).__name__)
+    return hit[:240]
+
+
+def _torch_load(path: Path, trust: bool) -> tuple[object, list[str]]:
+    """torch.load with weights_only=True; classes other than tensors (e.g. the training
+    config in a Lightning ``hyper_parameters``) are read as inert placeholders instead
+    of being unpickled. ``trust=True`` unpickles everything (runs the file's code)."""
+    if trust:
+        return torch.load(path, map_location="cpu", weights_only=False), []
+    allowed: list = list(_HARMLESS)
+    stubbed: list[str] = []
+    for _ in range(64):
+        try:
+            with torch.serialization.safe_globals(allowed):
+                return torch.load(path, map_location="cpu", weights_only=True), stubbed
+        except pickle.UnpicklingError as e:
+            msg = _ANSI.sub("", str(e))
+            m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
+            name = m.group(1) if m else ""
+            name = name if "." in name or not name else f"builtins.{name}"  # torch prints builtins bare
+            if name and name not in stubbed:
+                stubbed.append(name)
+                allowed.append((_Opaque, name))
+                continue
+            if stubbed and "Can only SETITEM" in msg:  # the last stand-in was a dict subclass
+                allowed[-1] = (OrderedDict, stubbed[-1])
+                continue
+            raise
+    raise CheckpointError(f"{path} names too many classes outside its tensors to read safely; "
+                          "pass --trust-checkpoint if you trust its source")
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"  # torch.save's zip, or a legacy pickle
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, prefer_ema: bool = True, trust: bool = False) -> LoadReport:
+    """Load ``path`` into ``model`` in place; raises CheckpointError naming what is wrong.
+
+    Checkpoints are read with ``weights_only=True``: tensors and plain containers
+    only, other classes become inert placeholders (reported in ``details``).
+    ``trust=True`` unpickles everything, which runs code from the file: only for
+    files from a source you trust."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; expected a .pth/.ckpt file or an ncnn .param")
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
-    if path.suffix == ".param":
+    if path.suffix.lower() == ".param":
         from .ncnn_import import import_ncnn_weights
 
         bin_path = path.with_suffix(".bin")
@@ -95,14 +163,22 @@ def load_checkpoint(model: nn.Module, path: str | Path, prefer_ema: bool = True)
         details = import_ncnn_weights(model, path, bin_path)
         digest = hashlib.sha256(path.read_bytes() + bin_path.read_bytes()).hexdigest()
         return LoadReport(str(path), "ncnn", digest, details=details)
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (it is neither a torch.save zip archive nor a "
+                              "pickle); expected a .pth/.ckpt saved by torch.save, or an ncnn .param with its .bin")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj, stubbed = _torch_load(path, trust)
+    except CheckpointError:
+        raise
     except Exception as e:  # torch raises many types for a truncated or foreign file
         raise CheckpointError(
-            f"could not read checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            f"could not read checkpoint {path} ({type(e).__name__}: {_first_line(e)}); "
             "expected a .pth/.ckpt saved by torch.save, or an ncnn .param with its .bin"
-        ) from e
+        ) from None
     sd, kind, used_ema = extract_state_dict(obj, prefer_ema)
     _check_keys(model, sd, path)
     model.load_state_dict(sd, strict=False)
-    return LoadReport(str(path), kind, sha256_file(path), used_ema=used_ema, details={"tensors": len(sd)})
+    details = {"tensors": len(sd)}
+    if stubbed:
+        details["not_unpickled"] = stubbed
+    return LoadReport(str(path), kind, sha256_file(path), used_ema=used_ema, details=details)

@@ -137,9 +137,10 @@ def import_ncnn_weights(model: nn.Module, param: str | Path, bin_path: str | Pat
     model.eval()
     torch_convs = _torch_convs_in_order(model, forward, example)
     if len(ncnn_convs) != len(torch_convs):
+        name = type(model).__name__
         raise NcnnImportError(
-            f"{param.name} has {len(ncnn_convs)} convolution layers but the PyTorch model runs "
-            f"{len(torch_convs)}; the ncnn model is not this architecture"
+            f"{param.name} is not a {name} graph: it has {len(ncnn_convs)} convolution layers, {name} runs "
+            f"{len(torch_convs)} (the ncnn model is another architecture)"
         )
     folded = 0
     with torch.no_grad():

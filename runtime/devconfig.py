@@ -17,6 +17,8 @@ import shutil
 from functools import lru_cache
 from pathlib import Path
 
+from litedet.atomic import replace_files
+
 from .manifest import Manifest, ManifestError, bundle_path, load_manifest, verify_bundle_files
 
 __all__ = ["device_config_text", "export_device_assets", "config_keys", "config_version", "DEVICE_KINDS",
@@ -93,7 +95,8 @@ def device_config_text(m: Manifest, param_name: str, bin_name: str) -> str:
 def export_device_assets(bundle_dir: str | Path, dest: str | Path, name: str | None = None) -> list[Path]:
     """Copy param/bin as NAME.param/NAME.bin and write NAME.cfg into ``dest``.
 
-    Refuses a bundle whose files do not match its manifest's sha256s."""
+    Refuses a bundle whose files do not match its manifest's sha256s. All three files
+    are written, or none: the previous ones stay when any write fails."""
     bundle_dir, dest = Path(bundle_dir), Path(dest)
     m = load_manifest(bundle_dir)
     verify_bundle_files(bundle_dir, m)
@@ -102,11 +105,11 @@ def export_device_assets(bundle_dir: str | Path, dest: str | Path, name: str | N
         raise ManifestError(f"asset name {name!r} must use letters, digits, '-' and '_' only")
     files = [dest / f"{name}.param", dest / f"{name}.bin", dest / f"{name}.cfg"]
     cfg = device_config_text(m, files[0].name, files[1].name)  # refuses kinds the device cannot run, before any write
+    if dest.exists() and not dest.is_dir():
+        raise ManifestError(f"{dest} exists and is not a directory; the assets go into a directory")
     dest.mkdir(parents=True, exist_ok=True)
-    tmp = [f.with_name(f".{f.name}.tmp") for f in files]
-    shutil.copyfile(bundle_path(bundle_dir, m.param, "param"), tmp[0])
-    shutil.copyfile(bundle_path(bundle_dir, m.bin, "bin"), tmp[1])
-    tmp[2].write_text(cfg)
-    for t, f in zip(tmp, files):
-        t.replace(f)
-    return files
+    param, binf = bundle_path(bundle_dir, m.param, "param"), bundle_path(bundle_dir, m.bin, "bin")
+    # all three or none: a half push would pair a new param/bin with an old cfg
+    return replace_files([(files[0], lambda t: shutil.copyfile(param, t)),
+                          (files[1], lambda t: shutil.copyfile(binf, t)),
+                          (files[2], lambda t: t.write_text(cfg))])

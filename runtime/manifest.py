@@ -21,12 +21,14 @@ from litedet.hashing import sha256_file
 from .kinds import KindSpec, kind_names, postprocess_kind
 
 __all__ = [
-    "MANIFEST_VERSION", "ManifestError", "InputSpec", "ResizeSpec", "OutputSpec", "KindSpec",
+    "MANIFEST_VERSION", "MAX_INPUT_SIZE", "ManifestError", "InputSpec", "ResizeSpec", "OutputSpec", "KindSpec",
     "Manifest", "load_manifest", "sha256_file", "verify_bundle_files", "bundle_path",
 ]
 
 # 2: the postprocess section holds only its kind's fields, and every field is required
 MANIFEST_VERSION = 2
+# the largest network input side a bundle may have (phones run 320-416; 2048 is already ~40x the work)
+MAX_INPUT_SIZE = 2048
 PIXEL_FORMATS = ("bgr", "rgb")
 PAD_MODES = ("stride_multiple", "fixed")
 RESIZE_POLICIES = ("letterbox", "center_crop")
@@ -131,6 +133,7 @@ class Manifest:
         need(r.policy in RESIZE_POLICIES, f"resize.policy is {r.policy!r}; expected one of {RESIZE_POLICIES}")
         need(r.pad_mode in PAD_MODES, f"resize.pad_mode is {r.pad_mode!r}; expected one of {PAD_MODES}")
         need(r.target > 0 and r.pad_multiple > 0, "resize.target and resize.pad_multiple must be positive")
+        need(r.target <= MAX_INPUT_SIZE, f"resize.target {r.target} is larger than {MAX_INPUT_SIZE}, the largest input litedet runs")
         need(r.target % r.pad_multiple == 0, f"resize.target {r.target} must be a multiple of resize.pad_multiple {r.pad_multiple}")
         need(0.0 < r.crop_fraction <= 1.0, f"resize.crop_fraction {r.crop_fraction} must be in (0, 1]")
         need(len(self.class_names) > 0, "class_names is empty")

@@ -20,7 +20,7 @@ from .kinds import postprocess_kind
 from .manifest import Manifest, ManifestError, bundle_path, load_manifest, verify_bundle_files
 from .postprocess import center_crop_geometry, letterbox_geometry
 
-__all__ = ["BundleRunner", "ImageError", "as_pixels", "load_image", "make_net", "open_bundle", "MAX_THREADS"]
+__all__ = ["BundleRunner", "ImageError", "as_pixels", "load_image", "to_uint8", "make_net", "open_bundle", "MAX_THREADS"]
 
 MAX_THREADS = 256
 
@@ -30,18 +30,37 @@ class ImageError(ValueError):
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as BGR/BGRA/gray uint8 (OpenCV's convention)."""
+    """Read an image file as BGR/BGRA/gray uint8 (OpenCV's convention).
+
+    16-bit images are scaled to 8 bits (/257). Float images (e.g. a float32 TIFF)
+    must hold values in [0, 1], which become 0..255 (x 255, rounded); any other
+    float range or pixel type is refused, never cast."""
     import cv2
 
     path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"{path} is a directory, not an image file")
     if not path.is_file():
         raise ImageError(f"image not found: {path}")
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise ImageError(f"could not decode {path} as an image (expected a JPEG, PNG, BMP, ... file)")
-    if img.dtype != np.uint8:  # 16-bit PNGs: scale to 8 bits
-        img = (img / 257).astype(np.uint8) if img.dtype == np.uint16 else img.astype(np.uint8)
-    return img
+        raise ImageError(f"could not decode {path} as an image (expected a JPEG, PNG, BMP, TIFF, ... file)")
+    return to_uint8(img, str(path))
+
+
+def to_uint8(img: np.ndarray, what: str = "image") -> np.ndarray:
+    """uint8 as is, uint16 / 257 (floored), float in [0, 1] x 255 (rounded); anything else is refused."""
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return (img / 257).astype(np.uint8)
+    if np.issubdtype(img.dtype, np.floating):
+        if img.size == 0 or not np.isfinite(img).all() or img.min() < 0.0 or img.max() > 1.0:
+            lo, hi = (float(np.nanmin(img)), float(np.nanmax(img))) if img.size else (0.0, 0.0)
+            raise ImageError(f"{what} has {img.dtype} pixels in [{lo:g}, {hi:g}]; float images must hold values in "
+                             "[0, 1] (they are scaled to 0..255); convert it to 8-bit first")
+        return (img.astype(np.float64) * 255.0).round().astype(np.uint8)
+    raise ImageError(f"{what} has {img.dtype} pixels; expected 8-bit, 16-bit or float [0, 1] images")
 
 
 def _pixel_type(channels: int, want: str) -> int:

@@ -54,11 +54,12 @@ class FamilyAdapter(ABC):
     def seed(self, model: Any, info: "ModelInfo", seed: int, input_size: int) -> None:
         """Untrained but well-behaved weights for a checkpoint-less conversion."""
 
-    def load(self, model: Any, checkpoint: str | Path):
-        """Load a checkpoint (a LoadReport); the default reads every format models/checkpoint.py knows."""
+    def load(self, model: Any, checkpoint: str | Path, trust: bool = False):
+        """Load a checkpoint (a LoadReport); the default reads every format models/checkpoint.py knows.
+        ``trust`` unpickles the whole file (runs its code): only for sources the user trusts."""
         from litedet.models import load_checkpoint
 
-        return load_checkpoint(model, checkpoint)
+        return load_checkpoint(model, checkpoint, trust=trust)
 
     def class_names(self, model: Any, info: "ModelInfo", given: list[str] | None) -> list[str]:
         n = model.num_classes

@@ -1,0 +1,123 @@
+"""Write without losing anything (stdlib only, used by every layer that writes).
+
+Output is built beside its destination and renamed into place, so a failure
+or a kill leaves the destination as it was. Temp names carry an owner record
+(pid and process start time), so a later run can tell the leftovers of a dead
+run from those of a live one and remove only ours, only when their owner is
+gone, and put back a bundle that a killed run had moved aside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+__all__ = ["OWNER_FILE", "make_temp_dir", "mark_owned", "owner_alive", "cleanup_stale_dirs", "replace_files"]
+
+OWNER_FILE = ".litedet-owner"
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def _owner() -> dict:
+    return {"pid": os.getpid(), "start": _start_time(os.getpid())}
+
+
+def owner_alive(rec: dict) -> bool:
+    """Whether the process that wrote ``rec`` still runs (a reused pid has another start time)."""
+    pid = rec.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    start = _start_time(pid)
+    return rec.get("start") is None or start is None or start == rec.get("start")
+
+
+def mark_owned(d: Path) -> None:
+    (d / OWNER_FILE).write_text(json.dumps(_owner()))
+
+
+def _read_owner(d: Path) -> dict | None:
+    try:
+        rec = json.loads((d / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def cleanup_stale_dirs(parent: Path, name: str) -> list[Path]:
+    """Remove ``.NAME.tmp-*`` dirs of dead litedet runs beside ``parent/NAME``; a
+    ``.NAME.old-*`` (the previous bundle, moved aside by a run killed before the
+    new one took its place) is renamed back when NAME is missing, else removed."""
+    done = []
+    for d in sorted(parent.glob(f".{name}.tmp-*")) + sorted(parent.glob(f".{name}.old-*")):
+        rec = _read_owner(d) if d.is_dir() and not d.is_symlink() else None
+        if rec is None or owner_alive(rec):
+            continue  # not ours, or its run is still going
+        target = parent / name
+        if ".old-" in d.name and not target.exists():
+            d.rename(target)
+            (target / OWNER_FILE).unlink(missing_ok=True)
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+        done.append(d)
+    return done
+
+
+def make_temp_dir(parent: Path, name: str, kind: str = "tmp") -> Path:
+    """A fresh ``.NAME.KIND-*`` directory in ``parent``, marked with its owner."""
+    d = Path(tempfile.mkdtemp(prefix=f".{name}.{kind}-", dir=parent))
+    d.chmod(0o755)  # mkdtemp makes it private; a bundle is an ordinary directory
+    mark_owned(d)
+    return d
+
+
+def replace_files(items: list[tuple[Path, Callable[[Path], None]]]) -> list[Path]:
+    """Write a set of files all-or-nothing: each ``write(tmp_path)`` fills a temp
+    beside its destination; only when all are written are they renamed into
+    place, and a failure while renaming puts every replaced file back."""
+    dests = [Path(d) for d, _ in items]
+    for d in dests:
+        if d.exists() and not d.is_file():
+            raise FileExistsError(f"{d} exists and is not a file; refusing to replace it")
+    pid = os.getpid()
+    tmps = [d.with_name(f".{d.name}.tmp-{pid}") for d in dests]
+    baks = [d.with_name(f".{d.name}.bak-{pid}") for d in dests]
+    moved: list[int] = []  # indices whose old file is in its backup
+    placed: list[int] = []
+    try:
+        for (_, write), t in zip(items, tmps):
+            write(t)
+        for i, (d, t, b) in enumerate(zip(dests, tmps, baks)):
+            if d.exists():
+                os.replace(d, b)
+                moved.append(i)
+            os.replace(t, d)
+            placed.append(i)
+    except BaseException:
+        for i in placed:
+            if i not in moved:
+                dests[i].unlink(missing_ok=True)  # it did not exist before
+        for i in moved:
+            os.replace(baks[i], dests[i])
+        raise
+    finally:
+        for p in tmps + [baks[i] for i in moved if baks[i].exists() and dests[i].exists()]:
+            p.unlink(missing_ok=True)
+    return dests
