@@ -78,8 +78,9 @@ def test_failed_conversion_leaves_existing_bundle_untouched(tmp_path, seeded_bun
 def test_force_replaces_a_bundle_atomically(tmp_path):
     dest = tmp_path / "b"
     dest.mkdir()
+    (dest / "manifest.json").write_text('{"format": "litedet-bundle"}')  # --force replaces bundles only
     (dest / "old.txt").write_text("old")
-    with atomic_bundle_dir(dest, force=True) as tmp:
+    with atomic_bundle_dir(dest, force=True, verify=None) as tmp:
         (tmp / "new.txt").write_text("new")
         assert (dest / "old.txt").exists()  # untouched until the new one is complete
     assert sorted(p.name for p in dest.iterdir()) == ["new.txt"]

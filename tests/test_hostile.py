@@ -356,6 +356,13 @@ def test_read_only_output_folders_are_one_line(world):
     ro = world / "ro"
     refused(litedet("convert", "nanodet_m", "--out", ro / "b", "--quiet", user="nobody"), "not a writable directory")
     refused(litedet("parity", world / "bundle", "--out", ro / "p", "--quiet", user="nobody"), "Permission denied")
+    assets = world / "demo" / "app" / "src" / "main" / "assets"
+    assets.mkdir(parents=True)
+    for d in (world / "demo", *(world / "demo").rglob("*")):
+        d.chmod(0o755)
+    assets.chmod(0o555)
+    refused(litedet("android", "push", world / "bundle", "--demo", world / "demo", user="nobody"), "Permission denied")
+    assert list(assets.iterdir()) == []
     need_reference(NANODET_PARAM, NANODET_BIN)
     refused(litedet("wrap", NANODET_PARAM, "--out", ro / "w", user="nobody"), "not a writable directory")
     assert list(ro.iterdir()) == []

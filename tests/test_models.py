@@ -149,8 +149,14 @@ def test_missing_and_corrupt_checkpoints_are_clear_errors(tmp_path):
         load_checkpoint(create_model("nanodet_m"), tmp_path / "nope.pth")
     bad = tmp_path / "corrupt.pth"
     bad.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(CheckpointError, match="could not read checkpoint"):
+    with pytest.raises(CheckpointError, match="is not a PyTorch checkpoint"):
         load_checkpoint(create_model("nanodet_m"), bad)
+    import torch
+
+    torch.save({"w": torch.ones(3)}, tmp_path / "ok.pth")
+    (tmp_path / "truncated.pth").write_bytes((tmp_path / "ok.pth").read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="could not read checkpoint"):
+        load_checkpoint(create_model("nanodet_m"), tmp_path / "truncated.pth")
     lonely = tmp_path / "model.param"
     lonely.write_text("7767517\n0 0\n")
     with pytest.raises(CheckpointError, match="model.bin"):
