@@ -31,7 +31,7 @@ MANIFEST_VERSION = 2
 MAX_INPUT_SIZE = 2048
 PIXEL_FORMATS = ("bgr", "rgb")
 PAD_MODES = ("stride_multiple", "fixed")
-RESIZE_POLICIES = ("letterbox", "center_crop")
+RESIZE_POLICIES = ("letterbox", "letterbox_top_left", "stretch", "center_crop")
 
 
 class ManifestError(ValueError):

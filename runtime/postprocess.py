@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "Letterbox", "letterbox_geometry", "distribution_to_distance", "grid_centers", "decode_level",
+    "Letterbox", "letterbox_geometry", "clamp_boxes", "RESIZE_ALIGNS", "distribution_to_distance", "grid_centers", "decode_level",
     "box_iou", "nms", "map_boxes_back", "Candidates",
 ]
 
@@ -54,14 +54,27 @@ class Letterbox:
         return [self.in_w, self.in_h]
 
 
-def letterbox_geometry(src_w: int, src_h: int, target: int, multiple: int, fixed: bool = False) -> Letterbox:
-    """Long side to ``target``, short side floored in exact integer arithmetic
-    (so C++ and Python agree bit for bit), at least 1 pixel; then centred
-    padding to a multiple of ``multiple`` (or to ``target`` x ``target``)."""
+RESIZE_ALIGNS = ("letterbox", "letterbox_top_left", "stretch")
+
+
+def letterbox_geometry(src_w: int, src_h: int, target: int, multiple: int, fixed: bool = False,
+                       policy: str = "letterbox") -> Letterbox:
+    """How an image becomes the network input, in exact integer arithmetic (so C++
+    and Python agree bit for bit).
+
+    ``letterbox``: long side to ``target``, short side floored (at least 1 pixel),
+    then centred padding to a multiple of ``multiple`` (or to ``target`` x ``target``
+    when ``fixed``). ``letterbox_top_left``: the same resize, padded at the right
+    and bottom only (upstream NanoDet's val pipeline with keep_ratio). ``stretch``:
+    both sides to ``target``, aspect not kept (keep_ratio False); no padding."""
     if src_w <= 0 or src_h <= 0:
         raise ValueError(f"image size must be positive, got {src_w}x{src_h}")
     if target <= 0 or multiple <= 0 or target % multiple:
         raise ValueError(f"target {target} must be a positive multiple of {multiple}")
+    if policy not in RESIZE_ALIGNS:
+        raise ValueError(f"resize policy {policy!r} is not one of {RESIZE_ALIGNS}")
+    if policy == "stretch":
+        return Letterbox(src_w, src_h, target, target, target, target, 0, 0)
     if src_w >= src_h:
         w, h = target, max(1, src_h * target // src_w)
     else:
@@ -71,7 +84,18 @@ def letterbox_geometry(src_w: int, src_h: int, target: int, multiple: int, fixed
     else:
         in_w = -(-w // multiple) * multiple
         in_h = -(-h // multiple) * multiple
+    if policy == "letterbox_top_left":
+        return Letterbox(src_w, src_h, w, h, in_w, in_h, 0, 0)
     return Letterbox(src_w, src_h, w, h, in_w, in_h, (in_w - w) // 2, (in_h - h) // 2)
+
+
+def clamp_boxes(boxes: np.ndarray, in_w: int, in_h: int) -> np.ndarray:
+    """Boxes clipped to the network input [0, in_w] x [0, in_h] (upstream NanoDet's
+    ``distance2bbox(..., max_shape)``), before NMS, so suppression sees the same boxes."""
+    out = boxes.astype(np.float32, copy=True)
+    np.clip(out[:, 0::2], np.float32(0), np.float32(in_w), out=out[:, 0::2])
+    np.clip(out[:, 1::2], np.float32(0), np.float32(in_h), out=out[:, 1::2])
+    return out
 
 
 def distribution_to_distance(logits: np.ndarray, reg_max: int) -> np.ndarray:

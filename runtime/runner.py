@@ -148,7 +148,7 @@ class BundleRunner:
         r = self.manifest.resize
         if r.policy == "center_crop":
             return center_crop_geometry(src_w, src_h, r.target, r.crop_fraction)
-        return letterbox_geometry(src_w, src_h, r.target, r.pad_multiple, fixed=r.pad_mode == "fixed")
+        return letterbox_geometry(src_w, src_h, r.target, r.pad_multiple, fixed=r.pad_mode == "fixed", policy=r.policy)
 
     def preprocess(self, image: np.ndarray) -> tuple[ncnn.Mat, Any]:
         """uint8 BGR/BGRA/gray image -> normalised ncnn.Mat and its geometry."""

@@ -31,7 +31,7 @@ from conftest import NANODET_BIN, NANODET_PARAM, need_reference
 from litedet.runtime.detector import Detection, Detector, postprocess_outputs
 from litedet.runtime.devconfig import device_config_text
 from litedet.runtime.manifest import Manifest, load_manifest
-from litedet.runtime.postprocess import Letterbox, distribution_to_distance, letterbox_geometry, nms
+from litedet.runtime.postprocess import RESIZE_ALIGNS, Letterbox, distribution_to_distance, letterbox_geometry, nms
 
 PROPS = settings(max_examples=40, deadline=None, derandomize=True,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -63,7 +63,7 @@ def base(seeded_bundle) -> Manifest:
 
 
 def variant(m: Manifest, *, reg_max: int | None = None, num_classes: int | None = None, class_names=None,
-            target: int | None = None, pad_mode: str | None = None, **post) -> Manifest:
+            target: int | None = None, pad_mode: str | None = None, policy: str | None = None, **post) -> Manifest:
     """A validated copy of ``m`` with other GFL parameters, classes or input size."""
     m = copy.deepcopy(m)
     p = m.postprocess
@@ -80,6 +80,10 @@ def variant(m: Manifest, *, reg_max: int | None = None, num_classes: int | None 
         m.resize.target = target
     if pad_mode is not None:
         m.resize.pad_mode = pad_mode
+    if policy is not None:
+        m.resize.policy = policy
+        if policy == "stretch":
+            m.resize.pad_mode = "fixed"
     for o in m.outputs:
         o.channels = m.num_classes if o.role == "cls_scores" else 4 * (p.reg_max + 1)
     return m.validate()
@@ -87,7 +91,7 @@ def variant(m: Manifest, *, reg_max: int | None = None, num_classes: int | None 
 
 def geometry(m: Manifest, w: int, h: int) -> Letterbox:
     r = m.resize
-    return letterbox_geometry(w, h, r.target, r.pad_multiple, fixed=r.pad_mode == "fixed")
+    return letterbox_geometry(w, h, r.target, r.pad_multiple, fixed=r.pad_mode == "fixed", policy=r.policy)
 
 
 def random_outputs(m: Manifest, lb: Letterbox, rng: np.random.Generator, scores: str = "uniform",
@@ -183,15 +187,25 @@ def test_letterbox_geometry_equals_python_for_known_shapes(cpp, fixed):
               (3, 2), (2, 3), (7, 31), (31, 7), (100_000, 3), (3, 100_000), (40_000, 30_000), (319, 320), (321, 1)]
     for w, h in shapes:
         for target, multiple in ((320, 32), (416, 32), (320, 64), (96, 32), (7, 1)):
-            assert cpp.letterbox_geometry(w, h, target, multiple, fixed) == letterbox_geometry(w, h, target, multiple, fixed)
+            for policy in RESIZE_ALIGNS:
+                assert cpp.letterbox_geometry(w, h, target, multiple, fixed, policy) == \
+                    letterbox_geometry(w, h, target, multiple, fixed, policy)
 
 
 @PROPS
 @given(w=st.integers(1, 60_000), h=st.integers(1, 60_000), multiple=st.sampled_from([1, 2, 8, 16, 32, 64]),
-       k=st.integers(1, 40), fixed=st.booleans())
-def test_letterbox_geometry_equals_python_for_any_size(cpp, w, h, multiple, k, fixed):
-    assert cpp.letterbox_geometry(w, h, multiple * k, multiple, fixed) == \
-        letterbox_geometry(w, h, multiple * k, multiple, fixed)
+       k=st.integers(1, 40), fixed=st.booleans(), policy=st.sampled_from(RESIZE_ALIGNS))
+def test_letterbox_geometry_equals_python_for_any_size(cpp, w, h, multiple, k, fixed, policy):
+    assert cpp.letterbox_geometry(w, h, multiple * k, multiple, fixed, policy) == \
+        letterbox_geometry(w, h, multiple * k, multiple, fixed, policy)
+
+
+def test_resize_policies_place_the_image_as_documented():
+    for policy, pad in (("letterbox", (0, 60)), ("letterbox_top_left", (0, 0))):
+        lb = letterbox_geometry(640, 400, 320, 32, fixed=True, policy=policy)
+        assert (lb.resized_w, lb.resized_h, lb.in_w, lb.in_h, lb.pad_left, lb.pad_top) == (320, 200, 320, 320, *pad)
+    lb = letterbox_geometry(640, 400, 320, 32, fixed=True, policy="stretch")
+    assert (lb.resized_w, lb.resized_h, lb.pad_left, lb.pad_top, lb.pad_right, lb.pad_bottom) == (320, 320, 0, 0, 0, 0)
 
 
 @pytest.mark.parametrize("args", [(0, 100, 320, 32), (100, 0, 320, 32), (-5, 100, 320, 32), (100, 100, 330, 32),
@@ -244,7 +258,7 @@ def test_config_reader_accepts_crlf_comments_and_blank_lines(cpp, base):
 REQUIRED_KEYS = ["version", "architecture", "variant", "param", "bin", "input_blob", "pixel_format", "mean", "norm",
                  "target_size", "pad_multiple", "pad_mode", "pad_value", "strides", "cls_blobs", "dis_blobs", "reg_max",
                  "center_offset", "score_threshold", "nms_threshold", "class_agnostic_nms", "multi_label",
-                 "max_detections", "num_classes", "class_names"]
+                 "max_detections", "num_classes", "class_names", "resize_policy", "clamp_to_input"]
 
 
 @pytest.mark.parametrize("key", REQUIRED_KEYS)
@@ -271,6 +285,8 @@ def test_config_missing_key_is_an_error_naming_the_key(cpp, base, key):
     ("num_classes", "79", "'class_names'"),
     ("cls_blobs", "a,b", "'cls_blobs'"),
     ("version", "2", "'version'"),
+    ("resize_policy", "crop", "'resize_policy'"),
+    ("clamp_to_input", "maybe", "'clamp_to_input'"),
     ("target_size", "330", "'target_size'"),
 ])
 def test_config_bad_value_is_an_error_naming_the_key(cpp, base, key, value, match):
@@ -352,13 +368,15 @@ _SHAPES = st.one_of(
        nms_threshold=st.sampled_from([0.0, 0.3, 0.5, 0.6, 1.0]), class_agnostic_nms=st.booleans(),
        multi_label=st.booleans(), max_detections=st.sampled_from([1, 7, 100, 500]),
        scores=st.sampled_from(["uniform", "sparse", "ties", "quantised"]),
-       logits=st.sampled_from(["normal", "integers", "onehot"]))
+       logits=st.sampled_from(["normal", "integers", "onehot"]), clamp_to_input=st.booleans(),
+       policy=st.sampled_from(RESIZE_ALIGNS))
 def test_random_tensors_give_identical_detections(cpp, base, shape, seed, reg_max, num_classes, target, pad_mode,
                                                   center_offset, score_threshold, nms_threshold, class_agnostic_nms,
-                                                  multi_label, max_detections, scores, logits):
+                                                  multi_label, max_detections, scores, logits, clamp_to_input, policy):
     m = variant(base, reg_max=reg_max, num_classes=num_classes, target=target, pad_mode=pad_mode,
                 center_offset=center_offset, score_threshold=score_threshold, nms_threshold=nms_threshold,
-                class_agnostic_nms=class_agnostic_nms, multi_label=multi_label, max_detections=max_detections)
+                class_agnostic_nms=class_agnostic_nms, multi_label=multi_label, max_detections=max_detections,
+                clamp_to_input=clamp_to_input, policy=policy)
     lb = geometry(m, *shape)
     compare(cpp, m, random_outputs(m, lb, np.random.default_rng(seed), scores, logits), lb)
 
@@ -372,7 +390,8 @@ def _random_case(base: Manifest, seed: int) -> tuple[Manifest, Letterbox, dict[s
                 pad_mode=pick(["stride_multiple", "fixed"]), center_offset=pick([0.0, 0.5]),
                 score_threshold=pick([0.05, 0.3, 0.35, 0.6]), nms_threshold=pick([0.3, 0.5, 0.6, 0.65]),
                 class_agnostic_nms=bool(rng.integers(2)), multi_label=bool(rng.integers(2)),
-                max_detections=pick([10, 100, 1000]))
+                max_detections=pick([10, 100, 1000]), clamp_to_input=bool(rng.integers(2)),
+                policy=pick(list(RESIZE_ALIGNS)))
     shape = pick([(640, 480), (480, 640), (512, 512), (1, 1), (5, 2000), (3000, 7),
                   (int(rng.integers(1, 4000)), int(rng.integers(1, 4000)))])
     lb = geometry(m, *shape)

@@ -742,3 +742,26 @@ def test_decode_level_refuses_nan_scores():
     s = np.array([[np.nan, 0.9]], np.float32)
     with pytest.raises(ValueError, match="NaN"):
         decode_level(s, np.zeros((1, 8), np.float32), 1, 8, 1, 0.5, 0.3)
+
+
+def test_clamping_to_the_input_before_nms_changes_what_is_suppressed():
+    """Upstream NanoDet clips decoded boxes to the network input before NMS; two boxes
+    that only overlap once clipped are suppressed with clipping and both kept without."""
+    from litedet.runtime.postprocess import clamp_boxes, nms
+
+    boxes = np.array([[-100, 0, 50, 50], [-20, 0, 50, 50]], np.float32)
+    scores, labels = np.array([0.9, 0.8], np.float32), np.array([0, 0])
+    assert list(nms(boxes, scores, labels, 0.6)) == [0, 1]
+    clamped = clamp_boxes(boxes, 320, 320)
+    assert clamped.tolist() == [[0, 0, 50, 50], [0, 0, 50, 50]]
+    assert list(nms(clamped, scores, labels, 0.6)) == [0]
+
+
+@given(st.lists(st.tuples(st.floats(-1e4, 1e4, width=32), st.floats(-1e4, 1e4, width=32),
+                          st.floats(-1e4, 1e4, width=32), st.floats(-1e4, 1e4, width=32)), min_size=1, max_size=50),
+       st.integers(1, 2048), st.integers(1, 2048))
+def test_clamped_boxes_lie_inside_the_input(rows, w, h):
+    from litedet.runtime.postprocess import clamp_boxes
+
+    b = clamp_boxes(np.array(rows, np.float32), w, h)
+    assert (b[:, 0::2] >= 0).all() and (b[:, 0::2] <= w).all() and (b[:, 1::2] >= 0).all() and (b[:, 1::2] <= h).all()

@@ -35,7 +35,7 @@ import numpy as np
 from litedet.runtime.detector import Detection
 from litedet.runtime.devconfig import config_keys, device_config_text
 from litedet.runtime.manifest import Manifest
-from litedet.runtime.postprocess import Letterbox
+from litedet.runtime.postprocess import RESIZE_ALIGNS, Letterbox
 
 __all__ = [
     "CPP_DIR", "SOURCES", "BASE_FLAGS", "CppBuildError", "CppCoreError", "CppConfigError",
@@ -51,7 +51,7 @@ BASE_FLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared", "-ffp-contract=off")
 # flags that would break parity with numpy: refused
 _FORBIDDEN_FLAGS = ("-ffast-math", "-Ofast", "-funsafe-math-optimizations", "-ffp-contract=fast",
                     "-ffp-contract=on", "-fassociative-math", "-freciprocal-math", "-ffinite-math-only")
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 _ERR_LEN = 4096
 
 # return codes of litedet_capi.cpp
@@ -178,7 +178,7 @@ class CppPostprocessor:
         lib.litedet_config_dump.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t,
                                             ctypes.POINTER(ctypes.c_size_t), *_ERR]
         lib.litedet_letterbox_geometry.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                                   ctypes.c_int, ctypes.POINTER(_CLetterbox), *_ERR]
+                                                   ctypes.c_int, ctypes.c_int, ctypes.POINTER(_CLetterbox), *_ERR]
         lib.litedet_distribution_to_distance.argtypes = [_F32P, ctypes.c_int, ctypes.c_int, _F32P, *_ERR]
         lib.litedet_nms.argtypes = [_F32P, _F32P, ctypes.POINTER(ctypes.c_int32), ctypes.c_int, ctypes.c_float,
                                     ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int64),
@@ -229,11 +229,13 @@ class CppPostprocessor:
             out[key] = _PARSE[types[key]](value)
         return out
 
-    def letterbox_geometry(self, src_w: int, src_h: int, target: int, multiple: int, fixed: bool = False) -> Letterbox:
+    def letterbox_geometry(self, src_w: int, src_h: int, target: int, multiple: int, fixed: bool = False,
+                           policy: str = "letterbox") -> Letterbox:
         out = _CLetterbox()
         err = ctypes.create_string_buffer(_ERR_LEN)
+        code = RESIZE_ALIGNS.index(policy) if policy in RESIZE_ALIGNS else 99  # the C++ enum's order
         rc = self._lib.litedet_letterbox_geometry(int(src_w), int(src_h), int(target), int(multiple), int(bool(fixed)),
-                                                  ctypes.byref(out), err, _ERR_LEN)
+                                                  code, ctypes.byref(out), err, _ERR_LEN)
         self._check(rc, err, "letterbox_geometry")
         return Letterbox(*(getattr(out, n) for n, _ in _CLetterbox._fields_))
 

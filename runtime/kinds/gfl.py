@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..postprocess import Candidates, Letterbox, decode_level, map_boxes_back, nms
+from ..postprocess import RESIZE_ALIGNS, Candidates, Letterbox, clamp_boxes, decode_level, map_boxes_back, nms
 from . import KindSpec, PostprocessKind, register_kind
 
 if TYPE_CHECKING:
@@ -45,7 +45,8 @@ class GflSpec(KindSpec):
     nms_threshold: float = 0.6
     class_agnostic_nms: bool = False
     max_detections: int = 100
-    multi_label: bool = False  # False: one label per cell (argmax), as on device
+    multi_label: bool = False  # False: one label per cell (argmax), as upstream's ncnn demo; True: upstream's evaluation
+    clamp_to_input: bool = True  # clip boxes to the network input before NMS, as upstream NanoDet does
 
 
 def _validate(m: "Manifest") -> None:
@@ -54,12 +55,15 @@ def _validate(m: "Manifest") -> None:
             raise ValueError(msg)
 
     p, r = m.postprocess, m.resize
-    need(r.policy == "letterbox", f"resize.policy is {r.policy!r}; postprocess kind 'gfl' needs 'letterbox'")
+    need(r.policy in RESIZE_ALIGNS, f"resize.policy is {r.policy!r}; postprocess kind 'gfl' needs one of {RESIZE_ALIGNS}")
+    need(r.policy != "stretch" or r.pad_mode == "fixed", "resize.policy 'stretch' fills target x target: it needs pad_mode 'fixed'")
     need(p.reg_max >= 0, "postprocess.reg_max must be >= 0")
     need(len(p.strides) > 0, "postprocess.strides is empty")
     need(all(s > 0 for s in p.strides), f"postprocess.strides {p.strides} must be positive")
-    need(max(p.strides) <= r.pad_multiple and r.pad_multiple % max(p.strides) == 0,
-         f"resize.pad_multiple {r.pad_multiple} must be a multiple of the largest stride {max(p.strides)}")
+    # a stride above pad_multiple (NanoDet-Plus's extra stride-64 level on a 32-padded input)
+    # gives ceil(size / stride) cells, which the decoder counts the same way
+    need(all(r.pad_multiple % s == 0 or s % r.pad_multiple == 0 for s in p.strides),
+         f"resize.pad_multiple {r.pad_multiple} and postprocess.strides {p.strides} must divide one another")
     need(0.0 <= p.score_threshold <= 1.0, f"postprocess.score_threshold {p.score_threshold} is outside [0, 1]")
     need(0.0 <= p.nms_threshold <= 1.0, f"postprocess.nms_threshold {p.nms_threshold} is outside [0, 1]")
     need(p.max_detections > 0, "postprocess.max_detections must be positive")
@@ -90,6 +94,8 @@ def postprocess_outputs(m: "Manifest", outputs: dict[str, np.ndarray], lb: Lette
         parts.append(decode_level(scores, dists, feat_w, stride, p.reg_max, p.center_offset,
                                   p.score_threshold, p.multi_label))
     c = Candidates.concat(parts)
+    if p.clamp_to_input:
+        c = Candidates(clamp_boxes(c.boxes, lb.in_w, lb.in_h), c.scores, c.labels)
     keep = nms(c.boxes, c.scores, c.labels, p.nms_threshold, p.class_agnostic_nms, p.max_detections)
     boxes = map_boxes_back(c.boxes[keep], lb)
     return [Detection(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), int(lab), m.class_names[int(lab)])

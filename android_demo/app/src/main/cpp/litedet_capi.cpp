@@ -100,7 +100,7 @@ typedef struct {
 } litedet_letterbox;
 
 // Bumped whenever a signature below changes; cpp_core.py refuses a mismatching library.
-int litedet_abi_version(void) { return 1; }
+int litedet_abi_version(void) { return 2; }
 
 // Parse cfg_text and write the parsed config back as key=value text into out.
 int litedet_config_dump(const char* cfg_text, char* out, size_t out_len, size_t* needed, char* err, size_t err_len) {
@@ -118,10 +118,10 @@ int litedet_config_dump(const char* cfg_text, char* out, size_t out_len, size_t*
   });
 }
 
-int litedet_letterbox_geometry(int src_w, int src_h, int target, int multiple, int fixed, litedet_letterbox* out,
+int litedet_letterbox_geometry(int src_w, int src_h, int target, int multiple, int fixed, int policy, litedet_letterbox* out,
                                char* err, size_t err_len) {
   return guarded(err, err_len, [&] {
-    const litedet::Letterbox lb = litedet::letterbox_geometry(src_w, src_h, target, multiple, fixed != 0);
+    const litedet::Letterbox lb = litedet::letterbox_geometry(src_w, src_h, target, multiple, fixed != 0, policy);
     *out = litedet_letterbox{lb.src_w, lb.src_h, lb.resized_w, lb.resized_h, lb.in_w, lb.in_h, lb.pad_left, lb.pad_top};
     return static_cast<int>(LITEDET_OK);
   });

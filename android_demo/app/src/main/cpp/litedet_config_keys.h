@@ -22,6 +22,7 @@
   X(target_size, int, 1, 65536)                       \
   X(pad_multiple, int, 1, 65536)                      \
   X(pad_mode, str, 0, 0)                              \
+  X(resize_policy, str, 0, 0)                         \
   X(pad_value, real, -1e30, 1e30)                     \
   X(strides, ints, 0, 0)                              \
   X(cls_blobs, names, 0, 0)                           \
@@ -32,6 +33,7 @@
   X(nms_threshold, real, 0, 1)                        \
   X(class_agnostic_nms, flag, 0, 0)                   \
   X(multi_label, flag, 0, 0)                          \
+  X(clamp_to_input, flag, 0, 0)                       \
   X(max_detections, int, 1, 16777216)                 \
   X(num_classes, int, 1, 1048576)                     \
   X(class_names, labels, 0, 0)

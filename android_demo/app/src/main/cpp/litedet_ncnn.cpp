@@ -143,7 +143,8 @@ bool NcnnDetector::detect(const unsigned char* rgba, int w, int h, int stride, s
     litedet::Letterbox lb{};
     try
     {
-        lb = litedet::letterbox_geometry(w, h, cfg_.target_size, cfg_.pad_multiple, cfg_.pad_mode == "fixed");
+        lb = litedet::letterbox_geometry(w, h, cfg_.target_size, cfg_.pad_multiple, cfg_.pad_mode == "fixed",
+                                         litedet::resize_policy_code(cfg_.resize_policy));
     }
     catch (const std::exception& e)
     {

@@ -225,7 +225,11 @@ bool parse_config(const std::string& text, Config& cfg, std::string* error) {
   if (c.pixel_format != "bgr" && c.pixel_format != "rgb") r.bad("pixel_format", c.pixel_format, "'bgr' or 'rgb'");
   if (c.pad_mode != "stride_multiple" && c.pad_mode != "fixed")
     r.bad("pad_mode", c.pad_mode, "'stride_multiple' or 'fixed'");
+  if (resize_policy_code(c.resize_policy) < 0)
+    r.bad("resize_policy", c.resize_policy, "'letterbox', 'letterbox_top_left' or 'stretch'");
   if (r.has_error()) return fail(r.error);
+  if (c.resize_policy == "stretch" && c.pad_mode != "fixed")
+    return fail("config key 'resize_policy' is 'stretch', which fills target x target: 'pad_mode' must be 'fixed'");
   if (c.mean.size() != c.norm.size())
     return fail("config keys 'mean' and 'norm' have " + std::to_string(c.mean.size()) + " and " +
                 std::to_string(c.norm.size()) + " values; they need one per channel each");
@@ -238,10 +242,12 @@ bool parse_config(const std::string& text, Config& cfg, std::string* error) {
   if (c.dis_blobs.size() != c.strides.size())
     return fail("config key 'dis_blobs' names " + std::to_string(c.dis_blobs.size()) + " blobs for " +
                 std::to_string(c.strides.size()) + " strides");
-  int largest = *std::max_element(c.strides.begin(), c.strides.end());
-  if (c.pad_multiple % largest)
-    return fail("config key 'pad_multiple' (" + std::to_string(c.pad_multiple) +
-                ") must be a multiple of the largest stride in 'strides' (" + std::to_string(largest) + ")");
+  // a stride above pad_multiple (NanoDet-Plus's stride-64 level on a 32-padded input) gives
+  // ceil(size / stride) cells, which postprocess counts the same way
+  for (int stride : c.strides)
+    if (c.pad_multiple % stride && stride % c.pad_multiple)
+      return fail("config key 'pad_multiple' (" + std::to_string(c.pad_multiple) + ") and stride " +
+                  std::to_string(stride) + " in 'strides' must divide one another");
   if (static_cast<long long>(c.class_names.size()) != c.num_classes)
     return fail("config key 'class_names' has " + std::to_string(c.class_names.size()) +
                 " names but 'num_classes' is " + std::to_string(c.num_classes));
@@ -252,12 +258,29 @@ bool parse_config(const std::string& text, Config& cfg, std::string* error) {
 // ---------------------------------------------------------------------------------------
 // Geometry
 // ---------------------------------------------------------------------------------------
-Letterbox letterbox_geometry(int src_w, int src_h, int target, int multiple, bool fixed) {
+int resize_policy_code(const std::string& name) {
+  if (name == "letterbox") return kLetterbox;
+  if (name == "letterbox_top_left") return kLetterboxTopLeft;
+  if (name == "stretch") return kStretch;
+  return -1;
+}
+
+Letterbox letterbox_geometry(int src_w, int src_h, int target, int multiple, bool fixed, int policy) {
   if (src_w <= 0 || src_h <= 0)
     throw std::invalid_argument("image size must be positive, got " + std::to_string(src_w) + "x" + std::to_string(src_h));
   if (target <= 0 || multiple <= 0 || target % multiple)
     throw std::invalid_argument("target " + std::to_string(target) + " must be a positive multiple of " +
                                 std::to_string(multiple));
+  if (policy != kLetterbox && policy != kLetterboxTopLeft && policy != kStretch)
+    throw std::invalid_argument("resize policy " + std::to_string(policy) + " is unknown");
+  if (policy == kStretch) {
+    Letterbox lb;
+    lb.src_w = src_w;
+    lb.src_h = src_h;
+    lb.resized_w = lb.resized_h = lb.in_w = lb.in_h = target;
+    lb.pad_left = lb.pad_top = 0;
+    return lb;
+  }
   long long w, h;  // exact integer floor, as Python's //
   if (src_w >= src_h) {
     w = target;
@@ -280,8 +303,8 @@ Letterbox letterbox_geometry(int src_w, int src_h, int target, int multiple, boo
   lb.resized_h = static_cast<int>(h);
   lb.in_w = static_cast<int>(in_w);
   lb.in_h = static_cast<int>(in_h);
-  lb.pad_left = static_cast<int>((in_w - w) / 2);
-  lb.pad_top = static_cast<int>((in_h - h) / 2);
+  lb.pad_left = policy == kLetterboxTopLeft ? 0 : static_cast<int>((in_w - w) / 2);
+  lb.pad_top = policy == kLetterboxTopLeft ? 0 : static_cast<int>((in_h - h) / 2);
   return lb;
 }
 
@@ -480,6 +503,15 @@ std::vector<Detection> postprocess(const Config& cfg, const std::vector<LevelOut
       throw std::invalid_argument("output level " + std::to_string(k) + " has a null data pointer");
     decode_level(lv.cls, lv.dis, lv.rows, cfg.num_classes, feat_w, stride, cfg.reg_max, cfg.center_offset,
                  cfg.score_threshold, cfg.multi_label, cand);
+  }
+  if (cfg.clamp_to_input) {  // upstream's distance2bbox(..., max_shape): clip to the input before NMS
+    const float iw = static_cast<float>(lb.in_w), ih = static_cast<float>(lb.in_h);
+    for (Candidate& c : cand) {
+      c.x1 = std::min(std::max(c.x1, 0.f), iw);
+      c.x2 = std::min(std::max(c.x2, 0.f), iw);
+      c.y1 = std::min(std::max(c.y1, 0.f), ih);
+      c.y2 = std::min(std::max(c.y2, 0.f), ih);
+    }
   }
   const std::vector<std::size_t> keep = nms(cand, cfg.nms_threshold, cfg.class_agnostic_nms, cfg.max_detections);
   std::vector<Detection> out;

@@ -85,7 +85,12 @@ struct Letterbox {
 // Long side to target, short side = max(1, floor(short * target / long)) in integer
 // arithmetic, then centred padding to a multiple of `multiple` (or target x target when
 // fixed). Throws std::invalid_argument on a non-positive size or target % multiple != 0.
-Letterbox letterbox_geometry(int src_w, int src_h, int target, int multiple, bool fixed);
+// resize policies (config key resize_policy): centred letterbox, letterbox padded at the
+// right/bottom only, and stretch to target x target (upstream NanoDet's val pipeline, keep_ratio on/off)
+enum ResizePolicy { kLetterbox = 0, kLetterboxTopLeft = 1, kStretch = 2 };
+// The policy named by a config value; -1 when unknown.
+int resize_policy_code(const std::string& name);
+Letterbox letterbox_geometry(int src_w, int src_h, int target, int multiple, bool fixed, int policy = kLetterbox);
 
 struct Detection {
   float x1, y1, x2, y2, score;
