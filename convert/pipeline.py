@@ -62,7 +62,7 @@ def _weights(adapter, model, info, checkpoint, seed: int, input_size: int, trust
         return {"weights": "seeded-random", "seed": seed, "source_checkpoint": None, "source_sha256": None,
                 "note": f"UNTRAINED: seeded random weights (seed {seed}, Kaiming convs, BatchNorm statistics "
                         "calibrated on the reference card); outputs exercise every layer for parity but mean nothing"}
-    rep = adapter.load(model, checkpoint, trust=trust)
+    rep = adapter.load(model, info, checkpoint, trust=trust)
     return {"weights": rep.kind, "source_checkpoint": str(Path(checkpoint).resolve()), "source_sha256": rep.sha256,
             "used_ema": rep.used_ema, "load_details": rep.details}
 
@@ -120,38 +120,58 @@ def _verify(tref: dict, n32: dict) -> dict[str, dict[str, float]]:
     return verify
 
 
-def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = None, input_size: int | None = None,
-                  fp32: bool = False, route: str = "pnnx", force: bool = False, seed: int = 0,
-                  progress: bool = True, class_names: list[str] | None = None,
-                  model_kwargs: dict | None = None, trust_checkpoint: bool = False) -> ConvertResult:
+def convert_model(arch: str | None, out: str | Path, checkpoint: str | Path | None = None,
+                  input_size: int | None = None, fp32: bool = False, route: str = "pnnx", force: bool = False,
+                  seed: int = 0, progress: bool = True, class_names: list[str] | None = None,
+                  model_kwargs: dict | None = None, trust_checkpoint: bool = False, config: str | Path | None = None,
+                  options: dict | None = None) -> ConvertResult:
     """Checkpoint -> verified bundle directory (see DESIGN.md for its contents).
 
-    ``input_size`` defaults to the architecture's (the model registry's);
-    ``class_names`` names the model's classes (a classifier's default is
-    ``class_0`` ... : no ImageNet label list ships here). ``trust_checkpoint``
-    unpickles the whole checkpoint, which runs code from it (default: tensors only)."""
+    ``arch`` may be None when ``config`` (e.g. NanoDet's own .yml) names it.
+    ``input_size`` defaults to the config's, else the architecture's (the model
+    registry's); ``class_names`` names the model's classes (a classifier's
+    default is ``class_0`` ... : no ImageNet label list ships here).
+    ``options`` are the family's deploy options (NanoDet: ``decode``,
+    ``preprocess``). ``trust_checkpoint`` unpickles the whole checkpoint, which
+    runs code from it (default: tensors only)."""
     import torch
 
     from litedet.models import create_model, model_info
 
     from .export import trace_deploy
-    from .families import GraphIO, adapter_for
+    from .families import GraphIO, adapter_for, adapter_for_config
 
     out = Path(out)
-    info = model_info(arch)  # raises naming the known architectures
-    adapter = adapter_for(info.family)
-    input_size = info.input_size if input_size is None else input_size
+    try:
+        if config is not None:
+            _, described = adapter_for_config(config)
+            if arch is not None and arch != described:
+                raise ConvertError(f"{config} describes {described}, but {arch} was asked for; drop one of them")
+            arch = described
+        if arch is None:
+            raise ConvertError("no architecture given: name one (see 'litedet list') or pass --config")
+        info = model_info(arch)  # raises naming the known architectures
+        adapter = adapter_for(info.family)
+        prepared = adapter.prepare(info, checkpoint, config, class_names, trust_checkpoint, dict(options or {}))
+    except (ValueError, KeyError) as e:
+        raise ConvertError(e.args[0] if isinstance(e, KeyError) else str(e)) from None
+    input_size = input_size if input_size is not None else (prepared.input_size or info.input_size)
     if route not in ROUTES:
         raise ConvertError(f"unknown route {route!r}; expected one of {', '.join(ROUTES)}")
     check_input_size(input_size)
     check_destination(out, force)
-    model = create_model(arch, **(model_kwargs or {}))
+    model = create_model(arch, **{**prepared.model_kwargs, **(model_kwargs or {})})
     try:
         names = adapter.class_names(model, info, class_names)
     except ValueError as e:
         raise ConvertError(str(e)) from None
     steps = _Steps(arch, progress)
     provenance = _weights(adapter, model, info, checkpoint, seed, input_size, trust_checkpoint)
+    provenance["deploy_options"] = prepared.options
+    if config is not None:
+        provenance["config"] = {"path": str(Path(config).resolve()), "sha256": sha256_file(config)}
+    if prepared.notes:
+        provenance["inferred"] = prepared.notes
     model.eval()
     steps.done("load")
 
@@ -171,7 +191,7 @@ def convert_model(arch: str, out: str | Path, checkpoint: str | Path | None = No
 
         try:
             deploy = adapter.deploy_spec(model, info, input_size, GraphIO(res.input_name, res.output_names,
-                                                                          res.dynamic_shape), names)
+                                                                          res.dynamic_shape), names, prepared.options)
             manifest = assemble_manifest(arch, input_size, deploy, not fp32, sha256_file(tmp / PARAM_NAME),
                                          sha256_file(tmp / BIN_NAME))
         except ValueError as e:

@@ -52,13 +52,18 @@ def _read_class_names(path: str) -> list[str]:
     return names
 
 
+def _options(a: argparse.Namespace) -> dict:
+    """Deploy options the user set (the family fills in its defaults)."""
+    return {k: v for k, v in (("decode", a.decode), ("preprocess", a.preprocess)) if v}
+
+
 def _cmd_convert(a: argparse.Namespace) -> int:
     from litedet.convert.pipeline import convert_model
 
     names = _read_class_names(a.class_names) if a.class_names else None
     r = convert_model(a.arch, a.out, checkpoint=a.checkpoint, input_size=a.input_size, fp32=a.fp32,
                       route=a.route, force=a.force, seed=a.seed, progress=not a.quiet, class_names=names,
-                      trust_checkpoint=a.trust_checkpoint)
+                      trust_checkpoint=a.trust_checkpoint, config=a.config, options=_options(a))
     _print_convert(r)
     return 0
 
@@ -210,10 +215,13 @@ def _cmd_run(a: argparse.Namespace) -> int:
         raise ValueError(f"--out {out} exists and is not a directory; the main job writes a folder")
     check_destination(bundle, force=True)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"== 1/4 convert {a.arch} ({'checkpoint ' + a.checkpoint if a.checkpoint else 'seeded random weights, untrained'})")
-    r = convert_model(a.arch, bundle, checkpoint=a.checkpoint, input_size=a.input_size, fp32=a.fp32,
-                      route=a.route, force=True, seed=a.seed, progress=not a.quiet,
-                      trust_checkpoint=a.trust_checkpoint)
+    arch = a.arch or (None if a.config else "nanodet_m")
+    print(f"== 1/4 convert {arch or a.config} "
+          f"({'checkpoint ' + a.checkpoint if a.checkpoint else 'seeded random weights, untrained'})")
+    names = _read_class_names(a.class_names) if a.class_names else None
+    r = convert_model(arch, bundle, checkpoint=a.checkpoint, input_size=a.input_size, fp32=a.fp32,
+                      route=a.route, force=True, seed=a.seed, progress=not a.quiet, class_names=names,
+                      trust_checkpoint=a.trust_checkpoint, config=a.config, options=_options(a))
     _print_convert(r)
     print("== 2/4 parity: torch fp32 vs ncnn fp32 vs ncnn fp16")
     rep = run_parity(bundle, out_dir=out / "parity", progress=not a.quiet)
@@ -248,22 +256,30 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--route", choices=("pnnx", "onnx"), default="pnnx")
         s.add_argument("--seed", type=int, default=0, help="seed for initial weights when no checkpoint is given")
         s.add_argument("--quiet", action="store_true", help="no progress bars")
+        s.add_argument("--config", help="NanoDet's own .yml config: architecture, classes, input size, normalisation, "
+                                        "val resize (keep_ratio)")
+        s.add_argument("--decode", choices=("device", "upstream"), default=None,
+                       help="detectors: 'device' (default) one class per cell, score 0.35, as on the phone; 'upstream' "
+                            "upstream NanoDet's evaluation (every class above 0.05, NMS 0.6, 100 boxes)")
+        s.add_argument("--preprocess", choices=("letterbox", "upstream_keep_ratio", "upstream_stretch"), default=None,
+                       help="detectors: 'letterbox' (default; centred padding) or upstream NanoDet's val pipeline, "
+                            "keep_ratio (pad right/bottom after normalisation) or stretch; --config picks the upstream one")
+        s.add_argument("--class-names", help="a text file with one class name per line (as many as the model has classes)")
         s.add_argument("--trust-checkpoint", action="store_true",
                        help="DANGEROUS: unpickle the whole checkpoint, which runs code from the file (default: "
                             "tensors only, other classes read as inert placeholders); only for files you trust")
 
     s = sub.add_parser("run", help="main job: convert, parity, device assets, report (default: NanoDet-m, seeded weights)")
-    s.add_argument("--arch", default="nanodet_m")
+    s.add_argument("--arch", default=None, help="default: the --config's architecture, else nanodet_m")
     s.add_argument("--out", default="out")
     s.add_argument("--name", default=None, help="asset name (default: the variant, e.g. nanodet_m-320)")
     conv_opts(s)
     s.set_defaults(fn=_cmd_run)
 
     s = sub.add_parser("convert", help="checkpoint -> bundle directory")
-    s.add_argument("arch")
+    s.add_argument("arch", nargs="?", help="a registered architecture (litedet list); optional with --config")
     s.add_argument("--out", required=True)
     s.add_argument("--force", action="store_true", help="replace an existing bundle (atomically)")
-    s.add_argument("--class-names", help="a text file with one class name per line (as many as the model has classes)")
     conv_opts(s)
     s.set_defaults(fn=_cmd_convert)
 

@@ -22,10 +22,13 @@ from torch import nn
 
 from litedet.hashing import sha256_file
 
-__all__ = ["CheckpointError", "LoadReport", "load_checkpoint", "extract_state_dict", "sha256_file"]
+__all__ = ["CheckpointError", "LoadReport", "load_checkpoint", "read_state_dict", "extract_state_dict", "split_ignored",
+           "fitting_architectures", "sha256_file"]
 
 # Buffers that are constants of the architecture; a checkpoint may or may not carry them.
-_OPTIONAL_KEYS = ("distribution_project.project",)
+_OPTIONAL_KEYS = ("distribution_project.project", "head.project")
+# shapes that follow the number of classes (a user's own class count is not another architecture)
+_CLASS_DEPENDENT = ("gfl_cls.",)
 
 
 class CheckpointError(ValueError):
@@ -68,21 +71,57 @@ def extract_state_dict(obj: object, prefer_ema: bool = True) -> tuple[dict[str, 
     return out, kind, used_ema
 
 
-def _check_keys(model: nn.Module, sd: dict[str, torch.Tensor], path: Path) -> None:
+def _key_problems(model: nn.Module, sd: dict[str, torch.Tensor], class_dependent_ok: bool = False) -> list[str]:
     own = model.state_dict()
     missing = [k for k in own if k not in sd and not k.endswith(_OPTIONAL_KEYS)]
     unexpected = [k for k in sd if k not in own]
     shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:5])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:5])})")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:3])})")
-        raise CheckpointError(f"{path} does not fit {type(model).__name__}: " + "; ".join(parts))
+              for k in own if k in sd and sd[k].shape != own[k].shape
+              and not (class_dependent_ok and any(c in k for c in _CLASS_DEPENDENT))]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:5])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:5])})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:3])})")
+    return parts
+
+
+def split_ignored(model: nn.Module, sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """Drop the entries the model declares training-only (NanoDet-Plus's auxiliary head)."""
+    prefixes = tuple(getattr(model, "ignored_checkpoint_prefixes", ()))
+    kept = {k: v for k, v in sd.items() if not k.startswith(prefixes)} if prefixes else dict(sd)
+    ignored = {p: sum(1 for k in sd if k.startswith(p)) for p in prefixes}
+    return kept, {p: n for p, n in ignored.items() if n}
+
+
+def fitting_architectures(sd: dict[str, torch.Tensor], exclude: str | None = None) -> list[str]:
+    """Registered architectures whose keys and shapes this state dict fits (class count aside)."""
+    from .registry import create_model, list_models
+
+    found = []
+    for name in list_models():
+        if name == exclude:
+            continue
+        try:
+            model = create_model(name)
+        except Exception:  # a test-registered builder may need arguments
+            continue
+        kept, _ = split_ignored(model, sd)
+        if not _key_problems(model, kept, class_dependent_ok=True):
+            found.append(name)
+    return found
+
+
+def _check_keys(model: nn.Module, sd: dict[str, torch.Tensor], path: Path, arch: str | None = None) -> None:
+    parts = _key_problems(model, sd)
+    if parts:
+        hint = ""
+        others = fitting_architectures(sd, exclude=arch) if arch else []
+        if others:
+            hint = f"; it looks like {' or '.join(others)} (its keys and shapes fit that architecture): convert it as that"
+        raise CheckpointError(f"{path} does not fit {arch or type(model).__name__}: " + "; ".join(parts) + hint)
 
 
 class _Opaque:
@@ -142,7 +181,31 @@ def _looks_like_torch_file(path: Path) -> bool:
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"  # torch.save's zip, or a legacy pickle
 
 
-def load_checkpoint(model: nn.Module, path: str | Path, prefer_ema: bool = True, trust: bool = False) -> LoadReport:
+def read_state_dict(path: str | Path, prefer_ema: bool = True, trust: bool = False):
+    """(state dict, kind, used_ema, details) of a torch checkpoint, read as load_checkpoint does."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; expected a .pth/.ckpt file or an ncnn .param")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (it is neither a torch.save zip archive nor a "
+                              "pickle); expected a .pth/.ckpt saved by torch.save, or an ncnn .param with its .bin")
+    try:
+        obj, stubbed = _torch_load(path, trust)
+    except CheckpointError:
+        raise
+    except Exception as e:  # torch raises many types for a truncated or foreign file
+        raise CheckpointError(
+            f"could not read checkpoint {path} ({type(e).__name__}: {_first_line(e)}); "
+            "expected a .pth/.ckpt saved by torch.save, or an ncnn .param with its .bin"
+        ) from None
+    sd, kind, used_ema = extract_state_dict(obj, prefer_ema)
+    return sd, kind, used_ema, ({"not_unpickled": stubbed} if stubbed else {})
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, prefer_ema: bool = True, trust: bool = False,
+                    arch: str | None = None) -> LoadReport:
     """Load ``path`` into ``model`` in place; raises CheckpointError naming what is wrong.
 
     Checkpoints are read with ``weights_only=True``: tensors and plain containers
@@ -163,22 +226,12 @@ def load_checkpoint(model: nn.Module, path: str | Path, prefer_ema: bool = True,
         details = import_ncnn_weights(model, path, bin_path)
         digest = hashlib.sha256(path.read_bytes() + bin_path.read_bytes()).hexdigest()
         return LoadReport(str(path), "ncnn", digest, details=details)
-    if not _looks_like_torch_file(path):
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint (it is neither a torch.save zip archive nor a "
-                              "pickle); expected a .pth/.ckpt saved by torch.save, or an ncnn .param with its .bin")
-    try:
-        obj, stubbed = _torch_load(path, trust)
-    except CheckpointError:
-        raise
-    except Exception as e:  # torch raises many types for a truncated or foreign file
-        raise CheckpointError(
-            f"could not read checkpoint {path} ({type(e).__name__}: {_first_line(e)}); "
-            "expected a .pth/.ckpt saved by torch.save, or an ncnn .param with its .bin"
-        ) from None
-    sd, kind, used_ema = extract_state_dict(obj, prefer_ema)
-    _check_keys(model, sd, path)
+    sd, kind, used_ema, extra = read_state_dict(path, prefer_ema, trust)
+    sd, ignored = split_ignored(model, sd)
+    _check_keys(model, sd, path, arch)
     model.load_state_dict(sd, strict=False)
-    details = {"tensors": len(sd)}
-    if stubbed:
-        details["not_unpickled"] = stubbed
+    details = {"tensors": len(sd), **extra}
+    if ignored:
+        details["ignored"] = {p + "*": n for p, n in ignored.items()}
+        details["ignored_why"] = "training-only auxiliary head: not loaded, not exported"
     return LoadReport(str(path), kind, sha256_file(path), used_ema=used_ema, details=details)

@@ -24,7 +24,7 @@ from torch import nn
 from .registry import register_model
 from .shufflenetv2 import STAGE_OUT_CHANNELS, STAGE_REPEATS, ShuffleNetV2
 
-__all__ = ["NanoDet", "NanoDetSpec", "nanodet_m", "nanodet_m_1_5x", "COCO_CLASSES", "NANODET_M", "NANODET_M_1_5X",
+__all__ = ["GFLDetector", "NanoDet", "NanoDetSpec", "nanodet_backbone", "DepthwiseConvModule", "Integral", "nanodet_m", "nanodet_m_1_5x", "COCO_CLASSES", "NANODET_M", "NANODET_M_1_5X",
            "deploy_layout"]
 
 COCO_CLASSES = [
@@ -74,10 +74,11 @@ class ConvModule(nn.Module):
 class DepthwiseConvModule(nn.Module):
     """depthwise -> BN -> act -> pointwise -> BN -> act (NanoDet's order)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> None:
         super().__init__()
         self.depthwise = nn.Conv2d(
-            in_channels, in_channels, kernel_size, padding=kernel_size // 2, groups=in_channels, bias=False
+            in_channels, in_channels, kernel_size, stride=stride, padding=kernel_size // 2, groups=in_channels,
+            bias=False,
         )
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.dwnorm = nn.BatchNorm2d(in_channels)
@@ -188,24 +189,14 @@ class NanoDetHead(nn.Module):
         return cls_scores, bbox_preds
 
 
-class NanoDet(nn.Module):
-    """NanoDet-m. ``forward`` returns raw per-level maps (training/eval);
-    ``forward_deploy`` returns the exported layout the manifest describes."""
+class GFLDetector(nn.Module):
+    """NanoDet-style detector: backbone -> fpn -> head giving per-level class logits
+    and distribution logits. ``forward`` returns the raw per-level maps
+    (training/eval); ``forward_deploy`` the exported layout the manifest describes."""
 
-    def __init__(self, spec: NanoDetSpec) -> None:
-        super().__init__()
-        if spec.width not in STAGE_OUT_CHANNELS:
-            raise ValueError(f"unknown ShuffleNetV2 width {spec.width!r}; expected one of {sorted(STAGE_OUT_CHANNELS)}")
-        if len(spec.class_names) != spec.num_classes:
-            raise ValueError(f"{len(spec.class_names)} class names for num_classes={spec.num_classes}")
-        self.spec = spec
-        self.backbone = ShuffleNetV2(
-            STAGE_REPEATS, STAGE_OUT_CHANNELS[spec.width], num_classes=0,
-            activation="leaky_relu", with_last_conv=False, out_stages=(2, 3, 4),
-        )
-        self.fpn = PAN(self.backbone.feature_channels, spec.fpn_channels)
-        self.head = NanoDetHead(spec.num_classes, spec.fpn_channels, spec.fpn_channels,
-                                spec.stacked_convs, spec.reg_max, spec.strides)
+    spec: NanoDetSpec
+    # checkpoint entries that belong to training only (loaded nowhere, reported)
+    ignored_checkpoint_prefixes: tuple[str, ...] = ()
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         return self.head(self.fpn(self.backbone.forward_features(x)))
@@ -224,6 +215,32 @@ class NanoDet(nn.Module):
         return [f"cls_pred_stride_{s}" for s in self.spec.strides] + [
             f"dis_pred_stride_{s}" for s in self.spec.strides
         ]
+
+
+def _check_spec(spec: NanoDetSpec) -> None:
+    if spec.width not in STAGE_OUT_CHANNELS:
+        raise ValueError(f"unknown ShuffleNetV2 width {spec.width!r}; expected one of {sorted(STAGE_OUT_CHANNELS)}")
+    if len(spec.class_names) != spec.num_classes:
+        raise ValueError(f"{len(spec.class_names)} class names for num_classes={spec.num_classes}")
+
+
+def nanodet_backbone(spec: NanoDetSpec) -> ShuffleNetV2:
+    """NanoDet's ShuffleNetV2: LeakyReLU 0.1, no conv5, stride 8/16/32 outputs."""
+    return ShuffleNetV2(STAGE_REPEATS, STAGE_OUT_CHANNELS[spec.width], num_classes=0,
+                        activation="leaky_relu", with_last_conv=False, out_stages=(2, 3, 4))
+
+
+class NanoDet(GFLDetector):
+    """NanoDet-m (legacy head)."""
+
+    def __init__(self, spec: NanoDetSpec) -> None:
+        super().__init__()
+        _check_spec(spec)
+        self.spec = spec
+        self.backbone = nanodet_backbone(spec)
+        self.fpn = PAN(self.backbone.feature_channels, spec.fpn_channels)
+        self.head = NanoDetHead(spec.num_classes, spec.fpn_channels, spec.fpn_channels,
+                                spec.stacked_convs, spec.reg_max, spec.strides)
 
 
 NANODET_M = NanoDetSpec(width="1.0x", fpn_channels=96)

@@ -75,7 +75,7 @@ def device_config_text(m: Manifest, param_name: str, bin_name: str) -> str:
         "architecture": m.architecture, "variant": m.variant, "param": param_name, "bin": bin_name,
         "input_blob": m.input.blob, "pixel_format": m.input.pixel_format, "mean": m.input.mean, "norm": m.input.norm,
         "target_size": r.target, "pad_multiple": r.pad_multiple, "pad_mode": r.pad_mode, "pad_value": r.pad_value,
-        "resize_policy": r.policy, "clamp_to_input": p.clamp_to_input,
+        "resize_policy": r.policy, "pad_normalized": r.pad_normalized, "clamp_to_input": p.clamp_to_input,
         "strides": p.strides, "cls_blobs": [m.output("cls_scores", s).blob for s in p.strides],
         "dis_blobs": [m.output("dist_logits", s).blob for s in p.strides], "reg_max": p.reg_max,
         "center_offset": p.center_offset, "score_threshold": p.score_threshold, "nms_threshold": p.nms_threshold,

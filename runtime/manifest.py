@@ -66,6 +66,9 @@ class ResizeSpec:
     pad_value: float = 0.0
     policy: str = "letterbox"
     crop_fraction: float = 0.875
+    # False: pad_value is a raw pixel value, padded before mean/norm; True: it is in
+    # normalised units, padded after them (upstream NanoDet pads its batches with 0 there)
+    pad_normalized: bool = False
 
 
 @dataclass

@@ -159,12 +159,15 @@ class BundleRunner:
         if m.resize.policy == "center_crop":
             mat = ncnn.Mat.from_pixels_roi_resize(img, ptype, w, h, g.roi_x, g.roi_y, g.roi_size, g.roi_size,
                                                   g.target, g.target)
-        else:
-            mat = ncnn.Mat.from_pixels_resize(img, ptype, w, h, g.resized_w, g.resized_h)
-            mat = ncnn.copy_make_border(mat, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right,
-                                        int(ncnn.BorderType.BORDER_CONSTANT), float(m.resize.pad_value),
-                                        self._border_opt)
-        mat.substract_mean_normalize(list(m.input.mean), list(m.input.norm))
+            mat.substract_mean_normalize(list(m.input.mean), list(m.input.norm))
+            return mat, g
+        mat = ncnn.Mat.from_pixels_resize(img, ptype, w, h, g.resized_w, g.resized_h)
+        if m.resize.pad_normalized:  # pad with a value in normalised units, after mean/norm
+            mat.substract_mean_normalize(list(m.input.mean), list(m.input.norm))
+        mat = ncnn.copy_make_border(mat, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right,
+                                    int(ncnn.BorderType.BORDER_CONSTANT), float(m.resize.pad_value), self._border_opt)
+        if not m.resize.pad_normalized:
+            mat.substract_mean_normalize(list(m.input.mean), list(m.input.norm))
         return mat, g
 
     def preprocess_array(self, image: np.ndarray) -> tuple[np.ndarray, Any]:

@@ -258,7 +258,7 @@ def test_config_reader_accepts_crlf_comments_and_blank_lines(cpp, base):
 REQUIRED_KEYS = ["version", "architecture", "variant", "param", "bin", "input_blob", "pixel_format", "mean", "norm",
                  "target_size", "pad_multiple", "pad_mode", "pad_value", "strides", "cls_blobs", "dis_blobs", "reg_max",
                  "center_offset", "score_threshold", "nms_threshold", "class_agnostic_nms", "multi_label",
-                 "max_detections", "num_classes", "class_names", "resize_policy", "clamp_to_input"]
+                 "max_detections", "num_classes", "class_names", "resize_policy", "clamp_to_input", "pad_normalized"]
 
 
 @pytest.mark.parametrize("key", REQUIRED_KEYS)

@@ -108,7 +108,7 @@ class PeaksAdapter(FamilyAdapter):
 
         seeded_random_weights(model, seed, calibration_batch((0, 0, 0), (255, 255, 255), input_size))
 
-    def deploy_spec(self, model, info, input_size, graph, class_names):
+    def deploy_spec(self, model, info, input_size, graph, class_names, options):
         return DeploySpec(
             task="keypoints",
             input=InputSpec(graph.input_name, "bgr", [0.0, 0.0, 0.0], [1 / 255] * 3),

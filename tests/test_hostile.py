@@ -235,9 +235,16 @@ def test_class_names_for_a_detector_are_used_or_refused(tmp_path):
     r = litedet("convert", "nanodet_m", "--out", tmp_path / "b", "--class-names", tmp_path / "names.txt", "--quiet")
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["class_names"] == names
+    # a checkpoint with 80 classes and 3 names: refused, naming both counts
+    import torch
+
+    from litedet.models import create_model
+
+    torch.save(create_model("nanodet_m").state_dict(), tmp_path / "m.pth")
     (tmp_path / "three.txt").write_text("cat\ndog\nbird\n")
-    refused(litedet("convert", "nanodet_m", "--out", tmp_path / "c", "--class-names", tmp_path / "three.txt", "--quiet"),
-            "3 class names given; nanodet_m has 80 classes")
+    refused(litedet("convert", "nanodet_m", "--checkpoint", tmp_path / "m.pth", "--out", tmp_path / "c",
+                    "--class-names", tmp_path / "three.txt", "--quiet"),
+            "class counts disagree", "has 80", "--class-names has 3")
     assert not (tmp_path / "c").exists()
 
 

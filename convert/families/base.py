@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -17,7 +17,7 @@ from ..verify.checks import ResultCheck
 if TYPE_CHECKING:
     from litedet.models.registry import ModelInfo
 
-__all__ = ["DeploySpec", "GraphIO", "FamilyAdapter", "register_adapter", "unregister_adapter", "adapter_for",
+__all__ = ["DeploySpec", "GraphIO", "Prepared", "FamilyAdapter", "adapter_for_config", "register_adapter", "unregister_adapter", "adapter_for",
            "check_for_kind", "calibration_batch"]
 
 Shape = tuple[int, int, int, int]
@@ -45,6 +45,16 @@ class DeploySpec:
     class_names: list[str]
 
 
+@dataclass
+class Prepared:
+    """What a family derives from the user's checkpoint and config before the model is built."""
+
+    model_kwargs: dict = field(default_factory=dict)  # builder overrides (e.g. the checkpoint's class count)
+    input_size: int | None = None  # a default input size (e.g. the config's)
+    options: dict = field(default_factory=dict)  # deploy options for deploy_spec (preprocessing, decoding)
+    notes: list[str] = field(default_factory=list)  # what was inferred, for the provenance
+
+
 class FamilyAdapter(ABC):
     family: ClassVar[str]  # the ``family`` of its builders in the model registry
     kind: ClassVar[str]  # the postprocess kind its bundles use (runtime/kinds/)
@@ -54,12 +64,39 @@ class FamilyAdapter(ABC):
     def seed(self, model: Any, info: "ModelInfo", seed: int, input_size: int) -> None:
         """Untrained but well-behaved weights for a checkpoint-less conversion."""
 
-    def load(self, model: Any, checkpoint: str | Path, trust: bool = False):
+    deploy_options: ClassVar[dict[str, tuple[str, ...]]] = {}  # option -> allowed values (first: default)
+
+    def config_arch(self, config: str | Path) -> str | None:
+        """The architecture a config file of this family describes; None when the family reads no configs."""
+        return None
+
+    def prepare(self, info: "ModelInfo", checkpoint: str | Path | None, config: str | Path | None,
+                class_names: list[str] | None, trust: bool, options: dict) -> Prepared:
+        """Builder overrides, a default input size and deploy options from checkpoint and config."""
+        if config is not None:
+            raise ValueError(f"{info.name} ({info.family}) reads no config files; drop --config")
+        return Prepared(options=self.check_options(options))
+
+    def check_options(self, options: dict) -> dict:
+        """Known deploy options with allowed values, defaults filled in."""
+        unknown = sorted(set(options) - set(self.deploy_options))
+        if unknown:
+            raise ValueError(f"unknown deploy option(s) {unknown} for family {self.family!r}; it has "
+                             f"{sorted(self.deploy_options) or 'none'}")
+        out = {}
+        for key, allowed in self.deploy_options.items():
+            value = options.get(key) or allowed[0]
+            if value not in allowed:
+                raise ValueError(f"--{key.replace('_', '-')} {value!r}: expected one of {', '.join(allowed)}")
+            out[key] = value
+        return out
+
+    def load(self, model: Any, info: "ModelInfo", checkpoint: str | Path, trust: bool = False):
         """Load a checkpoint (a LoadReport); the default reads every format models/checkpoint.py knows.
         ``trust`` unpickles the whole file (runs its code): only for sources the user trusts."""
         from litedet.models import load_checkpoint
 
-        return load_checkpoint(model, checkpoint, trust=trust)
+        return load_checkpoint(model, checkpoint, trust=trust, arch=info.name)
 
     def class_names(self, model: Any, info: "ModelInfo", given: list[str] | None) -> list[str]:
         n = model.num_classes
@@ -81,7 +118,7 @@ class FamilyAdapter(ABC):
 
     @abstractmethod
     def deploy_spec(self, model: Any, info: "ModelInfo", input_size: int, graph: GraphIO,
-                    class_names: list[str]) -> DeploySpec:
+                    class_names: list[str], options: dict) -> DeploySpec:
         """The manifest's input, resize, outputs and postprocess sections."""
 
     def check_graph(self, runner: Any, deploy: DeploySpec, input_size: int) -> None:
@@ -108,6 +145,15 @@ def adapter_for(family: str) -> FamilyAdapter:
     except KeyError:
         raise KeyError(f"no convert adapter for model family {family!r}; known families: "
                        f"{', '.join(sorted(_ADAPTERS))}") from None
+
+
+def adapter_for_config(config: str | Path) -> tuple[FamilyAdapter, str]:
+    """The family that reads this config file, and the architecture it describes."""
+    for a in _ADAPTERS.values():
+        arch = a.config_arch(config)
+        if arch is not None:
+            return a, arch
+    raise ValueError(f"no model family reads the config {config}")
 
 
 def check_for_kind(kind: str) -> ResultCheck:

@@ -24,7 +24,7 @@ class ClassifierAdapter(FamilyAdapter):
 
         seeded_random_weights(model, seed, calibration_batch(IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, input_size, rgb=True))
 
-    def deploy_spec(self, model, info, input_size: int, graph: GraphIO, class_names: list[str]) -> DeploySpec:
+    def deploy_spec(self, model, info, input_size: int, graph: GraphIO, class_names: list[str], options) -> DeploySpec:
         if len(graph.output_names) != 1:
             raise ValueError(f"converted classifier has {len(graph.output_names)} outputs; expected one (the logits)")
         return DeploySpec(

@@ -1,18 +1,37 @@
-"""NanoDet (legacy head): GFL outputs per stride, postprocess kind ``gfl``."""
+"""NanoDet (legacy NanoDet-m head and NanoDet-Plus): GFL outputs per stride, postprocess kind ``gfl``.
+
+What users bring: a checkpoint with their own class count (read from the head's
+shapes), NanoDet's own ``.yml`` config (architecture, classes, input size,
+normalisation, val resize), and a choice between litedet's device-style
+decoding and upstream's evaluation decoding.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from litedet.runtime.kinds.gfl import GflSpec
 from litedet.runtime.manifest import InputSpec, OutputSpec, ResizeSpec
 
 from ..verify.checks import DetectionCheck
-from .base import DeploySpec, FamilyAdapter, GraphIO, calibration_batch, register_adapter
+from .base import DeploySpec, FamilyAdapter, GraphIO, Prepared, calibration_batch, register_adapter
+
+# decode presets: litedet's device default (one class per cell, as upstream's ncnn demo) and
+# upstream's evaluation (every class score above 0.05 a candidate, NMS 0.6, 100 boxes)
+DECODE = {
+    "device": dict(multi_label=False, score_threshold=0.35, nms_threshold=0.6, max_detections=100),
+    "upstream": dict(multi_label=True, score_threshold=0.05, nms_threshold=0.6, max_detections=100),
+}
+# preprocessing: litedet's centred letterbox, or upstream's val pipeline (keep_ratio: resize,
+# pad at the right/bottom with 0 after normalisation; no keep_ratio: stretch to the input size)
+PREPROCESS = ("letterbox", "upstream_keep_ratio", "upstream_stretch")
 
 
 class NanoDetAdapter(FamilyAdapter):
     family = "nanodet"
     kind = "gfl"
     check = DetectionCheck()
+    deploy_options = {"decode": tuple(DECODE), "preprocess": PREPROCESS}
 
     def seed(self, model, info, seed, input_size, logit_std: float = 1.0):
         """Random convs, BatchNorm statistics calibrated on the reference card, class
@@ -34,19 +53,57 @@ class NanoDetAdapter(FamilyAdapter):
                 conv.weight[: head.num_classes] *= logit_std / std
         head.reset_class_prior()
 
+    def config_arch(self, config):
+        from litedet.models.nanodet_config import read_nanodet_config
+
+        return read_nanodet_config(config).arch
+
+    def prepare(self, info, checkpoint, config, class_names, trust, options):
+        """Class count from the checkpoint's head, classes / input size / normalisation /
+        val resize from the config; every source that says a class count must agree."""
+        from litedet.models import create_model
+        from litedet.models.nanodet import COCO_CLASSES
+
+        spec = create_model(info.name).spec
+        kwargs: dict = {}
+        notes: list[str] = []
+        counts: dict[str, int] = {}
+        cfg = None
+        if config is not None:
+            from litedet.models.nanodet_config import read_nanodet_config
+
+            cfg = read_nanodet_config(config)
+            if cfg.arch != info.name:
+                raise ValueError(f"{config} describes {cfg.arch}, not {info.name}")
+            counts[f"the config {Path(config).name}"] = cfg.num_classes
+            kwargs.update(mean_bgr=cfg.mean_bgr, std_bgr=cfg.std_bgr)
+            if not options.get("preprocess"):
+                options = {**options, "preprocess": "upstream_keep_ratio" if cfg.keep_ratio else "upstream_stretch"}
+        inferred = _checkpoint_classes(checkpoint, spec.reg_max, trust) if checkpoint is not None else None
+        if inferred is not None:
+            counts[f"the checkpoint's head ({Path(checkpoint).name})"] = inferred
+        if class_names is not None:
+            counts["--class-names"] = len(class_names)
+        if len(set(counts.values())) > 1:
+            raise ValueError("class counts disagree: " + ", ".join(f"{k} has {v}" for k, v in counts.items()))
+        n = next(iter(counts.values()), spec.num_classes)
+        names = class_names or (list(cfg.class_names) if cfg else None)
+        if names is None:
+            names = list(COCO_CLASSES) if n == len(COCO_CLASSES) else [f"class_{i}" for i in range(n)]
+            if n != len(COCO_CLASSES):
+                notes.append(f"{n} classes inferred from the checkpoint; named class_0..class_{n - 1} "
+                             "(pass --class-names or --config for their names)")
+        kwargs.update(num_classes=n, class_names=tuple(names))
+        return Prepared(kwargs, cfg.input_size if cfg else None, self.check_options(options), notes)
+
     def class_names(self, model, info, given):
-        spec = model.spec
-        if given is None:
-            return list(spec.class_names)
-        if len(given) != spec.num_classes:
-            raise ValueError(f"{len(given)} class names given; {info.name} has {spec.num_classes} classes")
-        return list(given)
+        return list(model.spec.class_names)
 
     def output_names(self, model, info):
         return model.deploy_output_names()
 
-    def deploy_spec(self, model, info, input_size: int, graph: GraphIO, class_names: list[str]) -> DeploySpec:
-        return gfl_deploy_spec(model.spec, info.name, input_size, graph, class_names)
+    def deploy_spec(self, model, info, input_size: int, graph: GraphIO, class_names: list[str], options) -> DeploySpec:
+        return gfl_deploy_spec(model.spec, info.name, input_size, graph, class_names, options)
 
     def check_graph(self, runner, deploy: DeploySpec, input_size: int) -> None:
         """Every output must follow the input in both directions (one bundle, every aspect ratio)."""
@@ -54,18 +111,34 @@ class NanoDetAdapter(FamilyAdapter):
             return
         import numpy as np
 
-        big = max(deploy.postprocess.strides)
+        big = 32
         for w, h in ((input_size, input_size - 2 * big), (input_size - 2 * big, input_size)):
             outs = runner.run_array(np.zeros((3, h, w), np.float32))
             for o in deploy.outputs:
                 rows = outs[o.blob].reshape(-1, o.channels).shape[0]
-                if rows != (w // o.stride) * (h // o.stride):
+                want = -(-w // o.stride) * -(-h // o.stride)
+                if rows != want:
                     raise ValueError(f"converted graph is not shape-agnostic: output {o.blob} has {rows} rows for a "
-                                     f"{w}x{h} input, expected {(w // o.stride) * (h // o.stride)}")
+                                     f"{w}x{h} input, expected {want}")
 
 
-def gfl_deploy_spec(spec, arch: str, input_size: int, graph: GraphIO, class_names: list[str]) -> DeploySpec:
+def _checkpoint_classes(checkpoint, reg_max: int, trust: bool) -> int | None:
+    """num_classes from the head's last conv (``head.gfl_cls.0``: classes + 4*(reg_max+1) outputs)."""
+    if Path(checkpoint).suffix.lower() == ".param":
+        return None  # an ncnn model: its weights are checked layer by layer on import
+    from litedet.models.checkpoint import read_state_dict
+
+    sd, *_ = read_state_dict(checkpoint, trust=trust)
+    w = sd.get("head.gfl_cls.0.weight")
+    if w is None or w.ndim != 4:
+        return None  # not a NanoDet head: the key check names what is wrong
+    return int(w.shape[0]) - 4 * (reg_max + 1)
+
+
+def gfl_deploy_spec(spec, arch: str, input_size: int, graph: GraphIO, class_names: list[str],
+                    options: dict | None = None) -> DeploySpec:
     """The manifest sections of a NanoDet graph (converted here, or wrapped from ncnn)."""
+    options = {"decode": "device", "preprocess": "letterbox", **(options or {})}
     strides = list(spec.strides)
     n = len(strides)
     if len(graph.output_names) != 2 * n:
@@ -74,13 +147,25 @@ def gfl_deploy_spec(spec, arch: str, input_size: int, graph: GraphIO, class_name
     blobs = graph.output_names
     outputs = [OutputSpec(b, "cls_scores", s, len(class_names), "sigmoid") for b, s in zip(blobs[:n], strides)]
     outputs += [OutputSpec(b, "dist_logits", s, chans) for b, s in zip(blobs[n:], strides)]
+    # pad to a multiple of 32 (a stride-64 level then has ceil(size / 64) cells, as upstream's convs give)
+    multiple = min(max(strides), 32)
+    pre = options["preprocess"]
+    if pre == "upstream_stretch":
+        resize = ResizeSpec(target=input_size, pad_multiple=multiple, pad_mode="fixed", policy="stretch")
+    elif pre == "upstream_keep_ratio":
+        resize = ResizeSpec(target=input_size, pad_multiple=multiple,
+                            pad_mode="stride_multiple" if graph.dynamic else "fixed",
+                            policy="letterbox_top_left", pad_value=0.0, pad_normalized=True)
+    else:
+        resize = ResizeSpec(target=input_size, pad_multiple=multiple,
+                            pad_mode="stride_multiple" if graph.dynamic else "fixed", pad_value=0.0)
     return DeploySpec(
         task="detection",
         input=InputSpec(graph.input_name, "bgr", list(spec.mean_bgr), [1.0 / s for s in spec.std_bgr]),
-        resize=ResizeSpec(target=input_size, pad_multiple=max(strides),
-                          pad_mode="stride_multiple" if graph.dynamic else "fixed", pad_value=0.0),
+        resize=resize,
         outputs=outputs,
-        postprocess=GflSpec(strides=strides, reg_max=spec.reg_max, center_offset=spec.center_offset),
+        postprocess=GflSpec(strides=strides, reg_max=spec.reg_max, center_offset=spec.center_offset,
+                            clamp_to_input=True, **DECODE[options["decode"]]),
         class_names=list(class_names),
     )
 

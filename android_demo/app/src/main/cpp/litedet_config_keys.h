@@ -23,6 +23,7 @@
   X(pad_multiple, int, 1, 65536)                      \
   X(pad_mode, str, 0, 0)                              \
   X(resize_policy, str, 0, 0)                         \
+  X(pad_normalized, flag, 0, 0)                       \
   X(pad_value, real, -1e30, 1e30)                     \
   X(strides, ints, 0, 0)                              \
   X(cls_blobs, names, 0, 0)                           \

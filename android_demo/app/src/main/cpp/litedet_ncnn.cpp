@@ -159,9 +159,11 @@ bool NcnnDetector::detect(const unsigned char* rgba, int w, int h, int stride, s
     ncnn::Option border_opt;  // like the Python runtime: a default Option with the net's thread count
     border_opt.num_threads = net_.opt.num_threads;
     ncnn::Mat in_pad;
+    // pad_normalized: pad_value is in normalised units, so normalise first (upstream NanoDet's order)
+    if (cfg_.pad_normalized) in.substract_mean_normalize(cfg_.mean.data(), cfg_.norm.data());
     ncnn::copy_make_border(in, in_pad, lb.pad_top, pad_bottom, lb.pad_left, pad_right, ncnn::BORDER_CONSTANT,
                            cfg_.pad_value, border_opt);
-    in_pad.substract_mean_normalize(cfg_.mean.data(), cfg_.norm.data());
+    if (!cfg_.pad_normalized) in_pad.substract_mean_normalize(cfg_.mean.data(), cfg_.norm.data());
 
     // inference; every output Mat stays alive until postprocess is done
     const size_t n = cfg_.strides.size();
