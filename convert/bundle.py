@@ -183,7 +183,8 @@ def now_utc() -> str:
 
 
 def wrap_ncnn_model(param: str | Path, bin_path: str | Path, out: str | Path, arch: str = "nanodet_m",
-                    input_size: int | None = None, force: bool = False, score_threshold: float | None = None) -> Manifest:
+                    input_size: int | None = None, force: bool = False, score_threshold: float | None = None,
+                    options: dict | None = None) -> Manifest:
     """Make a bundle from an existing NanoDet ncnn model with legacy per-stride
     outputs (``cls_pred_stride_{s}`` with sigmoid, ``dis_pred_stride_{s}``).
     ``input_size`` defaults to the architecture's (the model registry's)."""
@@ -220,7 +221,7 @@ def wrap_ncnn_model(param: str | Path, bin_path: str | Path, out: str | Path, ar
         shutil.copyfile(param, tmp / PARAM_NAME)
         shutil.copyfile(bin_path, tmp / BIN_NAME)
         deploy = gfl_deploy_spec(spec, arch, input_size, GraphIO(inputs[0], cls_b + dis_b, not fixed),
-                                 list(spec.class_names))
+                                 list(spec.class_names), options)
         if score_threshold is not None:
             deploy.postprocess.score_threshold = score_threshold
         m = assemble_manifest(arch, input_size, deploy, first_weight_storage(bin_path) == "fp16",

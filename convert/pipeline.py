@@ -153,8 +153,10 @@ def convert_model(arch: str | None, out: str | Path, checkpoint: str | Path | No
         info = model_info(arch)  # raises naming the known architectures
         adapter = adapter_for(info.family)
         prepared = adapter.prepare(info, checkpoint, config, class_names, trust_checkpoint, dict(options or {}))
-    except (ValueError, KeyError) as e:
-        raise ConvertError(e.args[0] if isinstance(e, KeyError) else str(e)) from None
+    except ConvertError:
+        raise
+    except ValueError as e:  # an unknown architecture stays a KeyError (UnknownModelError) naming the known ones
+        raise ConvertError(str(e)) from None
     input_size = input_size if input_size is not None else (prepared.input_size or info.input_size)
     if route not in ROUTES:
         raise ConvertError(f"unknown route {route!r}; expected one of {', '.join(ROUTES)}")

@@ -86,8 +86,18 @@ def _cmd_wrap(a: argparse.Namespace) -> int:
     from litedet.convert.bundle import wrap_ncnn_model
 
     param = Path(a.param)
-    m = wrap_ncnn_model(param, Path(a.bin) if a.bin else param.with_suffix(".bin"), a.out, arch=a.arch,
-                        input_size=a.input_size, force=a.force)
+    if param.suffix.lower() == ".onnx":  # an exported ONNX: import its weights, convert, keep the torch reference
+        from litedet.convert.onnx_import import wrap_onnx
+
+        names = _read_class_names(a.class_names) if a.class_names else None
+        r = wrap_onnx(param, a.out, arch=a.arch, config=a.config, input_size=a.input_size, force=a.force,
+                      class_names=names, options=_options(a), progress=not a.quiet)
+        _print_convert(r)
+        return 0
+    if a.config or a.class_names:
+        raise ValueError("--config and --class-names are for ONNX models; an ncnn model is wrapped as it is")
+    m = wrap_ncnn_model(param, Path(a.bin) if a.bin else param.with_suffix(".bin"), a.out, arch=a.arch or "nanodet_m",
+                        input_size=a.input_size, force=a.force, options=_options(a))
     print(f"bundle: {a.out} wraps {param.name} (input blob {m.input.blob}, {m.weight_storage} weights, pad_mode {m.resize.pad_mode})")
     return 0
 
@@ -292,10 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fp32", action="store_true", help="turn ncnn's fp16 storage/arithmetic off")
     s.set_defaults(fn=_cmd_classify)
 
-    s = sub.add_parser("wrap", help="make a bundle from an existing NanoDet ncnn model (legacy per-stride outputs)")
-    s.add_argument("param")
+    s = sub.add_parser("wrap", help="make a bundle from an existing NanoDet model: ncnn (legacy per-stride outputs) "
+                                     "or ONNX (upstream's tools/export_onnx.py)")
+    s.add_argument("param", help="model.param (its .bin beside it) or model.onnx")
     s.add_argument("--bin", help="default: the .bin beside the .param")
-    s.add_argument("--arch", default="nanodet_m")
+    s.add_argument("--arch", default=None, help="default: nanodet_m for ncnn; for ONNX the architecture its graph fits")
+    s.add_argument("--config", help="ONNX: NanoDet's .yml (architecture, classes, size, normalisation)")
+    s.add_argument("--class-names", help="ONNX: a text file, one class name per line")
+    s.add_argument("--decode", choices=("device", "upstream"), default=None)
+    s.add_argument("--preprocess", choices=("letterbox", "upstream_keep_ratio", "upstream_stretch"), default=None)
+    s.add_argument("--quiet", action="store_true")
     s.add_argument("--input-size", type=int, default=None,
                    help="the model's input side (default: the architecture's, from the model registry)")
     s.add_argument("--out", required=True)

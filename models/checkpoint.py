@@ -26,7 +26,7 @@ __all__ = ["CheckpointError", "LoadReport", "load_checkpoint", "read_state_dict"
            "fitting_architectures", "sha256_file"]
 
 # Buffers that are constants of the architecture; a checkpoint may or may not carry them.
-_OPTIONAL_KEYS = ("distribution_project.project", "head.project")
+_OPTIONAL_KEYS = ("distribution_project.project",)
 # shapes that follow the number of classes (a user's own class count is not another architecture)
 _CLASS_DEPENDENT = ("gfl_cls.",)
 
@@ -233,5 +233,5 @@ def load_checkpoint(model: nn.Module, path: str | Path, prefer_ema: bool = True,
     details = {"tensors": len(sd), **extra}
     if ignored:
         details["ignored"] = {p + "*": n for p, n in ignored.items()}
-        details["ignored_why"] = "training-only auxiliary head: not loaded, not exported"
+        details["ignored_why"] = "training-only entries (the auxiliary head) and duplicate constants: not loaded, not exported"
     return LoadReport(str(path), kind, sha256_file(path), used_ema=used_ema, details=details)

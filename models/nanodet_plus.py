@@ -12,7 +12,7 @@ absent from the export; the load report says how many tensors were left.
 Module names follow upstream (``fpn.reduce_layers.0.conv.weight``,
 ``fpn.top_down_blocks.0.blocks.0.ghost1.primary_conv.0.weight``,
 ``fpn.extra_lvl_in_conv.0.depthwise.weight``, ``head.cls_convs.0.0.depthwise.weight``,
-``head.gfl_cls.3.weight``, ``head.project``), so its checkpoints load unchanged.
+``head.gfl_cls.3.weight``, ``head.distribution_project.project``), so its checkpoints load unchanged.
 """
 
 from __future__ import annotations
@@ -152,8 +152,6 @@ class NanoDetPlusHead(nn.Module):
             for _ in self.strides)
         self.gfl_cls = nn.ModuleList(nn.Conv2d(feat_channels, num_classes + 4 * (reg_max + 1), 1) for _ in self.strides)
         self.distribution_project = Integral(reg_max)
-        # upstream registers the bin positions a second time on the head; its checkpoints carry both
-        self.register_buffer("project", torch.linspace(0, reg_max, reg_max + 1))
         self.reset_class_prior()
 
     def reset_class_prior(self, prior: float = 0.01) -> None:
@@ -177,7 +175,9 @@ class NanoDetPlusHead(nn.Module):
 class NanoDetPlus(GFLDetector):
     """NanoDet-Plus (inference part: the auxiliary training head is not built)."""
 
-    ignored_checkpoint_prefixes = ("aux_fpn.", "aux_head.")
+    # the training-only auxiliary head; and head.project, a copy of the bin positions that
+    # some upstream versions registered on the head (distribution_project.project holds them)
+    ignored_checkpoint_prefixes = ("aux_fpn.", "aux_head.", "head.project")
 
     def __init__(self, spec: NanoDetSpec, kernel_size: int = 5) -> None:
         super().__init__()

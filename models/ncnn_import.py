@@ -22,7 +22,7 @@ from torch import nn
 from litedet.ncnn_param import NcnnImportError, NcnnLayer, first_weight_storage, parse_param, read_tagged
 
 __all__ = ["NcnnLayer", "NcnnImportError", "parse_param", "first_weight_storage", "read_conv_weights",
-           "import_ncnn_weights"]
+           "import_ncnn_weights", "import_conv_weights", "SourceConv"]
 
 _CONV_TYPES = ("Convolution", "ConvolutionDepthWise")
 # Layer types that carry no weights in the bin; anything else with weights is refused.
@@ -116,51 +116,77 @@ def _describe_ncnn(layer: NcnnLayer) -> str:
     return f"{layer.type} '{layer.name}' out={layer.p(0)} kernel={kh}x{kw} stride={sh}x{sw} groups={groups}"
 
 
+@dataclass
+class SourceConv:
+    """One convolution of an exported graph (ncnn or ONNX), BatchNorm already folded in."""
+
+    describe: str  # for messages: type, name, shape
+    out: int
+    kernel: tuple[int, int]  # (kh, kw)
+    stride: tuple[int, int]  # (sh, sw)
+    groups: int
+    w: np.ndarray  # flat float32
+    b: np.ndarray | None
+
+
+def _ncnn_convs(param: Path, bin_path: Path) -> list[SourceConv]:
+    out = []
+    for layer, w, b in read_conv_weights(param, bin_path):
+        kw = int(layer.p(1))
+        sw = int(layer.p(3, 1))
+        groups = int(layer.p(7, 1)) if layer.type == "ConvolutionDepthWise" else 1
+        out.append(SourceConv(f"ncnn {_describe_ncnn(layer)}", int(layer.p(0)), (int(layer.p(11, kw)), kw),
+                              (int(layer.p(13, sw)), sw), groups, w, b))
+    return out
+
+
 def import_ncnn_weights(model: nn.Module, param: str | Path, bin_path: str | Path,
                         forward=None, example: torch.Tensor | None = None) -> dict[str, int]:
-    """Load an ncnn model's weights into ``model`` in place.
-
-    ``forward`` (default ``model.forward_deploy`` or ``model``) is run once on
-    ``example`` (default a 1x3x320x320 zero tensor) to record conv order.
-    Returns counts for the report.
-    """
+    """Load an ncnn model's weights into ``model`` in place (see import_conv_weights)."""
     param, bin_path = Path(param), Path(bin_path)
     for p in (param, bin_path):
         if not p.is_file():
             raise FileNotFoundError(f"ncnn model file not found: {p}")
+    return import_conv_weights(model, _ncnn_convs(param, bin_path), param.name, forward, example)
+
+
+def import_conv_weights(model: nn.Module, convs: list[SourceConv], source: str, forward=None,
+                        example: torch.Tensor | None = None) -> dict[str, int]:
+    """Zip an exported graph's convolutions (file order) with the model's (execution order).
+
+    ``forward`` (default ``model.forward_deploy`` or ``model``) is run once on
+    ``example`` (default a 1x3x320x320 zero tensor) to record conv order. Each
+    pair is checked (out channels, kernel, stride, groups, weight count); a
+    folded conv becomes ``conv.weight = W`` and its BatchNorm the identity plus
+    ``bias``. Returns counts for the report."""
     if forward is None:
         forward = getattr(model, "forward_deploy", model)
     if example is None:
         example = torch.zeros(1, 3, 320, 320)
-    ncnn_convs = read_conv_weights(param, bin_path)
     was_training = model.training
     model.eval()
     torch_convs = _torch_convs_in_order(model, forward, example)
-    if len(ncnn_convs) != len(torch_convs):
+    if len(convs) != len(torch_convs):
         name = type(model).__name__
         raise NcnnImportError(
-            f"{param.name} is not a {name} graph: it has {len(ncnn_convs)} convolution layers, {name} runs "
-            f"{len(torch_convs)} (the ncnn model is another architecture)"
+            f"{source} is not a {name} graph: it has {len(convs)} convolution layers, {name} runs "
+            f"{len(torch_convs)} (the exported model is another architecture)"
         )
     folded = 0
     with torch.no_grad():
-        for idx, ((layer, w, b), tc) in enumerate(zip(ncnn_convs, torch_convs)):
+        for idx, (sc, tc) in enumerate(zip(convs, torch_convs)):
             conv = tc.conv
-            kw = int(layer.p(1))
-            kh = int(layer.p(11, kw))
-            sw = int(layer.p(3, 1))
-            sh = int(layer.p(13, sw))
-            groups = int(layer.p(7, 1)) if layer.type == "ConvolutionDepthWise" else 1
-            expect = (int(layer.p(0)), (kh, kw), (sh, sw), groups, w.size)
+            expect = (sc.out, sc.kernel, sc.stride, sc.groups, sc.w.size)
             got = (conv.out_channels, tuple(conv.kernel_size), tuple(conv.stride), conv.groups, conv.weight.numel())
             if expect != got:
                 raise NcnnImportError(
-                    f"convolution #{idx}: ncnn {_describe_ncnn(layer)} ({w.size} weights) does not match "
+                    f"convolution #{idx}: {sc.describe} ({sc.w.size} weights) does not match "
                     f"PyTorch '{tc.name}' out={got[0]} kernel={got[1][0]}x{got[1][1]} "
                     f"stride={got[2][0]}x{got[2][1]} groups={got[3]} ({got[4]} weights)"
                 )
-            conv.weight.copy_(torch.from_numpy(w).reshape(conv.weight.shape))
-            bias = torch.from_numpy(b) if b is not None else torch.zeros(conv.out_channels)
+            conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(sc.w, np.float32)).reshape(conv.weight.shape))
+            b = sc.b
+            bias = torch.from_numpy(np.ascontiguousarray(b, np.float32)) if b is not None else torch.zeros(conv.out_channels)
             if conv.bias is not None:
                 conv.bias.copy_(bias)
             elif tc.bn is not None:
@@ -173,7 +199,7 @@ def import_ncnn_weights(model: nn.Module, param: str | Path, bin_path: str | Pat
                 folded += 1
             elif b is not None and np.any(b != 0):
                 raise NcnnImportError(
-                    f"ncnn {_describe_ncnn(layer)} has a bias but PyTorch '{tc.name}' has neither a bias nor a BatchNorm"
+                    f"{sc.describe} has a bias but PyTorch '{tc.name}' has neither a bias nor a BatchNorm"
                 )
     model.train(was_training)
-    return {"convolutions": len(ncnn_convs), "batchnorms_as_bias": folded}
+    return {"convolutions": len(convs), "batchnorms_as_bias": folded}

@@ -86,8 +86,7 @@ def test_nanodet_plus_uses_upstreams_module_names():
               "fpn.top_down_blocks.1.blocks.0.ghost2.cheap_operation.1.weight",
               "fpn.bottom_up_blocks.1.blocks.0.shortcut.2.weight", "fpn.downsamples.1.depthwise.weight",
               "fpn.extra_lvl_in_conv.0.pwnorm.bias", "fpn.extra_lvl_out_conv.0.pointwise.weight",
-              "head.cls_convs.3.1.dwnorm.weight", "head.gfl_cls.3.bias", "head.project",
-              "head.distribution_project.project", "backbone.stage4.3.branch2.6.running_mean"):
+              "head.cls_convs.3.1.dwnorm.weight", "head.gfl_cls.3.bias", "head.distribution_project.project", "backbone.stage4.3.branch2.6.running_mean"):
         assert k in keys, k
     out = create_model("nanodet_plus_m").forward_deploy(torch.zeros(1, 3, 416, 416))
     assert [o.shape[1] for o in out[:4]] == [52 * 52, 26 * 26, 13 * 13, 7 * 7]  # stride 64: ceil(416 / 64) = 7
@@ -214,3 +213,80 @@ def test_litedet_run_with_a_users_config_and_checkpoint(three_class_ckpt, tmp_pa
     m = json.loads((tmp_path / "out" / "bundle" / "manifest.json").read_text())
     assert m["class_names"] == ["cat", "dog", "bird"] and m["resize"]["target"] == 416
     assert (tmp_path / "out" / "android_assets").is_dir() and "parity" in r.stdout
+
+
+# -- models users already exported ----------------------------------------------------------------
+
+class UpstreamOnnxLayout(nn.Module):
+    """upstream NanoDet's export layout (its head's _forward_onnx): per level
+    cat(sigmoid(cls), dist) flattened, levels concatenated: [1, N, classes + 32]."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        cls, dis = self.model(x)
+        return torch.cat([torch.cat([c.sigmoid(), d], 1).flatten(2) for c, d in zip(cls, dis)], 2).permute(0, 2, 1)
+
+
+def export_upstream_onnx(model, path: Path, size: int = 320) -> Path:
+    import warnings
+
+    import onnx
+    import onnxsim
+
+    from litedet.convert.export import _channel_shuffle_symbolic
+
+    # our ShuffleNetV2 uses nn.ChannelShuffle; upstream's writes the same reshape/transpose by hand
+    torch.onnx.register_custom_op_symbolic("aten::channel_shuffle", _channel_shuffle_symbolic, 9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(UpstreamOnnxLayout(model.eval()), torch.randn(1, 3, size, size), str(path), dynamo=False,
+                          opset_version=11, input_names=["data"], output_names=["output"])
+    simplified, ok = onnxsim.simplify(onnx.load(str(path)))
+    assert ok
+    onnx.save(simplified, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def plus_onnx(tmp_path_factory) -> Path:
+    return export_upstream_onnx(seeded("nanodet_plus_m"), tmp_path_factory.mktemp("onnx") / "nanodet-plus-m.onnx")
+
+
+def test_wrap_an_upstream_onnx_export(plus_onnx, tmp_path, photos):
+    from litedet.cli import main
+    from litedet.convert.verify.torch_parity import format_report, run_parity
+
+    assert main(["wrap", str(plus_onnx), "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    m = load_manifest(tmp_path / "b")
+    assert m.architecture == "nanodet_plus_m" and m.resize.target == 320  # found from the graph
+    d = m.provenance["load_details"]
+    assert m.provenance["weights"] == "onnx" and d["convolutions"] == 110 and d["onnx_max_rel"] < 1e-4
+    rep = run_parity(tmp_path / "b", images=[("coffee", photos["coffee"])], progress=False)
+    assert not [f for f in rep.failures if "ncnn_fp32" in f], format_report(rep)
+
+
+def test_a_custom_class_onnx_export_of_nanodet_m(tmp_path):
+    onnx_path = export_upstream_onnx(seeded("nanodet_m", num_classes=3, class_names=("a", "b", "c")),
+                                     tmp_path / "mine.onnx", size=416)
+    (tmp_path / "names.txt").write_text("apple\npear\nplum\n")
+    from litedet.convert.onnx_import import wrap_onnx
+
+    r = wrap_onnx(onnx_path, tmp_path / "b", class_names=["apple", "pear", "plum"], progress=False)
+    m = r.manifest
+    assert (m.architecture, m.resize.target, m.class_names) == ("nanodet_m", 416, ["apple", "pear", "plum"])
+
+
+def test_an_onnx_of_another_network_is_refused(tmp_path):
+    onnx_path = tmp_path / "squeeze.onnx"
+    with torch.no_grad():
+        torch.onnx.export(create_model("squeezenet1_1").eval(), torch.randn(1, 3, 224, 224), str(onnx_path),
+                          dynamo=False, opset_version=11)
+    from litedet.convert.onnx_import import wrap_onnx
+
+    with pytest.raises(ConvertError, match="fits no registered NanoDet"):
+        wrap_onnx(onnx_path, tmp_path / "b", progress=False)
+    with pytest.raises(Exception, match="is not a NanoDet graph"):
+        convert_model("nanodet_m", tmp_path / "c", checkpoint=onnx_path, progress=False)

@@ -96,6 +96,14 @@ class FamilyAdapter(ABC):
         ``trust`` unpickles the whole file (runs its code): only for sources the user trusts."""
         from litedet.models import load_checkpoint
 
+        if Path(checkpoint).suffix.lower() == ".onnx":  # an exported graph: its weights, zipped conv by conv
+            from litedet.hashing import sha256_file
+            from litedet.models import LoadReport
+
+            from ..onnx_import import import_onnx_weights
+
+            details = import_onnx_weights(model, checkpoint)
+            return LoadReport(str(checkpoint), "onnx", sha256_file(checkpoint), details=details)
         return load_checkpoint(model, checkpoint, trust=trust, arch=info.name)
 
     def class_names(self, model: Any, info: "ModelInfo", given: list[str] | None) -> list[str]:

@@ -96,6 +96,12 @@ class NanoDetAdapter(FamilyAdapter):
         kwargs.update(num_classes=n, class_names=tuple(names))
         return Prepared(kwargs, cfg.input_size if cfg else None, self.check_options(options), notes)
 
+    def load(self, model, info, checkpoint, trust=False):
+        rep = super().load(model, info, checkpoint, trust)
+        if rep.kind == "onnx":  # the imported weights must reproduce the user's own exported graph
+            rep.details["onnx_max_rel"] = _check_against_onnx(model, checkpoint)
+        return rep
+
     def class_names(self, model, info, given):
         return list(model.spec.class_names)
 
@@ -123,16 +129,66 @@ class NanoDetAdapter(FamilyAdapter):
 
 
 def _checkpoint_classes(checkpoint, reg_max: int, trust: bool) -> int | None:
-    """num_classes from the head's last conv (``head.gfl_cls.0``: classes + 4*(reg_max+1) outputs)."""
-    if Path(checkpoint).suffix.lower() == ".param":
-        return None  # an ncnn model: its weights are checked layer by layer on import
-    from litedet.models.checkpoint import read_state_dict
+    """num_classes from the head's last conv (``head.gfl_cls``: classes + 4*(reg_max+1) outputs);
+    for an exported graph (ncnn .param, ONNX), from its last convolution."""
+    suffix = Path(checkpoint).suffix.lower()
+    if suffix == ".param":
+        from litedet.ncnn_param import parse_param
 
-    sd, *_ = read_state_dict(checkpoint, trust=trust)
-    w = sd.get("head.gfl_cls.0.weight")
-    if w is None or w.ndim != 4:
-        return None  # not a NanoDet head: the key check names what is wrong
-    return int(w.shape[0]) - 4 * (reg_max + 1)
+        convs = [layer for layer in parse_param(checkpoint) if layer.type in ("Convolution", "ConvolutionDepthWise")]
+        out = int(convs[-1].p(0)) if convs else None
+    elif suffix == ".onnx":
+        from ..onnx_import import onnx_last_conv_out
+
+        out = onnx_last_conv_out(checkpoint)
+    else:
+        from litedet.models.checkpoint import read_state_dict
+
+        sd, *_ = read_state_dict(checkpoint, trust=trust)
+        w = sd.get("head.gfl_cls.0.weight")
+        out = int(w.shape[0]) if w is not None and w.ndim == 4 else None  # else: the key check names what is wrong
+    n = None if out is None else out - 4 * (reg_max + 1)
+    return n if n is not None and n > 0 else None
+
+
+def _check_against_onnx(model, path, limit: float = 1e-3) -> float:
+    """onnxruntime on the user's ONNX vs our model with the imported weights, on one input:
+    upstream's export layout is [1, N, classes + 4*(reg_max+1)] (sigmoid on the classes,
+    levels concatenated), or older exports' per-level cls/dis outputs."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) and d > 0 else 320 for d in inp.shape]
+    shape[0] = 1
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    outs = sess.run(None, {inp.name: x})
+    was_training = model.training
+    model.eval()  # BatchNorm with its running statistics, as exported
+    with torch.no_grad():
+        ours = [o[0].numpy() for o in model.forward_deploy(torch.from_numpy(x))]
+    model.train(was_training)
+    n, k = len(ours) // 2, ours[0].shape[1]
+    if len(outs) == 1:
+        ref = outs[0][0].astype(np.float64)
+        got = np.concatenate([np.concatenate([c, d], axis=1) for c, d in zip(ours[:n], ours[n:])], axis=0)
+        if ref.ndim == 2 and ref.shape[1] > k and (ref[:, :k].min() < 0 or ref[:, :k].max() > 1):
+            # exported without the sigmoid (upstream's `if torch.onnx.is_in_onnx_export:` tests a
+            # function object, which newer torch makes a flag that the legacy exporter leaves False)
+            ref[:, :k] = 1 / (1 + np.exp(-ref[:, :k]))
+    else:
+        ref = np.concatenate([o.reshape(-1) for o in outs])
+        got = np.concatenate([o.reshape(-1) for o in ours])
+    if ref.shape != got.shape:
+        raise ValueError(f"{path} outputs {ref.shape} values; {type(model).__name__} with these weights gives "
+                         f"{got.shape}: not this architecture's export")
+    rel = float(np.abs(ref - got).max() / max(float(np.abs(ref).max()), 1e-6))
+    if rel > limit:
+        raise ValueError(f"the weights imported from {path} do not reproduce its outputs (max rel {rel:.2e} > "
+                         f"{limit}): the graph is not this architecture")
+    return rel
 
 
 def gfl_deploy_spec(spec, arch: str, input_size: int, graph: GraphIO, class_names: list[str],
