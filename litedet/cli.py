@@ -82,20 +82,30 @@ def _cmd_classify(a: argparse.Namespace) -> int:
     return 0
 
 
+def _legacy_ncnn(param: Path) -> bool:
+    """An ncnn model with the legacy per-stride outputs (wrapped as it is)."""
+    from litedet.ncnn_param import NcnnImportError, parse_param
+
+    try:
+        blobs = {b for layer in parse_param(param) for b in layer.outputs}
+    except (NcnnImportError, OSError, ValueError):
+        return True  # let wrap_ncnn_model name the problem
+    return any(b.startswith("cls_pred_stride_") for b in blobs)
+
+
 def _cmd_wrap(a: argparse.Namespace) -> int:
     from litedet.convert.bundle import wrap_ncnn_model
 
     param = Path(a.param)
-    if param.suffix.lower() == ".onnx":  # an exported ONNX: import its weights, convert, keep the torch reference
-        from litedet.convert.onnx_import import wrap_onnx
+    if param.suffix.lower() == ".onnx" or a.config or a.class_names or not _legacy_ncnn(param):
+        # an export (ONNX, or ncnn made from one): import its weights, convert, keep the torch reference
+        from litedet.convert.onnx_import import wrap_exported
 
         names = _read_class_names(a.class_names) if a.class_names else None
-        r = wrap_onnx(param, a.out, arch=a.arch, config=a.config, input_size=a.input_size, force=a.force,
-                      class_names=names, options=_options(a), progress=not a.quiet)
+        r = wrap_exported(param, a.out, arch=a.arch, config=a.config, input_size=a.input_size, force=a.force,
+                          class_names=names, options=_options(a), progress=not a.quiet)
         _print_convert(r)
         return 0
-    if a.config or a.class_names:
-        raise ValueError("--config and --class-names are for ONNX models; an ncnn model is wrapped as it is")
     m = wrap_ncnn_model(param, Path(a.bin) if a.bin else param.with_suffix(".bin"), a.out, arch=a.arch or "nanodet_m",
                         input_size=a.input_size, force=a.force, options=_options(a))
     print(f"bundle: {a.out} wraps {param.name} (input blob {m.input.blob}, {m.weight_storage} weights, pad_mode {m.resize.pad_mode})")

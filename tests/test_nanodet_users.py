@@ -290,3 +290,15 @@ def test_an_onnx_of_another_network_is_refused(tmp_path):
         wrap_onnx(onnx_path, tmp_path / "b", progress=False)
     with pytest.raises(Exception, match="is not a NanoDet graph"):
         convert_model("nanodet_m", tmp_path / "c", checkpoint=onnx_path, progress=False)
+
+
+def test_an_ncnn_model_made_from_the_onnx_wraps_too(plus_onnx, tmp_path):
+    """As upstream's ncnn demos do: ONNX -> ncnn (one concatenated 'output' blob, not the legacy six)."""
+    from litedet.cli import main
+    from litedet.convert.export import run_pnnx
+
+    res = run_pnnx(plus_onnx, tmp_path, (1, 3, 320, 320), None, fp16=True, stem="plus")
+    assert main(["wrap", str(res.param), "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    m = load_manifest(tmp_path / "b")
+    assert m.architecture == "nanodet_plus_m" and m.provenance["weights"] == "ncnn"
+    assert m.provenance["load_details"]["convolutions"] == 110
