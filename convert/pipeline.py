@@ -120,6 +120,30 @@ def _verify(tref: dict, n32: dict) -> dict[str, dict[str, float]]:
     return verify
 
 
+def _resolve(arch, config, checkpoint, class_names, trust: bool, options):
+    """(architecture, its ModelInfo, its family's adapter, what the adapter derives from checkpoint
+    and config), the architecture taken from the config when it names one."""
+    from litedet.models import model_info
+
+    from .families import adapter_for, adapter_for_config
+
+    try:
+        if config is not None:
+            _, described = adapter_for_config(config)
+            if arch is not None and arch != described:
+                raise ConvertError(f"{config} describes {described}, but {arch} was asked for; drop one of them")
+            arch = described
+        if arch is None:
+            raise ConvertError("no architecture given: name one (see 'litedet list') or pass --config")
+        info = model_info(arch)  # an unknown name stays a KeyError (UnknownModelError) naming the known ones
+        adapter = adapter_for(info.family)
+        return arch, info, adapter, adapter.prepare(info, checkpoint, config, class_names, trust, dict(options or {}))
+    except ConvertError:
+        raise
+    except ValueError as e:
+        raise ConvertError(str(e)) from None
+
+
 def convert_model(arch: str | None, out: str | Path, checkpoint: str | Path | None = None,
                   input_size: int | None = None, fp32: bool = False, route: str = "pnnx", force: bool = False,
                   seed: int = 0, progress: bool = True, class_names: list[str] | None = None,
@@ -136,27 +160,13 @@ def convert_model(arch: str | None, out: str | Path, checkpoint: str | Path | No
     runs code from it (default: tensors only)."""
     import torch
 
-    from litedet.models import create_model, model_info
+    from litedet.models import create_model
 
     from .export import trace_deploy
-    from .families import GraphIO, adapter_for, adapter_for_config
+    from .families import GraphIO
 
     out = Path(out)
-    try:
-        if config is not None:
-            _, described = adapter_for_config(config)
-            if arch is not None and arch != described:
-                raise ConvertError(f"{config} describes {described}, but {arch} was asked for; drop one of them")
-            arch = described
-        if arch is None:
-            raise ConvertError("no architecture given: name one (see 'litedet list') or pass --config")
-        info = model_info(arch)  # raises naming the known architectures
-        adapter = adapter_for(info.family)
-        prepared = adapter.prepare(info, checkpoint, config, class_names, trust_checkpoint, dict(options or {}))
-    except ConvertError:
-        raise
-    except ValueError as e:  # an unknown architecture stays a KeyError (UnknownModelError) naming the known ones
-        raise ConvertError(str(e)) from None
+    arch, info, adapter, prepared = _resolve(arch, config, checkpoint, class_names, trust_checkpoint, options)
     input_size = input_size if input_size is not None else (prepared.input_size or info.input_size)
     if route not in ROUTES:
         raise ConvertError(f"unknown route {route!r}; expected one of {', '.join(ROUTES)}")

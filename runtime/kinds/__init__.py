@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     from litedet.runtime.manifest import Manifest
 
-__all__ = ["KindSpec", "PostprocessKind", "register_kind", "unregister_kind", "postprocess_kind", "kind_names",
-           "output_roles"]
+__all__ = ["KindSpec", "PostprocessKind", "register_kind", "unregister_kind", "postprocess_kind", "kind_names"]
 
 
 @dataclass
@@ -65,10 +64,6 @@ def postprocess_kind(name: str) -> PostprocessKind:
 
 def kind_names() -> list[str]:
     return sorted(_KINDS)
-
-
-def output_roles() -> set[str]:
-    return {r for k in _KINDS.values() for r in k.roles}
 
 
 from . import gfl, softmax_topk  # noqa: E402,F401  (the built-in kinds register themselves)
