@@ -27,6 +27,9 @@ def read_onnx_convs(path: str | Path) -> list[SourceConv]:
     consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
               if n.op_type == "Constant" and n.attribute and n.attribute[0].type == onnx.AttributeProto.TENSOR}
     tensors = {**consts, **init}
+    for node in model.graph.node:  # the exporter shares equal initializers through Identity nodes
+        if node.op_type == "Identity" and node.input[0] in tensors:
+            tensors[node.output[0]] = tensors[node.input[0]]
     convs = []
     for node in model.graph.node:
         if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
@@ -35,7 +38,7 @@ def read_onnx_convs(path: str | Path) -> list[SourceConv]:
             raise NcnnImportError(f"{Path(path).name}: node {node.name!r} is a {node.op_type}, which the import "
                                   "does not read; supported weight nodes: Conv")
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if node.input[1] not in tensors:
+        if any(name and name not in tensors for name in node.input[1:3]):
             raise NcnnImportError(f"{Path(path).name}: the weights of Conv {node.name!r} are not constants")
         w = tensors[node.input[1]].astype(np.float32)
         b = tensors[node.input[2]].astype(np.float32) if len(node.input) > 2 and node.input[2] else None

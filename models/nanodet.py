@@ -24,7 +24,7 @@ from torch import nn
 from .registry import register_model
 from .shufflenetv2 import STAGE_OUT_CHANNELS, STAGE_REPEATS, ShuffleNetV2
 
-__all__ = ["GFLDetector", "NanoDet", "NanoDetSpec", "nanodet_backbone", "DepthwiseConvModule", "Integral", "nanodet_m", "nanodet_m_1_5x", "COCO_CLASSES", "NANODET_M", "NANODET_M_1_5X",
+__all__ = ["ClassPrior", "GFLDetector", "NanoDet", "NanoDetSpec", "nanodet_backbone", "DepthwiseConvModule", "Integral", "nanodet_m", "nanodet_m_1_5x", "COCO_CLASSES", "NANODET_M", "NANODET_M_1_5X",
            "deploy_layout"]
 
 COCO_CLASSES = [
@@ -129,7 +129,23 @@ class Integral(nn.Module):
         return F.linear(x, self.project.type_as(x)).reshape(-1, 4)
 
 
-class NanoDetHead(nn.Module):
+class ClassPrior:
+    """For heads whose ``gfl_cls`` convs output num_classes logits, then the distributions."""
+
+    gfl_cls: nn.ModuleList
+    num_classes: int
+
+    def reset_class_prior(self, prior: float = 0.01) -> None:
+        """Class logits start at logit(prior) (upstream: -4.595, score 0.01), distribution biases at 0."""
+        import math
+
+        with torch.no_grad():
+            for cls in self.gfl_cls:
+                cls.bias[: self.num_classes].fill_(math.log(prior / (1 - prior)))
+                cls.bias[self.num_classes:].zero_()
+
+
+class NanoDetHead(ClassPrior, nn.Module):
     """Legacy NanoDet head with share_cls_reg=True."""
 
     def __init__(self, num_classes: int, in_channels: int, feat_channels: int, stacked_convs: int,
@@ -163,15 +179,6 @@ class NanoDetHead(nn.Module):
             nn.init.normal_(reg.weight, std=0.01)
             nn.init.zeros_(reg.bias)
         self.reset_class_prior()
-
-    def reset_class_prior(self, prior: float = 0.01) -> None:
-        """Class logits start at logit(prior) (upstream: -4.595, score 0.01)."""
-        import math
-
-        with torch.no_grad():
-            for cls in self.gfl_cls:
-                cls.bias[: self.num_classes].fill_(math.log(prior / (1 - prior)))
-                cls.bias[self.num_classes:].zero_()
 
     def forward_level(self, x: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
         for conv in self.cls_convs[level]:

@@ -23,7 +23,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from .nanodet import (COCO_CLASSES, DepthwiseConvModule, GFLDetector, Integral, NanoDetSpec, _check_spec, deploy_layout,
+from .nanodet import (COCO_CLASSES, ClassPrior, DepthwiseConvModule, GFLDetector, Integral, NanoDetSpec, _check_spec, deploy_layout,
                       nanodet_backbone)
 from .registry import register_model
 
@@ -138,7 +138,7 @@ class GhostPAN(nn.Module):
         return [c.pwnorm for c in (*self.extra_lvl_in_conv, *self.extra_lvl_out_conv)]
 
 
-class NanoDetPlusHead(nn.Module):
+class NanoDetPlusHead(ClassPrior, nn.Module):
     """Per level: ``stacked_convs`` 5x5 depthwise-separable conv modules, then one 1x1 conv
     whose channels split into class logits and 4*(reg_max+1) distribution logits."""
 
@@ -153,13 +153,6 @@ class NanoDetPlusHead(nn.Module):
         self.gfl_cls = nn.ModuleList(nn.Conv2d(feat_channels, num_classes + 4 * (reg_max + 1), 1) for _ in self.strides)
         self.distribution_project = Integral(reg_max)
         self.reset_class_prior()
-
-    def reset_class_prior(self, prior: float = 0.01) -> None:
-        """Class logits start at logit(prior) (upstream: -4.595, score 0.01)."""
-        with torch.no_grad():
-            for cls in self.gfl_cls:
-                cls.bias[: self.num_classes].fill_(math.log(prior / (1 - prior)))
-                cls.bias[self.num_classes:].zero_()
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         cls_scores, bbox_preds = [], []

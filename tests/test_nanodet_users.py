@@ -302,3 +302,22 @@ def test_an_ncnn_model_made_from_the_onnx_wraps_too(plus_onnx, tmp_path):
     m = load_manifest(tmp_path / "b")
     assert m.architecture == "nanodet_plus_m" and m.provenance["weights"] == "ncnn"
     assert m.provenance["load_details"]["convolutions"] == 110
+
+
+def test_an_older_six_output_onnx_export_wraps(tmp_path):
+    """Older upstream exports: cls_pred_stride_{8,16,32} (sigmoid applied) and dis_pred_stride_{8,16,32}."""
+    import warnings
+
+    from litedet.convert.export import DeployWrapper, _channel_shuffle_symbolic
+    from litedet.convert.onnx_import import wrap_exported
+
+    torch.onnx.register_custom_op_symbolic("aten::channel_shuffle", _channel_shuffle_symbolic, 9)
+    m = seeded("nanodet_m")
+    path = tmp_path / "nanodet-m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(DeployWrapper(m), torch.randn(1, 3, 320, 320), str(path), dynamo=False, opset_version=11,
+                          input_names=["input.1"], output_names=m.deploy_output_names())
+    r = wrap_exported(path, tmp_path / "b", progress=False)
+    assert r.manifest.architecture == "nanodet_m"
+    assert r.manifest.provenance["load_details"]["onnx_max_rel"] < 1e-4
