@@ -18,8 +18,8 @@ __all__ = ["ArmParityThresholds", "arm_parity", "format_arm_report", "ARM_KEYS"]
 ARM_KEYS = ["arm_fp16_vs_x86_fp32", "arm_fp16_vs_torch", "arm_fp32_vs_x86_fp32"]
 
 
-@dataclass
-class ArmParityThresholds:
+@dataclass(frozen=True)
+class ArmParityThresholds(Limits):
     """Exceeding any of these fails ARM parity (ARM fp16 vs x86 fp32 and vs torch).
 
     The tensor bounds are much looser than x86 fp16's (``ParityThresholds``):
@@ -36,13 +36,6 @@ class ArmParityThresholds:
     max_rel: float = 0.35
     min_iou: float = 0.9
     max_score_diff: float = 0.02
-    match_iou: float = 0.5
-    borderline_margin: float = 0.02
-    max_label_flip_frac: float = 0.05
-
-    def limits(self) -> Limits:
-        return Limits(self.min_cosine, self.max_rel, self.min_iou, self.max_score_diff, self.match_iou,
-                      self.borderline_margin, self.max_label_flip_frac)
 
 
 def arm_parity(bundle_dir: str | Path, images: list[tuple[str, np.ndarray]] | None = None,
@@ -68,8 +61,7 @@ def arm_parity(bundle_dir: str | Path, images: list[tuple[str, np.ndarray]] | No
     from ...families import check_for_kind
     from ..torch_parity import default_images, load_torchscript, reference_file, torch_outputs
 
-    th = thresholds or ArmParityThresholds()
-    lim = th.limits()
+    th = lim = thresholds or ArmParityThresholds()
     env = resolve_env(env, cache_dir)
     bundle = Path(bundle_dir).resolve()
     t0 = time.perf_counter()
