@@ -31,12 +31,13 @@ def _cmd_list(a: argparse.Namespace) -> int:
 def _print_convert(r) -> None:
     m = r.manifest
     rs = m.resize
-    shape = f"pad_mode {rs.pad_mode}" if rs.policy == "letterbox" else f"{rs.policy} {rs.crop_fraction}"
+    shape = f"center_crop {rs.crop_fraction}" if rs.policy == "center_crop" else f"{rs.policy}, pad_mode {rs.pad_mode}"
     print(f"bundle: {r.bundle}  ({m.architecture}, {m.task}, input {m.resize.target}, {m.weight_storage} weights, "
           f"{shape}, route {m.provenance.get('route')})")
     print(f"weights: {m.provenance.get('weights')}" + (f" from {m.provenance['source_checkpoint']}" if m.provenance.get("source_checkpoint") else ""))
-    if m.provenance.get("note"):
-        print(f"note: {m.provenance['note']}")
+    for note in [m.provenance.get("note"), *m.provenance.get("inferred", [])]:
+        if note:
+            print(f"note: {note}")
     worst = max(v["max_abs"] for v in r.verify.values())
     print(f"verified: ncnn fp32 vs torch on the reference input, worst max abs {worst:.2e}")
     print("timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in r.timings.items()))
