@@ -90,10 +90,6 @@ def architectures_for_convs(convs: list[SourceConv], candidates: list[str], sour
     return fits
 
 
-def architectures_for_onnx(path: str | Path, candidates: list[str]) -> list[str]:
-    return architectures_for_convs(read_onnx_convs(path), candidates, Path(path).name)
-
-
 def wrap_exported(path: str | Path, out: str | Path, arch: str | None = None, config: str | Path | None = None,
                   input_size: int | None = None, force: bool = False, class_names: list[str] | None = None,
                   options: dict | None = None, progress: bool = True):

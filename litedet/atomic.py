@@ -80,9 +80,9 @@ def cleanup_stale_dirs(parent: Path, name: str) -> list[Path]:
     return done
 
 
-def make_temp_dir(parent: Path, name: str, kind: str = "tmp") -> Path:
-    """A fresh ``.NAME.KIND-*`` directory in ``parent``, marked with its owner."""
-    d = Path(tempfile.mkdtemp(prefix=f".{name}.{kind}-", dir=parent))
+def make_temp_dir(parent: Path, name: str) -> Path:
+    """A fresh ``.NAME.tmp-*`` directory in ``parent``, marked with its owner."""
+    d = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
     d.chmod(0o755)  # mkdtemp makes it private; a bundle is an ordinary directory
     mark_owned(d)
     return d

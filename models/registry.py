@@ -14,6 +14,8 @@ from typing import Callable
 
 from torch import nn
 
+from litedet.registry import Registry
+
 __all__ = ["ModelInfo", "UnknownModelError", "register_model", "model_info", "list_models", "create_model",
            "DeployOutput"]
 
@@ -37,7 +39,7 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
-_REGISTRY: dict[str, ModelInfo] = {}
+_REGISTRY: Registry[ModelInfo] = Registry("architecture", UnknownModelError)
 
 
 def register_model(name: str, *, family: str, task: str, input_size: int, strides: tuple[int, ...] = (),
@@ -47,28 +49,15 @@ def register_model(name: str, *, family: str, task: str, input_size: int, stride
         raise ValueError(f"model {name!r}: input_size must be positive, got {input_size}")
 
     def deco(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelInfo(name, builder, family, task, input_size, tuple(strides), tuple(outputs))
+        _REGISTRY.add(name, ModelInfo(name, builder, family, task, input_size, tuple(strides), tuple(outputs)))
         return builder
 
     return deco
 
 
-def unregister_model(name: str) -> None:
-    """Remove a registration (tests that register a throw-away family clean up with it)."""
-    _REGISTRY.pop(name, None)
-
-
-def model_info(name: str) -> ModelInfo:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownModelError(f"unknown architecture {name!r}; known: {', '.join(list_models())}") from None
-
-
-def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+unregister_model = _REGISTRY.remove
+model_info = _REGISTRY.get
+list_models = _REGISTRY.names
 
 
 def create_model(name: str, **kwargs) -> nn.Module:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from litedet.registry import Registry
 from litedet.runtime.kinds import KindSpec
 from litedet.runtime.manifest import InputSpec, OutputSpec, ResizeSpec
 
@@ -133,31 +134,20 @@ class FamilyAdapter(ABC):
         """Extra checks of the converted graph (raise ValueError); none by default."""
 
 
-_ADAPTERS: dict[str, FamilyAdapter] = {}
+_ADAPTERS: Registry[FamilyAdapter] = Registry("model family")
 
 
 def register_adapter(adapter: FamilyAdapter) -> FamilyAdapter:
-    if adapter.family in _ADAPTERS:
-        raise ValueError(f"family {adapter.family!r} already has an adapter")
-    _ADAPTERS[adapter.family] = adapter
-    return adapter
+    return _ADAPTERS.add(adapter.family, adapter)
 
 
-def unregister_adapter(family: str) -> None:
-    _ADAPTERS.pop(family, None)
-
-
-def adapter_for(family: str) -> FamilyAdapter:
-    try:
-        return _ADAPTERS[family]
-    except KeyError:
-        raise KeyError(f"no convert adapter for model family {family!r}; known families: "
-                       f"{', '.join(sorted(_ADAPTERS))}") from None
+unregister_adapter = _ADAPTERS.remove
+adapter_for = _ADAPTERS.get
 
 
 def adapter_for_config(config: str | Path) -> tuple[FamilyAdapter, str]:
     """The family that reads this config file, and the architecture it describes."""
-    for a in _ADAPTERS.values():
+    for a in _ADAPTERS:
         arch = a.config_arch(config)
         if arch is not None:
             return a, arch
@@ -166,7 +156,7 @@ def adapter_for_config(config: str | Path) -> tuple[FamilyAdapter, str]:
 
 def check_for_kind(kind: str) -> ResultCheck:
     """The parity check of bundles with this postprocess kind."""
-    for a in _ADAPTERS.values():
+    for a in _ADAPTERS:
         if a.kind == kind:
             return a.check
     raise KeyError(f"no family adapter writes postprocess kind {kind!r}, so parity cannot compare its results")

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from litedet.registry import Registry
+
 if TYPE_CHECKING:
     from litedet.runtime.manifest import Manifest
 
@@ -39,31 +41,18 @@ class PostprocessKind:
     describe: Callable[[Any], str] = str  # one result as a line of text (litedet CLI output)
 
 
-_KINDS: dict[str, PostprocessKind] = {}
+_KINDS: Registry[PostprocessKind] = Registry("postprocess kind")
 
 
 def register_kind(kind: PostprocessKind) -> PostprocessKind:
-    if kind.name in _KINDS:
-        raise ValueError(f"postprocess kind {kind.name!r} is already registered")
     if not (isinstance(kind.spec, type) and issubclass(kind.spec, KindSpec)):
         raise TypeError(f"postprocess kind {kind.name!r}: spec must be a KindSpec dataclass")
-    _KINDS[kind.name] = kind
-    return kind
+    return _KINDS.add(kind.name, kind)
 
 
-def unregister_kind(name: str) -> None:
-    _KINDS.pop(name, None)
-
-
-def postprocess_kind(name: str) -> PostprocessKind:
-    try:
-        return _KINDS[name]
-    except (KeyError, TypeError):
-        raise KeyError(f"unknown postprocess kind {name!r}; this litedet knows {', '.join(kind_names())}") from None
-
-
-def kind_names() -> list[str]:
-    return sorted(_KINDS)
+unregister_kind = _KINDS.remove
+postprocess_kind = _KINDS.get
+kind_names = _KINDS.names
 
 
 from . import gfl, softmax_topk  # noqa: E402,F401  (the built-in kinds register themselves)
