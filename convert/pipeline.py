@@ -67,30 +67,58 @@ def _weights(adapter, model, info, checkpoint, seed: int, input_size: int, trust
             "used_ema": rep.used_ema, "load_details": rep.details}
 
 
-def _pnnx(model, example, src: Path, work: Path, tmp: Path, shapes, route: str, fp32: bool, out_names: list[str]):
-    """The shipped param/bin (fp16 weights unless ``fp32``) and, for fp16, an fp32 bin of the
-    same graph, so parity separates conversion error from fp16 rounding. Returns (result, ref_bin)."""
+def _pnnx(model, example, src: Path, work: Path, tmp: Path, shapes, route: str, fp32: bool, out_names: list[str],
+          stem: str = "model"):
+    """The shipped STEM.ncnn.param/bin (fp16 weights unless ``fp32``) and, for fp16, an fp32 bin
+    of the same graph, so parity separates conversion error from fp16 rounding. Returns (result, ref_bin)."""
     from .export import export_onnx, run_pnnx
 
     shape, shape2 = shapes
     if route == "onnx":
-        src, shape2 = export_onnx(model, example, work / "model.onnx", out_names), None
-    res = run_pnnx(src, work, shape, shape2, fp16=not fp32)
+        src, shape2 = export_onnx(model, example, work / f"{stem}.onnx", out_names), None
+    res = run_pnnx(src, work, shape, shape2, fp16=not fp32, stem=stem)
     ref_bin = None
     if not fp32:
-        res32 = run_pnnx(src, work, shape, shape2, fp16=False, stem="model_fp32")
+        res32 = run_pnnx(src, work, shape, shape2, fp16=False, stem=f"{stem}_fp32")
         if res32.param.read_text() != res.param.read_text():
             raise ConvertError("pnnx wrote different graphs for fp16 and fp32 weights; cannot keep an fp32 reference")
-        ref_bin = f"{REF_DIR}/model.fp32.ncnn.bin"
+        ref_bin = f"{REF_DIR}/{stem}.fp32.ncnn.bin"
         shutil.copyfile(res32.bin, tmp / ref_bin)
-    shutil.copyfile(res.param, tmp / PARAM_NAME)
-    shutil.copyfile(res.bin, tmp / BIN_NAME)
+    shutil.copyfile(res.param, tmp / f"{stem}.ncnn.param")
+    shutil.copyfile(res.bin, tmp / f"{stem}.ncnn.bin")
     return res, ref_bin
 
 
-def _reference(tmp: Path, ts, blobs: list[str], ref_bin: str | None):
+def _extra_graphs(extras, work: Path, tmp: Path, fp32: bool, seed: int) -> tuple[dict, dict]:
+    """Trace and convert the family's further graphs (always the pnnx route); their GraphIO and
+    their reference files (TorchScript, fp32 bin) by name."""
+    import torch
+
+    from .export import trace_deploy
+    from .families import ExtraGraphIO
+
+    ios, files = {}, {}
+    for eg in extras:
+        example = torch.rand(eg.shapes[0], generator=torch.Generator().manual_seed(seed))
+        ts_path = tmp / REF_DIR / f"{eg.name}.torchscript.pt"
+        trace_deploy(eg.module, example).save(str(ts_path))
+        res, ref_bin = _pnnx(eg.module, example, ts_path, work, tmp, eg.shapes, "pnnx", fp32, eg.output_names, eg.name)
+        if len(res.output_names) != len(eg.output_names):
+            raise ConvertError(f"graph {eg.name!r} has {len(res.output_names)} outputs; expected {len(eg.output_names)}")
+        param, binf = f"{eg.name}.ncnn.param", f"{eg.name}.ncnn.bin"
+        ios[eg.name] = ExtraGraphIO(res.input_name, res.output_names, param, binf, sha256_file(tmp / param),
+                                    sha256_file(tmp / binf), ref_bin or "")
+        files[f"{eg.name}_torchscript"] = f"{REF_DIR}/{eg.name}.torchscript.pt"
+        if ref_bin:
+            files[f"{eg.name}_fp32_bin"] = ref_bin
+    return ios, files
+
+
+def _reference(tmp: Path, ts, blobs: list[str], ref_bin: str | None, extras=()):
     """The fixed card, its preprocessed input and torch's outputs, saved in reference/;
-    returns the fp32 runner and both sides' outputs on that input."""
+    returns the fp32 runner and both sides' outputs on that input. A further graph's torch
+    outputs are computed on the input ncnn gave it (e.g. the RoIs pooled from ncnn's stage 1),
+    so both sides of every graph see one tensor."""
     import cv2
     import torch
 
@@ -102,9 +130,23 @@ def _reference(tmp: Path, ts, blobs: list[str], ref_bin: str | None):
     chw, _ = runner32.preprocess_array(img)
     with torch.no_grad():
         tref = {name: o[0].numpy() for name, o in zip(blobs, ts(torch.from_numpy(chw)[None]))}
+    n32 = runner32.run_array(chw)
+    for eg in extras:
+        x = n32[eg.input_key]
+        if len(x) == 0:
+            raise ConvertError(f"graph {eg.name!r} got no input rows on the reference image; cannot verify it")
+        with torch.no_grad():
+            touts = trace_module(tmp / REF_DIR / f"{eg.name}.torchscript.pt")(torch.from_numpy(x)[None])
+        tref.update({key: o[0].numpy() for key, o in zip(eg.output_names, touts)})  # the keys complete() uses
     np.save(tmp / REF_DIR / "input.npy", chw)
     np.savez(tmp / REF_DIR / "outputs.npz", **tref)
-    return runner32, tref, runner32.run_array(chw)
+    return runner32, tref, n32
+
+
+def trace_module(path: Path):
+    import torch
+
+    return torch.jit.load(str(path)).eval()
 
 
 def _verify(tref: dict, n32: dict) -> dict[str, dict[str, float]]:
@@ -189,6 +231,7 @@ def convert_model(arch: str | None, out: str | Path, checkpoint: str | Path | No
 
     shapes = adapter.trace_shapes(info, input_size)
     out_names = adapter.output_names(model, info)
+    extras = adapter.extra_graphs(model, info, input_size)
     with atomic_bundle_dir(out, force) as tmp:
         work = tmp / ".work"
         work.mkdir()
@@ -199,11 +242,12 @@ def convert_model(arch: str | None, out: str | Path, checkpoint: str | Path | No
         steps.done("trace")
         res, ref_bin = _pnnx(model, example, tmp / REF_DIR / "model.torchscript.pt", work, tmp, shapes, route, fp32,
                              out_names)
+        extra_io, extra_files = _extra_graphs(extras, work, tmp, fp32, seed)
         steps.done("pnnx")
 
         try:
-            deploy = adapter.deploy_spec(model, info, input_size, GraphIO(res.input_name, res.output_names,
-                                                                          res.dynamic_shape), names, prepared.options)
+            graph = GraphIO(res.input_name, res.output_names, res.dynamic_shape, extra_io)
+            deploy = adapter.deploy_spec(model, info, input_size, graph, names, prepared.options)
             manifest = assemble_manifest(arch, input_size, deploy, not fp32, sha256_file(tmp / PARAM_NAME),
                                          sha256_file(tmp / BIN_NAME))
         except ValueError as e:
@@ -211,7 +255,7 @@ def convert_model(arch: str | None, out: str | Path, checkpoint: str | Path | No
         manifest.provenance = {**provenance, "route": route, "tools": tool_versions(), "created": now_utc(),
                                "deploy_outputs": dict(zip(res.output_names, out_names))}
         manifest.write(tmp / "manifest.json")
-        runner32, tref, n32 = _reference(tmp, ts, res.output_names, ref_bin)
+        runner32, tref, n32 = _reference(tmp, ts, res.output_names, ref_bin, extras)
         steps.done("reference")
 
         try:
@@ -223,7 +267,7 @@ def convert_model(arch: str | None, out: str | Path, checkpoint: str | Path | No
 
         files = {"image": f"{REF_DIR}/image.png", "input": f"{REF_DIR}/input.npy",
                  "outputs": f"{REF_DIR}/outputs.npz", "torchscript": f"{REF_DIR}/model.torchscript.pt",
-                 "fp32_bin": ref_bin}
+                 "fp32_bin": ref_bin, **extra_files}
         manifest.reference = {**files, "sha256": {k: sha256_file(tmp / v) for k, v in files.items() if v},
                               "verify_fp32": verify}
         manifest.write(tmp / "manifest.json")

@@ -18,7 +18,7 @@ from typing import Any
 
 from litedet.hashing import sha256_file
 
-from .kinds import KindSpec, kind_names, postprocess_kind
+from .kinds import GraphFiles, KindSpec, kind_names, postprocess_kind
 
 __all__ = [
     "MANIFEST_VERSION", "MAX_INPUT_SIZE", "ManifestError", "InputSpec", "ResizeSpec", "OutputSpec", "KindSpec",
@@ -110,6 +110,18 @@ class Manifest:
                 return o
         raise ManifestError(f"manifest has no output with role {role!r} at stride {stride}")
 
+    def extra_graphs(self) -> dict[str, GraphFiles]:
+        """The bundle's further ncnn graphs by name (a two-stage head), as its kind declares them."""
+        kind = postprocess_kind(self.postprocess.kind)
+        return kind.graphs(self.postprocess) if kind.graphs else {}
+
+    def graph_files(self) -> list[tuple[str, str, str]]:
+        """(manifest field, relative path, sha256) of every param and bin of the bundle."""
+        files = [("param", self.param, self.param_sha256), ("bin", self.bin, self.bin_sha256)]
+        for name, g in self.extra_graphs().items():
+            files += [(f"postprocess.{name}.param", g.param, g.param_sha256), (f"postprocess.{name}.bin", g.bin, g.bin_sha256)]
+        return files
+
     def outputs_with_role(self, role: str) -> list[OutputSpec]:
         return [o for o in self.outputs if o.role == role]
 
@@ -126,8 +138,11 @@ class Manifest:
 
         need(self.version == MANIFEST_VERSION,
              f"manifest version {self.version!r} is not supported; this litedet reads version {MANIFEST_VERSION}")
-        for name in ("param", "bin"):
-            bundle_path(Path("."), getattr(self, name), name)  # confined to the bundle
+        for what, rel, _ in self.graph_files():
+            bundle_path(Path("."), rel, what)  # confined to the bundle
+        for name, g in self.extra_graphs().items():
+            if g.fp32_bin:
+                bundle_path(Path("."), g.fp32_bin, f"postprocess.{name}.fp32_bin")
         need(self.input.pixel_format in PIXEL_FORMATS, f"input.pixel_format is {self.input.pixel_format!r}; expected one of {PIXEL_FORMATS}")
         need(len(self.input.mean) == self.input.channels and len(self.input.norm) == self.input.channels,
              f"input.mean and input.norm need {self.input.channels} values each")
@@ -246,8 +261,8 @@ def load_manifest(bundle_dir: str | Path) -> Manifest:
 def verify_bundle_files(bundle_dir: str | Path, m: Manifest) -> None:
     """Refuse a bundle whose param/bin do not match the sha256s in its manifest."""
     bundle_dir = Path(bundle_dir)
-    for name, want in ((m.param, m.param_sha256), (m.bin, m.bin_sha256)):
-        p = bundle_path(bundle_dir, name, "param" if name == m.param else "bin")
+    for what, name, want in m.graph_files():
+        p = bundle_path(bundle_dir, name, what)
         if not p.is_file():
             raise ManifestError(f"bundle file missing: {p}")
         got = sha256_file(p)

@@ -112,7 +112,8 @@ class BundleRunner:
 
     task: ClassVar[str | None] = None  # a subclass for one task refuses bundles of another
 
-    def __init__(self, manifest: Manifest, net: ncnn.Net, bundle_dir: Path | None = None) -> None:
+    def __init__(self, manifest: Manifest, net: ncnn.Net, bundle_dir: Path | None = None,
+                 graphs: dict[str, ncnn.Net] | None = None) -> None:
         self.manifest = manifest
         self.net = net
         self.bundle_dir = bundle_dir
@@ -127,6 +128,17 @@ class BundleRunner:
             if o.blob not in names_out:
                 raise ManifestError(f"output blob {o.blob!r} ({o.role}, stride {o.stride}) is not an output of the param file; "
                                     f"it has {sorted(names_out)}")
+        self.graphs: dict[str, ncnn.Net] = dict(graphs or {})
+        self._graph_blobs: dict[str, tuple[str, list[str]]] = {}
+        for name, g in manifest.extra_graphs().items():
+            if name not in self.graphs:
+                raise ManifestError(f"the bundle's graph {name!r} ({g.param}) was not loaded")
+            gin, gout = set(self.graphs[name].input_names()), set(self.graphs[name].output_names())
+            blobs = g.blobs()
+            if blobs[0] not in gin or not set(blobs[1]) <= gout:
+                raise ManifestError(f"graph {name!r} ({g.param}) has inputs {sorted(gin)} and outputs {sorted(gout)}; "
+                                    f"the manifest says input {blobs[0]!r} and outputs {blobs[1]}")
+            self._graph_blobs[name] = blobs
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path, threads: int = 1, fp16: bool = True, verify: bool = True,
@@ -141,7 +153,13 @@ class BundleRunner:
             verify_bundle_files(bundle_dir, m)
         net = make_net(bundle_path(bundle_dir, m.param, "param"),
                        bin_override or bundle_path(bundle_dir, m.bin, "bin"), threads, fp16)
-        return cls(m, net, bundle_dir)
+        graphs = {}
+        for name, g in m.extra_graphs().items():
+            # with the fp32 reference bin of stage 1 goes the fp32 reference bin of every stage
+            gbin = g.fp32_bin if bin_override is not None and g.fp32_bin else g.bin
+            graphs[name] = make_net(bundle_path(bundle_dir, g.param, f"postprocess.{name}.param"),
+                                    bundle_path(bundle_dir, gbin, f"postprocess.{name}.bin"), threads, fp16)
+        return cls(m, net, bundle_dir, graphs)
 
     # -- preprocessing -------------------------------------------------------
     def geometry(self, src_w: int, src_h: int) -> Any:
@@ -176,7 +194,28 @@ class BundleRunner:
         return np.array(mat).copy(), g
 
     # -- inference -----------------------------------------------------------
-    def run_mat(self, mat: ncnn.Mat) -> dict[str, np.ndarray]:
+    def run_graph(self, name: str, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one of the bundle's further graphs on a 2-D input [rows, cols] (all rows in one extract)."""
+        in_blob, out_blobs = self._graph_blobs[name]
+        arr = np.ascontiguousarray(x, dtype=np.float32)
+        out = {}
+        with self.graphs[name].create_extractor() as ex:
+            ex.input(in_blob, ncnn.Mat(arr).clone())
+            for b in out_blobs:
+                ret, m = ex.extract(b)
+                if ret != 0:
+                    raise RuntimeError(f"ncnn failed to compute output {b!r} of graph {name!r} (error {ret})")
+                out[b] = np.array(m).copy()
+        return out
+
+    def complete(self, outputs: dict[str, np.ndarray], in_w: int, in_h: int, **kw) -> dict[str, np.ndarray]:
+        """The later stages' tensors (two-stage kinds), added to a copy of the stage-1 outputs."""
+        if self.kind.complete is None:
+            return outputs
+        return {**outputs, **self.kind.complete(self.manifest, outputs, in_w, in_h, self.run_graph, **kw)}
+
+    def run_stage1(self, mat: ncnn.Mat) -> dict[str, np.ndarray]:
+        """The first (for most kinds the only) graph's outputs."""
         out = {}
         with self.net.create_extractor() as ex:
             ex.input(self.manifest.input.blob, mat)
@@ -186,6 +225,15 @@ class BundleRunner:
                     raise RuntimeError(f"ncnn failed to compute output {o.blob!r} (error {ret})")
                 out[o.blob] = np.array(m).copy()  # copy before the extractor goes away
         return out
+
+    def run_mat(self, mat: ncnn.Mat) -> dict[str, np.ndarray]:
+        """Every tensor the kind decodes: the graph's outputs, and for two-stage kinds the later stages'."""
+        return self.complete(self.run_stage1(mat), mat.w, mat.h)
+
+    def run_stage1_array(self, chw: np.ndarray) -> dict[str, np.ndarray]:
+        """The first graph's outputs on a preprocessed [C, H, W] input."""
+        arr = np.ascontiguousarray(chw, dtype=np.float32)
+        return self.run_stage1(ncnn.Mat(arr).clone())
 
     def run_array(self, chw: np.ndarray) -> dict[str, np.ndarray]:
         """Run on an already preprocessed [C, H, W] float32 input."""

@@ -18,20 +18,50 @@ from ..verify.checks import ResultCheck
 if TYPE_CHECKING:
     from litedet.models.registry import ModelInfo
 
-__all__ = ["DeploySpec", "GraphIO", "Prepared", "FamilyAdapter", "adapter_for_config", "register_adapter", "unregister_adapter", "adapter_for",
+__all__ = ["DeploySpec", "ExtraGraph", "ExtraGraphIO", "GraphIO", "Prepared", "FamilyAdapter", "adapter_for_config", "register_adapter", "unregister_adapter", "adapter_for",
            "check_for_kind", "calibration_batch"]
 
 Shape = tuple[int, int, int, int]
 
 
 @dataclass
+class ExtraGraph:
+    """A further graph of a family's bundle (a two-stage detector's head), converted beside the main one.
+
+    ``module`` has ``forward_deploy``; its input is the completed outputs' ``input_key``
+    (rows, e.g. the pooled RoIs), traced at ``shapes`` [1, rows, cols] (two row counts: any
+    number of rows runs in one extract)."""
+
+    name: str
+    module: Any
+    shapes: tuple[tuple[int, ...], tuple[int, ...]]
+    output_names: list[str]
+    input_key: str
+
+
+@dataclass
+class ExtraGraphIO:
+    """What pnnx made of an ExtraGraph, and its files in the bundle."""
+
+    input_name: str
+    output_names: list[str]
+    param: str
+    bin: str
+    param_sha256: str
+    bin_sha256: str
+    fp32_bin: str  # '' when the shipped bin is fp32
+
+
+@dataclass
 class GraphIO:
     """What pnnx made: the input blob, the output blobs in deploy order, and
-    whether the graph follows the input size (converted with two shapes)."""
+    whether the graph follows the input size (converted with two shapes);
+    ``extra``: the further graphs by name."""
 
     input_name: str
     output_names: list[str]
     dynamic: bool
+    extra: dict[str, ExtraGraphIO] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,6 +159,10 @@ class FamilyAdapter(ABC):
     def deploy_spec(self, model: Any, info: "ModelInfo", input_size: int, graph: GraphIO,
                     class_names: list[str], options: dict) -> DeploySpec:
         """The manifest's input, resize, outputs and postprocess sections."""
+
+    def extra_graphs(self, model: Any, info: "ModelInfo", input_size: int) -> list[ExtraGraph]:
+        """Graphs the bundle holds beside the main one (none by default)."""
+        return []
 
     def check_graph(self, runner: Any, deploy: DeploySpec, input_size: int) -> None:
         """Extra checks of the converted graph (raise ValueError); none by default."""

@@ -8,6 +8,7 @@ failure. Family adapters name theirs (``FamilyAdapter.check``); every parity
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 from .compare import (CppMatch, DetectionMatch, Limits, TensorStats, TopKMatch, cpp_match, detection_failure,
                       match_detections, topk_match)
 
-__all__ = ["ResultCheck", "DetectionCheck", "TopKCheck", "seeded_note"]
+__all__ = ["ResultCheck", "DetectionCheck", "TwoStageCheck", "TwoStageMatch", "TopKCheck", "match_boxes", "seeded_note"]
 
 
 def seeded_note(m, what: str) -> list[str]:
@@ -36,7 +37,10 @@ class ResultCheck:
         return True
 
     def compare(self, m, name: str, key: str, ref_out: dict[str, np.ndarray], test_out: dict[str, np.ndarray],
-                ref_res: list, test_res: list, stats: list[TensorStats], lim: Limits) -> tuple[Any, str | None]:
+                ref_res: list, test_res: list, stats: list[TensorStats], lim: Limits,
+                same: tuple[dict, list] | None = None) -> tuple[Any, str | None]:
+        """``same``: for multi-stage kinds, the test side's later stages run on the reference
+        side's intermediate inputs (outputs, results), isolating each stage."""
         return None, None
 
     def row(self, record: Any) -> str:
@@ -59,7 +63,7 @@ class DetectionCheck(ResultCheck):
     has_cpp = True
     header = f"{'dets r/t':>8} {'match':>5} {'miss':>4} {'extra':>5} {'bord':>4} {'flip':>4} {'minIoU':>6} {'dScore':>7}"
 
-    def compare(self, m, name, key, ref_out, test_out, ref_res, test_res, stats, lim):
+    def compare(self, m, name, key, ref_out, test_out, ref_res, test_res, stats, lim, same=None):
         p = m.postprocess
         dm = match_detections(ref_res, test_res, lim.match_iou, p.score_threshold, lim.borderline_margin,
                               p.max_detections)
@@ -98,6 +102,91 @@ class DetectionCheck(ResultCheck):
         return c, (f"C++ postprocessing differs from Python: {c}" if bad else None)
 
 
+@dataclass
+class TwoStageMatch:
+    """Two-stage parity of one image: each side's own proposals and detections (end to end),
+    and the test side's head on the reference side's proposals (the second stage isolated)."""
+
+    proposals_reference: int
+    proposals_test: int
+    proposals_matched: int  # one-to-one at IoU >= PROPOSAL_IOU, reference order
+    end_to_end: DetectionMatch
+    same_rois: DetectionMatch | None  # None when the reference had no proposals
+
+    @property
+    def proposal_recall(self) -> float:
+        return self.proposals_matched / max(self.proposals_reference, 1)
+
+
+PROPOSAL_IOU = 0.9
+
+
+def match_boxes(ref: np.ndarray, test: np.ndarray, iou: float) -> int:
+    """Greedy one-to-one matches of two box sets at IoU >= ``iou`` (reference order)."""
+    from litedet.runtime.postprocess import box_iou
+
+    used = np.zeros(len(test), bool)
+    hits = 0
+    for b in ref:
+        if not len(test):
+            break
+        ious = np.where(used, -1.0, box_iou(b, test))
+        j = int(np.argmax(ious))
+        if ious[j] >= iou:
+            used[j] = True
+            hits += 1
+    return hits
+
+
+class TwoStageCheck(DetectionCheck):
+    """End-to-end detections may differ where the two sides rank proposals differently (near
+    ties at the pre/post-NMS cut), so the second stage is judged on the SAME proposals
+    (detections held to the detection limits), and end to end the proposal recall at IoU 0.9
+    must reach ``lim.min_proposal_recall``; end-to-end detections are reported."""
+
+    has_cpp = True
+    header = (f"{'props r/t':>9} {'recall':>6} {'e2e r/t':>7} {'e2e match':>9} | same RoIs: "
+              f"{DetectionCheck.header}")
+
+    def compare(self, m, name, key, ref_out, test_out, ref_res, test_res, stats, lim, same=None):
+        from litedet.runtime.kinds.rpn_psroi import PROPOSALS
+
+        p = m.postprocess
+        pr, pt = ref_out[PROPOSALS], test_out[PROPOSALS]
+        e2e = match_detections(ref_res, test_res, lim.match_iou, p.score_threshold, lim.borderline_margin, p.max_detections,
+                               nms_iou=p.nms_threshold)
+        rec = TwoStageMatch(len(pr), len(pt), match_boxes(pr, pt, PROPOSAL_IOU), e2e, None)
+        why = []
+        if same is not None:
+            rec.same_rois = match_detections(ref_res, same[1], lim.match_iou, p.score_threshold, lim.borderline_margin,
+                                             p.max_detections, nms_iou=p.nms_threshold)
+            bad = detection_failure(name, f"{key} (head on the reference's proposals)", rec.same_rois, lim)
+            why += [bad] if bad else []
+        if rec.proposal_recall < lim.min_proposal_recall:
+            why.append(f"{name}: {key} proposal recall {rec.proposal_recall:.3f} at IoU {PROPOSAL_IOU} "
+                       f"(min {lim.min_proposal_recall}; {rec.proposals_matched} of {rec.proposals_reference})")
+        return rec, "; ".join(why) or None
+
+    def row(self, r: TwoStageMatch) -> str:
+        same = super().row(r.same_rois) if r.same_rois is not None else "-"
+        e = r.end_to_end
+        return (f"{r.proposals_reference:>4}/{r.proposals_test:<4} {r.proposal_recall:>6.3f} {e.reference:>3}/{e.test:<3} "
+                f"{e.matched:>9} | {same}")
+
+    def notes(self, m, any_results):
+        return super().notes(m, any_results) + [
+            "two-stage: 'same RoIs' runs the tested head on the reference side's proposals (the second stage "
+            "isolated, judged like any detector); end to end, the proposal recall at IoU 0.9 is judged and the "
+            "detections are reported (proposals ranked differently near the top-N cut change them legitimately)"]
+
+    def cpp(self, core, m, outputs, geometry):
+        from .cpp_core import two_stage_cpp_match
+
+        c = two_stage_cpp_match(core, m, outputs, geometry)
+        bad = not c.identical or c.max_box_diff > 1e-4 or c.max_score_diff > 1e-4
+        return c, (f"C++ two-stage glue differs from Python: {c}" if bad else None)
+
+
 class TopKCheck(ResultCheck):
     """Top-1 must agree unless torch's own margin between the two classes is
     within twice the measured logit error (a near-tie the error explains)."""
@@ -109,7 +198,7 @@ class TopKCheck(ResultCheck):
         # and the logit error is reported, not thresholded
         return not fp16
 
-    def compare(self, m, name, key, ref_out, test_out, ref_res, test_res, stats, lim):
+    def compare(self, m, name, key, ref_out, test_out, ref_res, test_res, stats, lim, same=None):
         (o,) = m.outputs_with_role("logits")
         t, n = ref_out[o.blob].reshape(-1), test_out[o.blob].reshape(-1)
         ma = stats[0].max_abs

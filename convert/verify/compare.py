@@ -5,7 +5,7 @@ limits that turn them into failures. Pure numpy; no torch, no ncnn.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,7 +13,7 @@ import numpy as np
 if TYPE_CHECKING:
     from litedet.runtime.kinds.gfl import Detection
 
-__all__ = ["Limits", "TensorStats", "DetectionMatch", "TopKMatch", "CppMatch", "tensor_stats", "output_stats",
+__all__ = ["Limits", "TensorStats", "DetectionMatch", "TopKMatch", "CppMatch", "tensor_stats", "output_stats", "align_outputs",
            "tensor_failures", "match_detections", "detection_failure", "topk_match", "cpp_match", "box_iou_det"]
 
 
@@ -30,6 +30,8 @@ class Limits:
     borderline_margin: float = 0.02
     # label flips tolerated, as a fraction of the reference detections; a class-index bug flips nearly all
     max_label_flip_frac: float = 0.05
+    # two-stage: reference proposals the test side must reproduce at IoU 0.9 (its own RPN, end to end)
+    min_proposal_recall: float = 0.9
 
 
 @dataclass
@@ -94,13 +96,28 @@ def tensor_stats(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float]
     return max_abs, max_rel, cosine
 
 
-def output_stats(m, ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> list[TensorStats]:
-    """tensor_stats for every output of the manifest (``got`` reshaped to ``ref``)."""
+def output_stats(m, ref: dict[str, np.ndarray], got: dict[str, np.ndarray],
+                 same: dict[str, np.ndarray] | None = None) -> list[TensorStats]:
+    """tensor_stats for every output of the manifest (``got`` reshaped to ``ref``) and, for
+    multi-stage kinds, for every later-stage tensor the test side computed on the reference
+    side's intermediate inputs (``same``; role 'same-input')."""
     stats = []
     for o in m.outputs:
         ma, mr, cs = tensor_stats(ref[o.blob], got[o.blob].reshape(ref[o.blob].shape))
         stats.append(TensorStats(o.blob, o.role, o.stride, ma, mr, cs))
+    blobs = {o.blob for o in m.outputs}
+    for k, v in (same or {}).items():
+        if k in blobs or k not in ref or v is ref[k] or v.size == 0 or v.shape != ref[k].shape:
+            continue  # stage-1 outputs, the reference's own inputs, empty stages
+        ma, mr, cs = tensor_stats(ref[k], v)
+        stats.append(TensorStats(k, "same-input", 0, ma, mr, cs))
     return stats
+
+
+def align_outputs(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``got`` with each tensor in its reference's shape where the sizes agree (ncnn drops the batch
+    axis; a later stage's tensors may have another row count and are left as they are)."""
+    return {k: v.reshape(ref[k].shape) if k in ref and v.size == ref[k].size else v for k, v in got.items()}
 
 
 def tensor_failures(name: str, key: str, stats: list[TensorStats], lim: Limits) -> list[str]:
@@ -135,14 +152,33 @@ def _cut(dets: list["Detection"], score_threshold: float, max_detections: int | 
     return score_threshold
 
 
+def nms_survivors_near_tie(dets: list["Detection"], nms_iou: float, margin: float) -> set[int]:
+    """Indices of detections that survived NMS by a hair: a better-scored detection of the same
+    label overlaps them at an IoU within ``margin`` below ``nms_iou`` (any rounding could have
+    suppressed them)."""
+    out = set()
+    for i, d in enumerate(dets):
+        for e in dets:
+            if e is not d and e.label == d.label and e.score >= d.score and nms_iou - margin <= box_iou_det(d, e) <= nms_iou:
+                out.add(i)
+                break
+    return out
+
+
 def match_detections(ref: list["Detection"], test: list["Detection"], match_iou: float = 0.5,
                      score_threshold: float = 0.0, borderline_margin: float = 0.0,
-                     max_detections: int | None = None) -> DetectionMatch:
+                     max_detections: int | None = None, nms_iou: float | None = None,
+                     nms_margin: float = 0.05) -> DetectionMatch:
     """Greedy one-to-one matching by label and IoU, best reference score first.
 
     An unmatched detection whose score is within ``borderline_margin`` of the
     cut (score threshold, or the max_detections cut) is counted as borderline:
-    it flipped across a threshold, which is not a conversion error."""
+    it flipped across a threshold, which is not a conversion error. With
+    ``nms_iou`` (the NMS threshold), an unmatched detection that survived NMS on
+    its side by less than ``nms_margin`` of IoU is borderline too: on the other
+    side the same rounding may have suppressed it."""
+    near_r = {id(ref[i]) for i in nms_survivors_near_tie(ref, nms_iou, nms_margin)} if nms_iou is not None else set()
+    near_t = {id(test[i]) for i in nms_survivors_near_tie(test, nms_iou, nms_margin)} if nms_iou is not None else set()
     cut = max(_cut(ref, score_threshold, max_detections), _cut(test, score_threshold, max_detections))
     used = [False] * len(test)
     ious, sdiffs = [], []
@@ -156,14 +192,17 @@ def match_detections(ref: list["Detection"], test: list["Detection"], match_iou:
                 if iou >= best_iou:
                     best, best_iou = j, iou
         if best < 0:
-            if r.score < cut + borderline_margin:
+            if r.score < cut + borderline_margin or id(r) in near_r:
                 borderline += 1
             else:
                 missed += 1
             continue
         used[best] = True
         matched_ref.append(r)
-        ious.append(best_iou)
+        if max(r.score, test[best].score) >= cut + borderline_margin and not ({id(r), id(test[best])} & (near_r | near_t)):
+            # two boxes at the score cut (or NMS near-tie survivors) may pair up after each one's
+            # twin was dropped: their IoU says nothing about the conversion, so it is not held to min IoU
+            ious.append(best_iou)
         sdiffs.append(abs(r.score - test[best].score))
     # an unmatched pair with the same box and score but another label is a flip
     unmatched_ref = [r for r in ref if not any(used_r is r for used_r in matched_ref)]
@@ -181,11 +220,11 @@ def match_detections(ref: list["Detection"], test: list["Detection"], match_iou:
     extra = 0
     for j, t in enumerate(test):
         if not used[j]:
-            if t.score < cut + borderline_margin:
+            if t.score < cut + borderline_margin or id(t) in near_t:
                 borderline += 1
             else:
                 extra += 1
-    return DetectionMatch(len(ref), len(test), len(ious), missed, extra, borderline, flips,
+    return DetectionMatch(len(ref), len(test), len(matched_ref), missed, extra, borderline, flips,
                           float(np.mean(ious)) if ious else 1.0, float(min(ious)) if ious else 1.0,
                           float(max(sdiffs)) if sdiffs else 0.0)
 

@@ -22,7 +22,7 @@ import numpy as np
 from litedet.runtime.manifest import Manifest, ManifestError, bundle_path, load_manifest
 from litedet.runtime.runner import BundleRunner
 
-from .compare import Limits, output_stats, tensor_failures
+from .compare import Limits, align_outputs, output_stats, tensor_failures
 from .report import ImageParity, ParityReport, error_chart, format_table, write_report
 
 __all__ = ["ParityThresholds", "run_parity", "format_report", "reference_file", "torch_outputs", "default_images"]
@@ -93,6 +93,32 @@ def torch_outputs(ts, m: Manifest, chw: np.ndarray) -> dict[str, np.ndarray]:
     return {b: o[0].numpy() for b, o in zip(blobs, touts)}
 
 
+def torch_complete(bundle: Path, m: Manifest, outputs: dict[str, np.ndarray], chw: np.ndarray,
+                   graphs: dict | None = None) -> dict[str, np.ndarray]:
+    """Torch's stage-1 outputs completed with the later stages (two-stage kinds): the runtime's
+    glue between the graphs, each further graph run by its reference TorchScript."""
+    import torch
+
+    from litedet.runtime.kinds import postprocess_kind
+
+    kind = postprocess_kind(m.postprocess.kind)
+    if kind.complete is None:
+        return outputs
+    graphs = graphs if graphs is not None else torch_graphs(bundle, m)
+
+    def run_graph(name: str, x: np.ndarray) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            outs = graphs[name](torch.from_numpy(np.ascontiguousarray(x, np.float32))[None])
+        return {b: o[0].numpy() for b, o in zip(m.extra_graphs()[name].blobs()[1], outs)}
+
+    return {**outputs, **kind.complete(m, outputs, chw.shape[2], chw.shape[1], run_graph)}
+
+
+def torch_graphs(bundle: Path, m: Manifest) -> dict:
+    """The reference TorchScript of each further graph of the bundle, by name."""
+    return {name: load_torchscript(reference_file(bundle, m, f"{name}_torchscript")) for name in m.extra_graphs()}
+
+
 def load_torchscript(path: Path):
     import torch
 
@@ -119,6 +145,7 @@ def run_parity(bundle: str | Path, images: list[tuple[str, np.ndarray]] | None =
     check = check_for_kind(m.postprocess.kind)
     r16 = BundleRunner.from_bundle(bundle, threads=threads, fp16=True)
     ts = load_torchscript(reference_file(bundle, m, "torchscript"))
+    graphs = torch_graphs(bundle, m)
     fp32_bin = reference_file(bundle, m, "fp32_bin") if m.reference.get("fp32_bin") else bundle_path(bundle, m.bin, "bin")
     r32 = BundleRunner.from_bundle(bundle, threads=threads, fp16=False, bin_override=fp32_bin)
     ref_img = cv2.imread(str(reference_file(bundle, m, "image")), cv2.IMREAD_UNCHANGED)
@@ -136,20 +163,22 @@ def run_parity(bundle: str | Path, images: list[tuple[str, np.ndarray]] | None =
     results, failures = [], []
     for name, img in tqdm(todo, desc="parity", disable=not progress, leave=False):
         chw, g = r32.preprocess_array(img)
-        t = torch_outputs(ts, m, chw)
+        t = torch_complete(bundle, m, torch_outputs(ts, m, chw), chw, graphs)
         ip = ImageParity(name, [g.src_w, g.src_h], g.input_size)
         t_res = r32.postprocess(t, g)
         ip.reference_results = [x.to_dict() for x in t_res]
         for key, runner in (("ncnn_fp32", r32), ("ncnn_fp16", r16)):
             lim = th.limits(key)
-            n = {k: v.reshape(t[k].shape) for k, v in runner.run_array(chw).items()}
-            stats = output_stats(m, t, n)
+            n = align_outputs(t, runner.run_array(chw))
+            same = runner.complete(n, chw.shape[2], chw.shape[1], reference=t) if runner.kind.complete else None
+            stats = output_stats(m, t, n, same)
             ip.tensors[key] = stats
             if check.judge_tensors(key == "ncnn_fp16"):
                 failures += tensor_failures(name, key, stats, lim)
             n_res = runner.postprocess(n, g)
             ip.test_results[key] = [x.to_dict() for x in n_res]
-            ip.results[key], why = check.compare(m, name, key, t, n, t_res, n_res, stats, lim)
+            ip.results[key], why = check.compare(m, name, key, t, n, t_res, n_res, stats, lim,
+                                                 same=(same, runner.postprocess(same, g)) if same else None)
             if why:
                 failures.append(why)
             if key == "ncnn_fp16" and out_dir:

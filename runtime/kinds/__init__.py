@@ -5,8 +5,8 @@ A manifest's ``postprocess.kind`` names one entry here. A kind is a
 required), the task it answers, the output roles it reads, a consistency check
 of a manifest, and ``decode`` (raw ncnn outputs + preprocessing geometry ->
 results). The maths stay in small pure functions (``runtime/postprocess.py``);
-a kind only wires them to the manifest. Built in: ``gfl`` (NanoDet) and
-``softmax_topk`` (classifiers). A new family registers its own kind with
+a kind only wires them to the manifest. Built in: ``gfl`` (NanoDet),
+``softmax_topk`` (classifiers) and ``rpn_psroi`` (two-stage detectors, two graphs). A new family registers its own kind with
 :func:`register_kind` from its own module, editing nothing here.
 """
 
@@ -20,7 +20,7 @@ from litedet.registry import Registry
 if TYPE_CHECKING:
     from litedet.runtime.manifest import Manifest
 
-__all__ = ["KindSpec", "PostprocessKind", "register_kind", "unregister_kind", "postprocess_kind", "kind_names"]
+__all__ = ["GraphFiles", "KindSpec", "PostprocessKind", "register_kind", "unregister_kind", "postprocess_kind", "kind_names"]
 
 
 @dataclass
@@ -28,6 +28,21 @@ class KindSpec:
     """Base of every kind's manifest section; ``kind`` is its registry name."""
 
     kind: str
+
+
+@dataclass(kw_only=True)
+class GraphFiles:
+    """A further ncnn graph of a bundle (a two-stage detector's head): its files, confined to the bundle."""
+
+    param: str
+    bin: str
+    param_sha256: str
+    bin_sha256: str
+    fp32_bin: str  # the fp32 reference weights of the same graph ('' when the bin itself is fp32)
+
+    def blobs(self) -> tuple[str, list[str]]:
+        """(input blob, output blobs in the graph's order); a subclass names them."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -39,6 +54,13 @@ class PostprocessKind:
     validate: Callable[["Manifest"], None]  # raise ValueError naming the field when inconsistent
     decode: Callable[..., list]  # (manifest, outputs, geometry, **options) -> results (dataclasses with to_dict)
     describe: Callable[[Any], str] = str  # one result as a line of text (litedet CLI output)
+    # further graphs of the bundle by name (spec -> {name: GraphFiles}); the runner loads them
+    graphs: Callable[[Any], dict[str, GraphFiles]] | None = None
+    # (manifest, stage-1 outputs, in_w, in_h, run_graph(name, input), reference=None) -> the
+    # tensors of the later stages, added to the outputs before decode (run_graph runs one of
+    # ``graphs``); with ``reference`` (another side's completed outputs) the later stages run
+    # on that side's intermediate inputs (the same RoIs), so the two can be compared tensor by tensor
+    complete: Callable[..., dict] | None = None
 
 
 _KINDS: Registry[PostprocessKind] = Registry("postprocess kind")
@@ -55,4 +77,4 @@ postprocess_kind = _KINDS.get
 kind_names = _KINDS.names
 
 
-from . import gfl, softmax_topk  # noqa: E402,F401  (the built-in kinds register themselves)
+from . import gfl, rpn_psroi, softmax_topk  # noqa: E402,F401  (the built-in kinds register themselves)

@@ -1,0 +1,209 @@
+"""Postprocess kind ``rpn_psroi``: two-stage detectors (ThunderNet, Light-Head R-CNN).
+
+The bundle holds two ncnn graphs. Stage 1 (the manifest's param/bin) gives, at one
+stride, the RPN's objectness logits [A, H, W], its box deltas [4A, H, W] (channel
+a * 4 + k, torchvision's layout) and the position-sensitive feature map
+[groups * P * P, H, W]. Between the graphs the runtime computes proposals and
+PSRoIAlign (``runtime/two_stage.py``); stage 2 (``postprocess.head``) takes every
+pooled RoI at once as one [N, groups * P * P] matrix and gives softmax class
+scores [N, C + 1] (background first) and box deltas [N, 4 (C + 1)], added to the
+outputs as ``rcnn_scores`` and ``rcnn_deltas``.
+
+``complete`` runs the glue and stage 2 and adds their tensors to the outputs
+(``proposals``, ``proposal_scores``, ``pooled`` and the head's blobs), so parity
+and benchmarks see every step; ``decode`` turns them into detections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from ..postprocess import RESIZE_ALIGNS, Letterbox, map_boxes_back
+from ..two_stage import Proposals, make_anchors, ps_roi_align, rcnn_detections, select_proposals
+from . import GraphFiles, KindSpec, PostprocessKind, register_kind
+from .gfl import Detection, _describe
+
+if TYPE_CHECKING:
+    from litedet.runtime.manifest import Manifest
+
+__all__ = ["HeadGraph", "RpnPsroiSpec", "proposals_of", "pool_rois", "complete_outputs", "detections_of",
+           "PROPOSALS", "PROPOSAL_SCORES", "POOLED", "RCNN_SCORES", "RCNN_DELTAS"]
+
+# keys ``complete`` adds to the outputs (never blob names of a graph: those are pnnx's in0/out0 ...)
+PROPOSALS, PROPOSAL_SCORES, POOLED = "proposals", "proposal_scores", "pooled"
+RCNN_SCORES, RCNN_DELTAS = "rcnn_scores", "rcnn_deltas"  # the head's outputs
+
+
+@dataclass(kw_only=True)
+class HeadGraph(GraphFiles):
+    """The R-CNN head graph: one [N, in_features] input, two outputs."""
+
+    input_blob: str
+    in_features: int  # groups * pooled * pooled
+    scores_blob: str  # [N, num_classes + 1], softmax applied in the graph, background first
+    deltas_blob: str  # [N, 4 * (num_classes + 1)]
+
+    def blobs(self) -> tuple[str, list[str]]:
+        return self.input_blob, [self.scores_blob, self.deltas_blob]
+
+
+@dataclass(kw_only=True)
+class RpnPsroiSpec(KindSpec):
+    kind: str = "rpn_psroi"
+    stride: int  # of the RPN and PSRoIAlign feature map
+    anchor_sizes: list[float]  # px, at the network input
+    anchor_ratios: list[float]  # h / w
+    anchor_offset: float  # anchor centre = (index + anchor_offset) * stride; torchvision: 0, Detectron: 0.5
+    rpn_box_weights: list[float]  # 1 / std of the RPN deltas (torchvision: 1, 1, 1, 1)
+    rpn_pre_nms_top_n: int
+    rpn_post_nms_top_n: int
+    rpn_nms_threshold: float
+    rpn_min_size: float
+    rpn_score_threshold: float
+    pooled_size: int
+    psroi_groups: int  # output channels of PSRoIAlign (ThunderNet 5, Light-Head 10)
+    sampling_ratio: int  # samples per bin side; 0: adaptive, ceil(roi / pooled)
+    rcnn_box_weights: list[float]  # 1 / std (stds 0.1, 0.1, 0.2, 0.2 -> 10, 10, 5, 5)
+    box_clip: float  # largest dw/dh before exp (torchvision: log(1000 / 16))
+    score_threshold: float
+    nms_threshold: float
+    max_detections: int
+    min_size: float  # final boxes narrower or shorter than this are dropped (torchvision: 0.01)
+    head: HeadGraph
+
+
+def _need(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def _validate(m: "Manifest") -> None:
+    p, r = m.postprocess, m.resize
+    _need(r.policy in RESIZE_ALIGNS, f"resize.policy is {r.policy!r}; postprocess kind 'rpn_psroi' needs one of {RESIZE_ALIGNS}")
+    _need(p.stride > 0 and r.pad_multiple % p.stride == 0,
+          f"resize.pad_multiple {r.pad_multiple} must be a multiple of postprocess.stride {p.stride}")
+    _need(len(p.anchor_sizes) > 0 and all(s > 0 for s in p.anchor_sizes), "postprocess.anchor_sizes must be positive sizes")
+    _need(len(p.anchor_ratios) > 0 and all(a > 0 for a in p.anchor_ratios), "postprocess.anchor_ratios must be positive")
+    for name in ("rpn_box_weights", "rcnn_box_weights"):
+        w = getattr(p, name)
+        _need(len(w) == 4 and all(x > 0 for x in w), f"postprocess.{name} must be 4 positive numbers, got {w}")
+    _need(p.rpn_pre_nms_top_n > 0 and p.rpn_post_nms_top_n > 0, "postprocess.rpn_pre_nms_top_n and rpn_post_nms_top_n must be positive")
+    _need(p.rpn_min_size > 0 or p.sampling_ratio > 0,
+          "postprocess.rpn_min_size must be > 0 with adaptive sampling (sampling_ratio 0): a zero-width RoI has no samples")
+    for name in ("rpn_nms_threshold", "nms_threshold", "score_threshold", "rpn_score_threshold"):
+        _need(0.0 <= getattr(p, name) <= 1.0, f"postprocess.{name} {getattr(p, name)} is outside [0, 1]")
+    _need(p.pooled_size > 0 and p.psroi_groups > 0, "postprocess.pooled_size and psroi_groups must be positive")
+    _need(p.sampling_ratio >= 0, "postprocess.sampling_ratio must be >= 0 (0: adaptive)")
+    _need(p.max_detections > 0, "postprocess.max_detections must be positive")
+    _need(p.box_clip > 0, "postprocess.box_clip must be positive")
+    a = len(p.anchor_sizes) * len(p.anchor_ratios)
+    feat = p.psroi_groups * p.pooled_size ** 2
+    for role, want in (("rpn_objectness", a), ("rpn_deltas", 4 * a), ("psroi_features", feat)):
+        outs = m.outputs_with_role(role)
+        _need(len(outs) == 1, f"a two-stage bundle needs one output with role {role!r}, found {len(outs)}")
+        _need(outs[0].stride == p.stride, f"output {outs[0].blob!r} ({role}) has stride {outs[0].stride}; postprocess.stride is {p.stride}")
+        _need(outs[0].channels == want, f"output {outs[0].blob!r} ({role}) has {outs[0].channels} channels; "
+                                        f"{len(p.anchor_sizes)} sizes x {len(p.anchor_ratios)} ratios and "
+                                        f"{p.psroi_groups} groups of {p.pooled_size}x{p.pooled_size} need {want}")
+    obj = m.outputs_with_role("rpn_objectness")[0]
+    _need(obj.activation == "none", f"output {obj.blob!r}: objectness must come out as logits (activation 'none'); "
+                                    "the runtime applies the sigmoid once")
+    _need(p.head.in_features == feat, f"postprocess.head.in_features is {p.head.in_features}; "
+                                      f"{p.psroi_groups} x {p.pooled_size} x {p.pooled_size} = {feat}")
+
+
+def _graphs(p: RpnPsroiSpec) -> dict[str, GraphFiles]:
+    return {"head": p.head}
+
+
+def _maps(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in_h: int) -> tuple[np.ndarray, ...]:
+    """Stage-1 outputs as (logits [HWA], deltas [HWA, 4], features [C, H, W], feat_w, feat_h)."""
+    p = m.postprocess
+    fw, fh = -(-in_w // p.stride), -(-in_h // p.stride)
+    arrays = []
+    for role in ("rpn_objectness", "rpn_deltas", "psroi_features"):
+        o = m.outputs_with_role(role)[0]
+        a = np.asarray(outputs[o.blob], np.float32)
+        if a.size != o.channels * fw * fh:
+            raise ValueError(f"output {o.blob!r} ({role}) has shape {a.shape}; a {in_w}x{in_h} input at stride "
+                             f"{p.stride} needs ({o.channels}, {fh}, {fw})")
+        arrays.append(a.reshape(o.channels, fh, fw))
+    obj, dlt, feat = arrays
+    n_a = obj.shape[0]
+    logits = obj.transpose(1, 2, 0).reshape(-1)  # (y, x, a)
+    deltas = dlt.reshape(n_a, 4, fh, fw).transpose(2, 3, 0, 1).reshape(-1, 4)
+    return logits, deltas, feat, fw, fh
+
+
+def proposals_of(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in_h: int) -> Proposals:
+    """Stage-1 outputs -> proposals in network-input pixels."""
+    p = m.postprocess
+    logits, deltas, _, fw, fh = _maps(m, outputs, in_w, in_h)
+    anchors = make_anchors(fw, fh, p.stride, p.anchor_sizes, p.anchor_ratios, p.anchor_offset)
+    return select_proposals(logits, deltas, anchors, in_w, in_h, weights=p.rpn_box_weights,
+                            pre_nms_top_n=p.rpn_pre_nms_top_n, post_nms_top_n=p.rpn_post_nms_top_n,
+                            nms_threshold=p.rpn_nms_threshold, min_size=p.rpn_min_size,
+                            score_threshold=p.rpn_score_threshold, box_clip=p.box_clip)
+
+
+def pool_rois(m: "Manifest", outputs: dict[str, np.ndarray], boxes: np.ndarray, in_w: int, in_h: int) -> np.ndarray:
+    """PSRoIAlign of the proposals -> the head's input [N, groups * P * P]."""
+    p = m.postprocess
+    feat = _maps(m, outputs, in_w, in_h)[2]
+    pooled = ps_roi_align(feat, boxes, 1.0 / p.stride, p.pooled_size, p.sampling_ratio)
+    return pooled.reshape(len(boxes), -1)
+
+
+RunGraph = Callable[[str, np.ndarray], dict[str, np.ndarray]]
+
+
+def complete_outputs(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in_h: int, run_graph: RunGraph,
+                     reference: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Proposals, pooled RoIs and the head's outputs from stage 1's outputs. With ``reference``
+    (another side's completed outputs) its proposals replace the RPN's, so two sides' heads can
+    be compared on the same RoIs."""
+    p = m.postprocess
+    if reference is None:
+        props = proposals_of(m, outputs, in_w, in_h)
+        boxes, scores = props.boxes, props.scores
+    else:
+        boxes, scores = reference[PROPOSALS], reference[PROPOSAL_SCORES]
+    pooled = pool_rois(m, outputs, boxes, in_w, in_h)
+    c1 = m.num_classes + 1
+    if len(boxes):
+        head = run_graph("head", pooled)
+        sc = np.asarray(head[p.head.scores_blob], np.float32).reshape(len(boxes), -1)
+        dl = np.asarray(head[p.head.deltas_blob], np.float32).reshape(len(boxes), -1)
+        if not np.isfinite(sc).all() or sc.min() < 0 or sc.max() > 1:
+            raise ValueError(f"head output {p.head.scores_blob!r} is not probabilities in [0, 1]: the graph must "
+                             "apply the softmax (never applied a second time)")
+        if sc.shape[1] != c1 or dl.shape[1] != 4 * c1:
+            raise ValueError(f"the head graph gives {sc.shape[1]} scores and {dl.shape[1]} deltas per RoI; "
+                             f"{m.num_classes} classes + background need {c1} and {4 * c1}")
+    else:  # nothing above the RPN's thresholds: no second stage, no detections
+        sc, dl = np.zeros((0, c1), np.float32), np.zeros((0, 4 * c1), np.float32)
+    return {PROPOSALS: boxes, PROPOSAL_SCORES: scores, POOLED: pooled, RCNN_SCORES: sc, RCNN_DELTAS: dl}
+
+
+def detections_of(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in_h: int) -> tuple[np.ndarray, ...]:
+    """(boxes, scores, labels) in network-input pixels from completed outputs."""
+    p = m.postprocess
+    sc, dl = outputs[RCNN_SCORES], outputs[RCNN_DELTAS]
+    return rcnn_detections(outputs[PROPOSALS], sc, dl, in_w, in_h, weights=p.rcnn_box_weights,
+                           score_threshold=p.score_threshold, nms_threshold=p.nms_threshold,
+                           max_detections=p.max_detections, min_size=p.min_size, box_clip=p.box_clip)
+
+
+def postprocess_outputs(m: "Manifest", outputs: dict[str, np.ndarray], lb: Letterbox) -> list[Detection]:
+    boxes, scores, labels = detections_of(m, outputs, lb.in_w, lb.in_h)
+    boxes = map_boxes_back(boxes, lb)
+    return [Detection(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), int(lab), m.class_names[int(lab)])
+            for b, s, lab in zip(boxes, scores, labels)]
+
+
+KIND = register_kind(PostprocessKind(
+    "rpn_psroi", "detection", RpnPsroiSpec, ("rpn_objectness", "rpn_deltas", "psroi_features"), _validate,
+    postprocess_outputs, _describe, graphs=_graphs, complete=complete_outputs))
