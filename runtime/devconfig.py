@@ -21,29 +21,37 @@ from litedet.atomic import replace_files
 
 from .manifest import Manifest, ManifestError, bundle_path, load_manifest, verify_bundle_files
 
-__all__ = ["device_config_text", "export_device_assets", "config_keys", "config_version", "DEVICE_KINDS",
-           "KEYS_HEADER"]
+__all__ = ["device_config_text", "export_device_assets", "asset_names", "config_keys", "config_version", "DEVICE_KINDS",
+           "KEYS_HEADER", "TABLES"]
 
 KEYS_HEADER = Path(__file__).resolve().with_name("litedet_config_keys.h")
-DEVICE_KINDS = ("gfl",)  # postprocess kinds the C++ core implements
+# postprocess kind -> (key table, info-key table) of litedet_config_keys.h: the kinds the C++ core implements
+TABLES = {"gfl": ("LITEDET_CONFIG_KEYS", "LITEDET_CONFIG_INFO_KEYS"),
+          "rpn_psroi": ("LITEDET_TWO_STAGE_KEYS", "LITEDET_TWO_STAGE_INFO_KEYS")}
+DEVICE_KINDS = tuple(TABLES)
 
 
-@lru_cache(maxsize=1)
-def _table() -> tuple[int, tuple[tuple[str, str], ...], tuple[str, ...]]:
+def _block(text: str, macro: str) -> str:
+    start = text.index(f"#define {macro}(X)")
+    nxt = text.find("#define", start + 1)
+    return text[start:nxt if nxt >= 0 else len(text)]
+
+
+@lru_cache(maxsize=None)
+def _table(kind: str = "gfl") -> tuple[int, tuple[tuple[str, str], ...], tuple[str, ...]]:
     text = KEYS_HEADER.read_text()
     version = int(re.search(r"#define LITEDET_CONFIG_VERSION (\d+)", text).group(1))
-    keys_block = text[text.index("#define LITEDET_CONFIG_KEYS"):text.index("#define LITEDET_CONFIG_INFO_KEYS")]
-    info_block = text[text.index("#define LITEDET_CONFIG_INFO_KEYS"):]
-    keys = tuple(re.findall(r"X\((\w+), (\w+), [^)]*\)", keys_block))
-    info = tuple(re.findall(r"X\((\w+)\)", info_block))
-    if not keys:
-        raise RuntimeError(f"{KEYS_HEADER} has no LITEDET_CONFIG_KEYS entries")
+    keys_macro, info_macro = TABLES[kind]
+    keys = tuple(re.findall(r"X\((\w+), (\w+), [^)]*\)", _block(text, keys_macro)))
+    info = tuple(re.findall(r"X\((\w+)\)", _block(text, info_macro)))
+    if not keys or keys[0][0] != "kind":
+        raise RuntimeError(f"{KEYS_HEADER}: {keys_macro} must list its keys, kind= first")
     return version, keys, info
 
 
-def config_keys() -> list[tuple[str, str]]:
-    """(key, type) of every required config key, in file order."""
-    return list(_table()[1])
+def config_keys(kind: str = "gfl") -> list[tuple[str, str]]:
+    """(key, type) of every required config key of a kind's NAME.cfg, in file order."""
+    return list(_table(kind)[1])
 
 
 def config_version() -> int:
@@ -62,27 +70,69 @@ def _fmt(value, typ: str) -> str:
     return ",".join(str(v) for v in value)  # names, labels, ints
 
 
-def device_config_text(m: Manifest, param_name: str, bin_name: str) -> str:
-    if m.postprocess.kind not in DEVICE_KINDS:
-        raise ManifestError(f"{m.architecture} is a {m.task} bundle (postprocess kind {m.postprocess.kind!r}); the "
+def _common(m: Manifest, param_name: str, bin_name: str) -> dict:
+    """The keys every kind's config has: the files, the input and its preprocessing."""
+    r = m.resize
+    return {"kind": m.postprocess.kind, "param_sha256": m.param_sha256, "bin_sha256": m.bin_sha256,
+            "architecture": m.architecture, "variant": m.variant, "param": param_name, "bin": bin_name,
+            "input_blob": m.input.blob, "pixel_format": m.input.pixel_format, "mean": m.input.mean,
+            "norm": m.input.norm, "target_size": r.target, "pad_multiple": r.pad_multiple, "pad_mode": r.pad_mode,
+            "pad_value": r.pad_value, "resize_policy": r.policy, "pad_normalized": r.pad_normalized,
+            "num_classes": m.num_classes, "class_names": m.class_names}
+
+
+def _gfl_values(m: Manifest, names: dict[str, str]) -> dict:
+    p = m.postprocess
+    return {
+        "clamp_to_input": p.clamp_to_input, "strides": p.strides,
+        "cls_blobs": [m.output("cls_scores", s).blob for s in p.strides],
+        "dis_blobs": [m.output("dist_logits", s).blob for s in p.strides], "reg_max": p.reg_max,
+        "center_offset": p.center_offset, "score_threshold": p.score_threshold, "nms_threshold": p.nms_threshold,
+        "class_agnostic_nms": p.class_agnostic_nms, "multi_label": p.multi_label, "max_detections": p.max_detections,
+    }
+
+
+def _two_stage_values(m: Manifest, names: dict[str, str]) -> dict:
+    p = m.postprocess
+    return {
+        "head_param": names["head_param"], "head_bin": names["head_bin"],
+        "head_param_sha256": p.head.param_sha256, "head_bin_sha256": p.head.bin_sha256,
+        "stride": p.stride, "obj_blob": m.outputs_with_role("rpn_objectness")[0].blob,
+        "deltas_blob": m.outputs_with_role("rpn_deltas")[0].blob,
+        "feat_blob": m.outputs_with_role("psroi_features")[0].blob, "head_input_blob": p.head.input_blob,
+        "head_scores_blob": p.head.scores_blob, "head_deltas_blob": p.head.deltas_blob,
+        **{k: getattr(p, k) for k in (
+            "anchor_sizes", "anchor_ratios", "anchor_offset", "rpn_box_weights", "rpn_pre_nms_top_n",
+            "rpn_post_nms_top_n", "rpn_nms_threshold", "rpn_min_size", "rpn_score_threshold", "pooled_size",
+            "psroi_groups", "sampling_ratio", "rcnn_box_weights", "box_clip", "score_threshold", "nms_threshold",
+            "max_detections", "min_size")},
+    }
+
+
+_VALUES = {"gfl": _gfl_values, "rpn_psroi": _two_stage_values}
+
+
+def asset_names(m: Manifest, name: str) -> dict[str, str]:
+    """File names of a bundle's device assets: NAME.param/.bin (and NAME.head.param/.bin for a second graph)."""
+    names = {"param": f"{name}.param", "bin": f"{name}.bin"}
+    for g in m.extra_graphs():
+        names.update({f"{g}_param": f"{name}.{g}.param", f"{g}_bin": f"{name}.{g}.bin"})
+    return names
+
+
+def device_config_text(m: Manifest, param_name: str, bin_name: str, names: dict[str, str] | None = None) -> str:
+    """NAME.cfg for a bundle; ``names`` gives the further graphs' file names (asset_names)."""
+    kind = m.postprocess.kind
+    if kind not in DEVICE_KINDS:
+        raise ManifestError(f"{m.architecture} is a {m.task} bundle (postprocess kind {kind!r}); the "
                             f"device config and the Android demo's C++ core run kinds {', '.join(DEVICE_KINDS)}")
     for n in m.class_names:
         if "," in n or "\n" in n:
             raise ManifestError(f"class name {n!r} contains a comma or newline; the device config cannot hold it")
-    p, r = m.postprocess, m.resize
-    values = {
-        "param_sha256": m.param_sha256, "bin_sha256": m.bin_sha256,
-        "architecture": m.architecture, "variant": m.variant, "param": param_name, "bin": bin_name,
-        "input_blob": m.input.blob, "pixel_format": m.input.pixel_format, "mean": m.input.mean, "norm": m.input.norm,
-        "target_size": r.target, "pad_multiple": r.pad_multiple, "pad_mode": r.pad_mode, "pad_value": r.pad_value,
-        "resize_policy": r.policy, "pad_normalized": r.pad_normalized, "clamp_to_input": p.clamp_to_input,
-        "strides": p.strides, "cls_blobs": [m.output("cls_scores", s).blob for s in p.strides],
-        "dis_blobs": [m.output("dist_logits", s).blob for s in p.strides], "reg_max": p.reg_max,
-        "center_offset": p.center_offset, "score_threshold": p.score_threshold, "nms_threshold": p.nms_threshold,
-        "class_agnostic_nms": p.class_agnostic_nms, "multi_label": p.multi_label,
-        "max_detections": p.max_detections, "num_classes": m.num_classes, "class_names": m.class_names,
-    }
-    version, keys, info = _table()
+    names = {"param": param_name, "bin": bin_name, **{k: v for k, v in asset_names(m, "m").items()
+                                                      if k not in ("param", "bin")}, **(names or {})}
+    values = {**_common(m, param_name, bin_name), **_VALUES[kind](m, names)}
+    version, keys, info = _table(kind)
     wanted = {k for k, _ in keys} | set(info)
     if set(values) != wanted:  # the header gained or lost a key: this table must follow
         raise RuntimeError(f"device config keys out of step with {KEYS_HEADER.name}: missing "
@@ -104,13 +154,17 @@ def export_device_assets(bundle_dir: str | Path, dest: str | Path, name: str | N
     name = name or m.variant.replace(".", "_")
     if not name.replace("-", "_").replace("_", "a").isalnum():
         raise ManifestError(f"asset name {name!r} must use letters, digits, '-' and '_' only")
-    files = [dest / f"{name}.param", dest / f"{name}.bin", dest / f"{name}.cfg"]
-    cfg = device_config_text(m, files[0].name, files[1].name)  # refuses kinds the device cannot run, before any write
+    names = asset_names(m, name)
+    # refuses kinds the device cannot run, before any write
+    cfg = device_config_text(m, names["param"], names["bin"], names)
     if dest.exists() and not dest.is_dir():
         raise ManifestError(f"{dest} exists and is not a directory; the assets go into a directory")
     dest.mkdir(parents=True, exist_ok=True)
-    param, binf = bundle_path(bundle_dir, m.param, "param"), bundle_path(bundle_dir, m.bin, "bin")
-    # all three or none: a half push would pair a new param/bin with an old cfg
-    return replace_files([(files[0], lambda t: shutil.copyfile(param, t)),
-                          (files[1], lambda t: shutil.copyfile(binf, t)),
-                          (files[2], lambda t: t.write_text(cfg))])
+    sources = {"param": bundle_path(bundle_dir, m.param, "param"), "bin": bundle_path(bundle_dir, m.bin, "bin")}
+    for g, files in m.extra_graphs().items():
+        sources[f"{g}_param"] = bundle_path(bundle_dir, files.param, f"postprocess.{g}.param")
+        sources[f"{g}_bin"] = bundle_path(bundle_dir, files.bin, f"postprocess.{g}.bin")
+    # all or none: a half push would pair a new param/bin with an old cfg
+    writes = [(dest / names[k], lambda t, src=src: shutil.copyfile(src, t)) for k, src in sources.items()]
+    writes.append((dest / f"{name}.cfg", lambda t: t.write_text(cfg)))
+    return replace_files(writes)

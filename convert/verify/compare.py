@@ -5,7 +5,7 @@ limits that turn them into failures. Pure numpy; no torch, no ncnn.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -79,6 +79,7 @@ class CppMatch:
     identical: bool  # same count, labels and order
     max_box_diff: float  # network-input pixels
     max_score_diff: float
+    details: dict = field(default_factory=dict)  # per-stage differences (two-stage glue)
 
 
 def tensor_stats(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float]:

@@ -43,15 +43,15 @@ __all__ = [
 ]
 
 CPP_DIR = Path(__file__).resolve().parents[2] / "android_demo" / "app" / "src" / "main" / "cpp"
-SOURCES = ("litedet_post.cpp", "litedet_capi.cpp")
-HEADERS = ("litedet_post.h", "litedet_config_keys.h")
+SOURCES = ("litedet_post.cpp", "litedet_two_stage.cpp", "litedet_capi.cpp")
+HEADERS = ("litedet_post.h", "litedet_two_stage.h", "litedet_config_reader.h", "litedet_config_keys.h")
 # -ffp-contract=off: no a*b+c -> fma contraction (GCC contracts by default, and on aarch64
 # that changes roundings); together with float-only arithmetic it keeps C++ equal to numpy.
 BASE_FLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared", "-ffp-contract=off")
 # flags that would break parity with numpy: refused
 _FORBIDDEN_FLAGS = ("-ffast-math", "-Ofast", "-funsafe-math-optimizations", "-ffp-contract=fast",
                     "-ffp-contract=on", "-fassociative-math", "-freciprocal-math", "-ffinite-math-only")
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 _ERR_LEN = 4096
 
 # return codes of litedet_capi.cpp
@@ -188,8 +188,18 @@ class CppPostprocessor:
                                             ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_int32),
                                             ctypes.POINTER(_CDetection), ctypes.c_int, ctypes.POINTER(ctypes.c_int),
                                             *_ERR]
+        i32, i32p = ctypes.c_int, ctypes.POINTER(ctypes.c_int)
+        lib.litedet_two_stage_config_dump.argtypes = lib.litedet_config_dump.argtypes
+        lib.litedet_make_anchors.argtypes = [i32, i32, i32, _F32P, i32, _F32P, i32, ctypes.c_float, _F32P, *_ERR]
+        lib.litedet_decode_boxes.argtypes = [_F32P, _F32P, i32, _F32P, ctypes.c_float, _F32P, *_ERR]
+        lib.litedet_proposals.argtypes = [ctypes.c_char_p, _F32P, _F32P, i32, i32, i32, i32, i32, _F32P, _F32P, i32,
+                                          i32p, *_ERR]
+        lib.litedet_ps_roi_align.argtypes = [_F32P, i32, i32, i32, _F32P, i32, ctypes.c_float, i32, i32, _F32P, *_ERR]
+        lib.litedet_rcnn_detections.argtypes = [ctypes.c_char_p, ctypes.POINTER(_CLetterbox), _F32P, i32, _F32P, _F32P,
+                                                ctypes.POINTER(_CDetection), i32, i32p, *_ERR]
         for f in ("litedet_config_dump", "litedet_letterbox_geometry", "litedet_distribution_to_distance",
-                  "litedet_nms", "litedet_postprocess"):
+                  "litedet_nms", "litedet_postprocess", "litedet_two_stage_config_dump", "litedet_make_anchors",
+                  "litedet_decode_boxes", "litedet_proposals", "litedet_ps_roi_align", "litedet_rcnn_detections"):
             getattr(lib, f).restype = ctypes.c_int
         self._lib = lib
 
@@ -206,21 +216,23 @@ class CppPostprocessor:
         raise RuntimeError(f"C++ {what} failed (code {rc}): {msg}")
 
     # -- the calls -----------------------------------------------------------
-    def parse_config_text(self, text: str) -> dict[str, Any]:
-        """Parse NAME.cfg text with the C++ reader; returns the parsed Config as a typed dict."""
+    def parse_config_text(self, text: str, kind: str = "gfl") -> dict[str, Any]:
+        """Parse NAME.cfg text with the C++ reader of ``kind`` (parse_config for gfl,
+        parse_two_stage_config for rpn_psroi); returns the parsed config as a typed dict."""
         raw = text.encode("utf-8")
         size = 1 << 16
+        dump = {"gfl": self._lib.litedet_config_dump, "rpn_psroi": self._lib.litedet_two_stage_config_dump}[kind]
         for _ in range(2):
             buf = ctypes.create_string_buffer(size)
             needed = ctypes.c_size_t(0)
             err = ctypes.create_string_buffer(_ERR_LEN)
-            rc = self._lib.litedet_config_dump(raw, buf, size, ctypes.byref(needed), err, _ERR_LEN)
+            rc = dump(raw, buf, size, ctypes.byref(needed), err, _ERR_LEN)
             if rc == _ESPACE:
                 size = needed.value
                 continue
             self._check(rc, err, "parse_config")
             break
-        types = dict(config_keys())
+        types = dict(config_keys(kind))
         out: dict[str, Any] = {}
         for line in buf.value.decode("utf-8").splitlines():
             key, _, value = line.partition("=")
@@ -316,3 +328,115 @@ class CppPostprocessor:
         names = manifest.class_names
         return [Detection(float(d.x1), float(d.y1), float(d.x2), float(d.y2), float(d.score), int(d.label),
                           names[d.label]) for d in out[:count.value]]
+
+    # -- two-stage detectors (rpn_psroi) -------------------------------------
+    def make_anchors(self, feat_w: int, feat_h: int, stride: int, sizes, ratios, offset: float) -> np.ndarray:
+        """As runtime.two_stage.make_anchors."""
+        sz, ra = _f32(np.asarray(sizes)).reshape(-1), _f32(np.asarray(ratios)).reshape(-1)
+        out = np.zeros((feat_w * feat_h * len(sz) * len(ra), 4), np.float32)
+        err = ctypes.create_string_buffer(_ERR_LEN)
+        rc = self._lib.litedet_make_anchors(feat_w, feat_h, stride, sz.ctypes.data_as(_F32P), len(sz),
+                                            ra.ctypes.data_as(_F32P), len(ra), float(np.float32(offset)),
+                                            out.ctypes.data_as(_F32P), err, _ERR_LEN)
+        self._check(rc, err, "make_anchors")
+        return out
+
+    def decode_boxes(self, ref: np.ndarray, deltas: np.ndarray, weights, box_clip: float) -> np.ndarray:
+        """As runtime.two_stage.decode_boxes."""
+        r, d, w = _f32(ref).reshape(-1, 4), _f32(deltas).reshape(-1, 4), _f32(np.asarray(weights)).reshape(4)
+        if r.shape != d.shape:
+            raise ValueError(f"decode_boxes needs as many boxes as deltas; got {r.shape} and {d.shape}")
+        out = np.zeros_like(r)
+        err = ctypes.create_string_buffer(_ERR_LEN)
+        rc = self._lib.litedet_decode_boxes(r.ctypes.data_as(_F32P), d.ctypes.data_as(_F32P), len(r),
+                                            w.ctypes.data_as(_F32P), float(np.float32(box_clip)),
+                                            out.ctypes.data_as(_F32P), err, _ERR_LEN)
+        self._check(rc, err, "decode_boxes")
+        return out
+
+    def proposals(self, manifest: Manifest, outputs: Mapping[str, np.ndarray], in_w: int, in_h: int):
+        """Stage-1 outputs -> (boxes [K, 4], scores [K]), as runtime.kinds.rpn_psroi.proposals_of."""
+        p = manifest.postprocess
+        cfg = device_config_text(manifest, "m.param", "m.bin").encode("utf-8")
+        fw, fh = -(-in_w // p.stride), -(-in_h // p.stride)
+        obj = _f32(outputs[manifest.outputs_with_role("rpn_objectness")[0].blob]).reshape(-1)
+        dl = _f32(outputs[manifest.outputs_with_role("rpn_deltas")[0].blob]).reshape(-1)
+        a = len(p.anchor_sizes) * len(p.anchor_ratios)
+        if obj.size != a * fw * fh or dl.size != 4 * obj.size:
+            raise CppCoreError(f"stage-1 maps hold {obj.size} logits and {dl.size} deltas; a {in_w}x{in_h} input "
+                               f"needs {a * fw * fh} and {4 * a * fw * fh}")
+        cap = int(p.rpn_post_nms_top_n)
+        boxes, scores = np.zeros((cap, 4), np.float32), np.zeros(cap, np.float32)
+        count = ctypes.c_int(0)
+        err = ctypes.create_string_buffer(_ERR_LEN)
+        rc = self._lib.litedet_proposals(cfg, obj.ctypes.data_as(_F32P), dl.ctypes.data_as(_F32P), a, fw, fh, in_w,
+                                         in_h, boxes.ctypes.data_as(_F32P), scores.ctypes.data_as(_F32P), cap,
+                                         ctypes.byref(count), err, _ERR_LEN)
+        self._check(rc, err, "proposals")
+        return boxes[:count.value].copy(), scores[:count.value].copy()
+
+    def ps_roi_align(self, feat: np.ndarray, rois: np.ndarray, spatial_scale: float, pooled: int,
+                     sampling_ratio: int) -> np.ndarray:
+        """As runtime.two_stage.ps_roi_align: feat [C, H, W], rois [K, 4] -> [K, C / P^2, P, P]."""
+        f, r = _f32(feat), _f32(rois).reshape(-1, 4)
+        c, h, w = f.shape
+        if c % (pooled * pooled):
+            raise CppCoreError(f"PSRoIAlign input has {c} channels; it needs a multiple of {pooled * pooled}")
+        out = np.zeros((len(r), c // (pooled * pooled), pooled, pooled), np.float32)
+        err = ctypes.create_string_buffer(_ERR_LEN)
+        rc = self._lib.litedet_ps_roi_align(f.ctypes.data_as(_F32P), c, h, w, r.ctypes.data_as(_F32P), len(r),
+                                            float(np.float32(spatial_scale)), pooled, sampling_ratio,
+                                            out.ctypes.data_as(_F32P), err, _ERR_LEN)
+        self._check(rc, err, "ps_roi_align")
+        return out
+
+    def rcnn_detections(self, manifest: Manifest, outputs: Mapping[str, np.ndarray], lb: Letterbox) -> list[Detection]:
+        """Completed outputs (proposals + the head's) -> detections, as the rpn_psroi kind's decode."""
+        from litedet.runtime.kinds.rpn_psroi import PROPOSALS, RCNN_DELTAS, RCNN_SCORES
+
+        cfg = device_config_text(manifest, "m.param", "m.bin").encode("utf-8")
+        rois = _f32(outputs[PROPOSALS]).reshape(-1, 4)
+        c1 = manifest.num_classes + 1
+        probs, deltas = _f32(outputs[RCNN_SCORES]).reshape(-1, c1), _f32(outputs[RCNN_DELTAS]).reshape(-1, 4 * c1)
+        if not len(probs) == len(deltas) == len(rois):
+            raise CppCoreError(f"{len(rois)} proposals but {len(probs)} score rows and {len(deltas)} delta rows")
+        c_lb = _CLetterbox(*(int(getattr(lb, name)) for name, _ in _CLetterbox._fields_))
+        cap = int(manifest.postprocess.max_detections)
+        out = (_CDetection * cap)()
+        count = ctypes.c_int(0)
+        err = ctypes.create_string_buffer(_ERR_LEN)
+        rc = self._lib.litedet_rcnn_detections(cfg, ctypes.byref(c_lb), rois.ctypes.data_as(_F32P), len(rois),
+                                               probs.ctypes.data_as(_F32P), deltas.ctypes.data_as(_F32P), out, cap,
+                                               ctypes.byref(count), err, _ERR_LEN)
+        self._check(rc, err, "rcnn_detections")
+        names = manifest.class_names
+        return [Detection(float(d.x1), float(d.y1), float(d.x2), float(d.y2), float(d.score), int(d.label),
+                          names[d.label]) for d in out[:count.value]]
+
+
+def two_stage_cpp_match(core: CppPostprocessor, m: Manifest, outputs: Mapping[str, np.ndarray], lb: Letterbox):
+    """C++ vs Python on the same ncnn outputs, stage by stage: proposals (from stage 1), PSRoIAlign
+    (on Python's proposals) and detections (from the same head outputs). A CppMatch of the
+    detections whose ``details`` say how far the glue's tensors are apart."""
+    from litedet.runtime.kinds.rpn_psroi import POOLED, PROPOSAL_SCORES, PROPOSALS, postprocess_outputs
+
+    from .compare import cpp_match
+
+    p = m.postprocess
+    boxes, scores = core.proposals(m, outputs, lb.in_w, lb.in_h)
+    py_boxes, py_scores = outputs[PROPOSALS], outputs[PROPOSAL_SCORES]
+    same_props = boxes.shape == py_boxes.shape
+    feat = outputs[m.outputs_with_role("psroi_features")[0].blob]
+    fh, fw = -(-lb.in_h // p.stride), -(-lb.in_w // p.stride)
+    pooled = core.ps_roi_align(np.asarray(feat).reshape(-1, fh, fw), py_boxes, 1.0 / p.stride, p.pooled_size,
+                               p.sampling_ratio).reshape(len(py_boxes), -1)
+    c = cpp_match(postprocess_outputs(m, dict(outputs), lb), core.rcnn_detections(m, outputs, lb), lb)
+    c.details = {
+        "proposals_python": int(len(py_boxes)), "proposals_cpp": int(len(boxes)),
+        "proposal_box_diff": float(np.abs(boxes - py_boxes).max(initial=0.0)) if same_props else float("inf"),
+        "proposal_score_diff": float(np.abs(scores - py_scores).max(initial=0.0)) if same_props else float("inf"),
+        "pooled_max_abs": float(np.abs(pooled - outputs[POOLED]).max(initial=0.0)),
+    }
+    if not same_props or c.details["proposal_box_diff"] > 1e-4 or c.details["pooled_max_abs"] > 1e-4:
+        c.identical = False
+    return c

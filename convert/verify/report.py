@@ -78,6 +78,9 @@ def format_table(r: ParityReport, check, keys: list[str], title: list[str], key_
             if c:
                 lines.append(f"{ip.image:<16} {'identical' if c.identical else 'DIFFERENT':<40} {c.python:>6}/{c.cpp:<7} "
                              f"{c.max_box_diff:>13.2e} {c.max_score_diff:>15.2e}")
+                if c.details:  # the two-stage glue, step by step
+                    lines.append(f"{'':<16}   " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                                            for k, v in c.details.items()))
     lines.append("")
     lines += [f"note: {n}" for n in r.notes]
     lines.append("PASS" if r.passed else "FAIL:\n  " + "\n  ".join(r.failures))

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "litedet_post.h"
+#include "litedet_two_stage.h"
 
 namespace {
 
@@ -62,6 +63,14 @@ std::string dump(const litedet::Config& c) {
   return o.str();
 }
 
+std::string dump(const litedet::TwoStageConfig& c) {
+  std::ostringstream o;
+#define LITEDET_CONFIG_DUMP(key, type, lo, hi) o << #key "=" << dump_value(c.key) << "\n";
+  LITEDET_TWO_STAGE_KEYS(LITEDET_CONFIG_DUMP)
+#undef LITEDET_CONFIG_DUMP
+  return o.str();
+}
+
 template <class F>
 int guarded(char* err, size_t err_len, F f) {
   try {
@@ -86,6 +95,23 @@ bool parse(const char* cfg_text, litedet::Config& cfg, char* err, size_t err_len
   return false;
 }
 
+bool parse(const char* cfg_text, litedet::TwoStageConfig& cfg, char* err, size_t err_len) {
+  std::string error;
+  if (litedet::parse_two_stage_config(cfg_text ? cfg_text : "", cfg, &error)) return true;
+  set_err(err, err_len, error);
+  return false;
+}
+
+int copy_out(const std::string& s, char* out, size_t out_len, size_t* needed, char* err, size_t err_len) {
+  if (needed) *needed = s.size() + 1;
+  if (!out || out_len < s.size() + 1) {
+    set_err(err, err_len, "output buffer too small");
+    return LITEDET_ESPACE;
+  }
+  std::memcpy(out, s.c_str(), s.size() + 1);
+  return LITEDET_OK;
+}
+
 }  // namespace
 
 extern "C" {
@@ -100,7 +126,7 @@ typedef struct {
 } litedet_letterbox;
 
 // Bumped whenever a signature below changes; cpp_core.py refuses a mismatching library.
-int litedet_abi_version(void) { return 2; }
+int litedet_abi_version(void) { return 3; }
 
 // Parse cfg_text and write the parsed config back as key=value text into out.
 int litedet_config_dump(const char* cfg_text, char* out, size_t out_len, size_t* needed, char* err, size_t err_len) {
@@ -176,6 +202,93 @@ int litedet_postprocess(const char* cfg_text, const litedet_letterbox* lb, int n
     }
     for (size_t i = 0; i < dets.size(); ++i)
       out[i] = litedet_detection{dets[i].x1, dets[i].y1, dets[i].x2, dets[i].y2, dets[i].score, dets[i].label};
+    return static_cast<int>(LITEDET_OK);
+  });
+}
+
+// ---- two-stage detectors (postprocess kind rpn_psroi) ----------------------------------
+
+// Parse a two-stage cfg_text and write it back as key=value text into out.
+int litedet_two_stage_config_dump(const char* cfg_text, char* out, size_t out_len, size_t* needed, char* err,
+                                  size_t err_len) {
+  return guarded(err, err_len, [&] {
+    litedet::TwoStageConfig cfg;
+    if (!parse(cfg_text, cfg, err, err_len)) return static_cast<int>(LITEDET_ECONFIG);
+    return copy_out(dump(cfg), out, out_len, needed, err, err_len);
+  });
+}
+
+// out: feat_h * feat_w * ns * nr x 4.
+int litedet_make_anchors(int feat_w, int feat_h, int stride, const float* sizes, int ns, const float* ratios, int nr,
+                         float offset, float* out, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    if (feat_w < 0 || feat_h < 0 || ns < 0 || nr < 0) throw std::invalid_argument("sizes must be >= 0");
+    const std::vector<float> a = litedet::make_anchors(feat_w, feat_h, stride, std::vector<float>(sizes, sizes + ns),
+                                                       std::vector<float>(ratios, ratios + nr), offset);
+    std::memcpy(out, a.data(), a.size() * sizeof(float));
+    return static_cast<int>(LITEDET_OK);
+  });
+}
+
+int litedet_decode_boxes(const float* ref, const float* deltas, int n, const float* weights, float box_clip, float* out,
+                         char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    if (n < 0) throw std::invalid_argument("n must be >= 0");
+    litedet::decode_boxes(ref, deltas, static_cast<size_t>(n), weights, box_clip, out);
+    return static_cast<int>(LITEDET_OK);
+  });
+}
+
+// obj: A x fh x fw, deltas: 4A x fh x fw -> boxes (capacity x 4) and scores; *count proposals.
+int litedet_proposals(const char* cfg_text, const float* obj, const float* deltas, int num_anchors, int feat_w,
+                      int feat_h, int in_w, int in_h, float* boxes, float* scores, int capacity, int* count, char* err,
+                      size_t err_len) {
+  return guarded(err, err_len, [&] {
+    litedet::TwoStageConfig cfg;
+    if (!parse(cfg_text, cfg, err, err_len)) return static_cast<int>(LITEDET_ECONFIG);
+    const litedet::Proposals p = litedet::select_proposals(cfg, obj, deltas, num_anchors, feat_w, feat_h, in_w, in_h);
+    *count = static_cast<int>(p.scores.size());
+    if (*count > capacity) {
+      set_err(err, err_len, "proposal buffer too small");
+      return static_cast<int>(LITEDET_ESPACE);
+    }
+    std::memcpy(boxes, p.boxes.data(), p.boxes.size() * sizeof(float));
+    std::memcpy(scores, p.scores.data(), p.scores.size() * sizeof(float));
+    return static_cast<int>(LITEDET_OK);
+  });
+}
+
+// feat: channels x h x w, rois: k x 4 -> out: k x (channels / pooled^2) x pooled x pooled.
+int litedet_ps_roi_align(const float* feat, int channels, int h, int w, const float* rois, int k, float spatial_scale,
+                         int pooled, int sampling_ratio, float* out, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    if (k < 0 || h <= 0 || w <= 0) throw std::invalid_argument("k must be >= 0 and the map non-empty");
+    litedet::ps_roi_align(feat, channels, h, w, rois, static_cast<size_t>(k), spatial_scale, pooled, sampling_ratio, out);
+    return static_cast<int>(LITEDET_OK);
+  });
+}
+
+// The head's outputs for k proposals -> detections in original-image pixels (as litedet_postprocess).
+int litedet_rcnn_detections(const char* cfg_text, const litedet_letterbox* lb, const float* rois, int k,
+                            const float* probs, const float* deltas, litedet_detection* out, int capacity, int* count,
+                            char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    litedet::TwoStageConfig cfg;
+    if (!parse(cfg_text, cfg, err, err_len)) return static_cast<int>(LITEDET_ECONFIG);
+    if (k < 0) throw std::invalid_argument("k must be >= 0");
+    const litedet::Letterbox g{lb->src_w, lb->src_h, lb->resized_w, lb->resized_h,
+                               lb->in_w,  lb->in_h,  lb->pad_left,  lb->pad_top};
+    const std::vector<litedet::Candidate> c =
+        litedet::rcnn_detections(cfg, rois, static_cast<size_t>(k), probs, deltas, g.in_w, g.in_h);
+    *count = static_cast<int>(c.size());
+    if (*count > capacity) {
+      set_err(err, err_len, "detection buffer too small");
+      return static_cast<int>(LITEDET_ESPACE);
+    }
+    for (size_t i = 0; i < c.size(); ++i) {
+      const litedet::Detection d = litedet::map_box_back(c[i], g);
+      out[i] = litedet_detection{d.x1, d.y1, d.x2, d.y2, d.score, d.label};
+    }
     return static_cast<int>(LITEDET_OK);
   });
 }

@@ -3,6 +3,10 @@
 // (litedet_capi.cpp), and the generator litedet.runtime.devconfig, which parses the
 // X(...) lines below (one per line: key, type, lo, hi).
 //
+// One table per postprocess kind the core runs: LITEDET_CONFIG_KEYS for 'gfl' (NanoDet),
+// LITEDET_TWO_STAGE_KEYS for 'rpn_psroi' (ThunderNet, Light-Head R-CNN: two graphs). The first
+// key of each, kind=, says which table a NAME.cfg follows.
+//
 // Types: str (non-empty, trimmed), names (comma list of non-empty trimmed names),
 // labels (comma list, taken verbatim), int (in [lo, hi]), real (in [lo, hi]),
 // flag (0/1), reals (comma list of numbers), ints (comma list of positive integers).
@@ -11,6 +15,7 @@
 #define LITEDET_CONFIG_VERSION 1
 
 #define LITEDET_CONFIG_KEYS(X)                        \
+  X(kind, str, 0, 0)                                  \
   X(architecture, str, 0, 0)                          \
   X(variant, str, 0, 0)                               \
   X(param, str, 0, 0)                                 \
@@ -39,8 +44,59 @@
   X(num_classes, int, 1, 1048576)                     \
   X(class_names, labels, 0, 0)
 
+#define LITEDET_TWO_STAGE_KEYS(X)                     \
+  X(kind, str, 0, 0)                                  \
+  X(architecture, str, 0, 0)                          \
+  X(variant, str, 0, 0)                               \
+  X(param, str, 0, 0)                                 \
+  X(bin, str, 0, 0)                                   \
+  X(head_param, str, 0, 0)                            \
+  X(head_bin, str, 0, 0)                              \
+  X(input_blob, str, 0, 0)                            \
+  X(pixel_format, str, 0, 0)                          \
+  X(mean, reals, 0, 0)                                \
+  X(norm, reals, 0, 0)                                \
+  X(target_size, int, 1, 65536)                       \
+  X(pad_multiple, int, 1, 65536)                      \
+  X(pad_mode, str, 0, 0)                              \
+  X(resize_policy, str, 0, 0)                         \
+  X(pad_normalized, flag, 0, 0)                       \
+  X(pad_value, real, -1e30, 1e30)                     \
+  X(stride, int, 1, 65536)                            \
+  X(obj_blob, str, 0, 0)                              \
+  X(deltas_blob, str, 0, 0)                           \
+  X(feat_blob, str, 0, 0)                             \
+  X(head_input_blob, str, 0, 0)                       \
+  X(head_scores_blob, str, 0, 0)                      \
+  X(head_deltas_blob, str, 0, 0)                      \
+  X(anchor_sizes, reals, 0, 0)                        \
+  X(anchor_ratios, reals, 0, 0)                       \
+  X(anchor_offset, real, -1e6, 1e6)                   \
+  X(rpn_box_weights, reals, 0, 0)                     \
+  X(rpn_pre_nms_top_n, int, 1, 16777216)              \
+  X(rpn_post_nms_top_n, int, 1, 16777216)             \
+  X(rpn_nms_threshold, real, 0, 1)                    \
+  X(rpn_min_size, real, 0, 1e6)                       \
+  X(rpn_score_threshold, real, 0, 1)                  \
+  X(pooled_size, int, 1, 64)                          \
+  X(psroi_groups, int, 1, 65536)                      \
+  X(sampling_ratio, int, 0, 64)                       \
+  X(rcnn_box_weights, reals, 0, 0)                    \
+  X(box_clip, real, 0, 1e6)                           \
+  X(score_threshold, real, 0, 1)                      \
+  X(nms_threshold, real, 0, 1)                        \
+  X(max_detections, int, 1, 16777216)                 \
+  X(min_size, real, 0, 1e6)                           \
+  X(num_classes, int, 1, 1048576)                     \
+  X(class_names, labels, 0, 0)
+
 // Written by the generator for a reader's information (which bundle the assets came from);
 // parse_config ignores them, as it ignores every key it does not know.
 #define LITEDET_CONFIG_INFO_KEYS(X) \
   X(param_sha256)                   \
   X(bin_sha256)
+#define LITEDET_TWO_STAGE_INFO_KEYS(X) \
+  X(param_sha256)                      \
+  X(bin_sha256)                        \
+  X(head_param_sha256)                 \
+  X(head_bin_sha256)
