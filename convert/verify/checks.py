@@ -31,6 +31,7 @@ class ResultCheck:
 
     header = ""  # column titles of ``row`` in the text report
     has_cpp = False  # the C++ core (android_demo) implements this kind
+    arm_overrides: dict = {}  # ARM fp16 limits of this kind where they differ from ArmParityThresholds
 
     def judge_tensors(self, fp16: bool) -> bool:
         """Whether tensor limits fail a comparison at this precision."""
@@ -145,6 +146,10 @@ class TwoStageCheck(DetectionCheck):
     must reach ``lim.min_proposal_recall``; end-to-end detections are reported."""
 
     has_cpp = True
+    # ARM computes in fp16 (accumulating in fp16): on seeded ThunderNet-SNet49 stage-1 cosine 0.995, max
+    # rel 0.12; the head on x86's proposals moves scores by up to 0.08 and the end-to-end proposal recall
+    # at IoU 0.9 is 0.54-0.75 (NMS cascades reorder near-ties). The ARM fp32 control is exact.
+    arm_overrides = {"max_score_diff": 0.1, "borderline_margin": 0.1, "min_iou": 0.5, "min_proposal_recall": 0.5}
     header = (f"{'props r/t':>9} {'recall':>6} {'e2e r/t':>7} {'e2e match':>9} | same RoIs: "
               f"{DetectionCheck.header}")
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from ..compare import Limits, output_stats, tensor_failures
+from ..compare import Limits, align_outputs, output_stats, tensor_failures
 from ..report import ImageParity, ParityReport, format_table, write_report
 from .env import ArmEnv, resolve_env
 from .protocol import ArmJob, Variant
@@ -59,14 +59,14 @@ def arm_parity(bundle_dir: str | Path, images: list[tuple[str, np.ndarray]] | No
     from litedet.runtime.runner import BundleRunner
 
     from ...families import check_for_kind
-    from ..torch_parity import default_images, load_torchscript, reference_file, torch_outputs
+    from ..torch_parity import default_images, load_torchscript, reference_file, torch_complete, torch_graphs, torch_outputs
 
-    th = lim = thresholds or ArmParityThresholds()
     env = resolve_env(env, cache_dir)
     bundle = Path(bundle_dir).resolve()
     t0 = time.perf_counter()
     m = load_manifest(bundle)
     check = check_for_kind(m.postprocess.kind)
+    th = lim = thresholds or replace(ArmParityThresholds(), **check.arm_overrides)
     fp32_bin = reference_file(bundle, m, "fp32_bin") if m.reference.get("fp32_bin") else bundle_path(bundle, m.bin, "bin")
     r32 = BundleRunner.from_bundle(bundle, threads=threads, fp16=False, bin_override=fp32_bin)
 
@@ -85,8 +85,10 @@ def arm_parity(bundle_dir: str | Path, images: list[tuple[str, np.ndarray]] | No
     variants = [Variant("arm_fp16", True, None)]
     if arm_fp32:
         variants.append(Variant("arm_fp32", False, str(fp32_bin)))
+    # multi-stage kinds: x86 first, so the ARM child also runs its later stages on x86's RoIs
+    x86 = {name: r32.run_array(chw) for name, (chw, _) in prepared.items()} if r32.kind.complete else {}
     # the emulated child runs on one core while x86 ncnn and torch use the other
-    job = ArmJob(env, bundle, {n: c for n, (c, _) in prepared.items()}, variants, threads, None)
+    job = ArmJob(env, bundle, {n: c for n, (c, _) in prepared.items()}, variants, threads, None, references=x86 or None)
     ts = None
     try:
         if use_torch and m.reference.get("torchscript"):
@@ -96,10 +98,12 @@ def arm_parity(bundle_dir: str | Path, images: list[tuple[str, np.ndarray]] | No
                 notes.append("torch is not installed: no comparison with torch")
             else:
                 ts = load_torchscript(reference_file(bundle, m, "torchscript"))
+                graphs = torch_graphs(bundle, m)
         elif use_torch:
             notes.append("the bundle has no reference TorchScript (a wrapped ncnn model?): no comparison with torch")
-        x86 = {name: r32.run_array(chw) for name, (chw, _) in prepared.items()}
-        torch_out = {name: torch_outputs(ts, m, chw) for name, (chw, _) in prepared.items()} if ts is not None else {}
+        x86 = x86 or {name: r32.run_array(chw) for name, (chw, _) in prepared.items()}
+        torch_out = {name: torch_complete(bundle, m, torch_outputs(ts, m, chw), chw, graphs)
+                     for name, (chw, _) in prepared.items()} if ts is not None else {}
         t_x86 = time.perf_counter() - t0
     except BaseException:
         job.kill()
@@ -135,21 +139,29 @@ def arm_parity(bundle_dir: str | Path, images: list[tuple[str, np.ndarray]] | No
 def _compare_image(m, check, lim: Limits, name: str, g, r32, ref32: dict, arm_out: dict, torch_out: dict | None):
     """One image: ARM fp16 vs x86 fp32 and vs torch (judged), ARM fp32 vs x86 fp32 (a control, not judged)."""
     ip = ImageParity(name, [g.src_w, g.src_h], g.input_size)
-    a16 = {b: a.reshape(ref32[b].shape) for b, a in arm_out["arm_fp16"].items()}
+
+    def split(out: dict) -> tuple[dict, dict | None]:
+        """(the child's outputs, its later stages on x86's RoIs or None)"""
+        same = {k[5:]: a for k, a in out.items() if k.startswith("same/")}
+        got = align_outputs(ref32, {k: a for k, a in out.items() if not k.startswith("same/")})
+        return got, ({**got, **same} if same else None)
+
+    a16, s16 = split(arm_out["arm_fp16"])
     d32, d16 = r32.postprocess(ref32, g), r32.postprocess(a16, g)
     ip.reference_results = [d.to_dict() for d in d32]
     ip.test_results["arm_fp16"] = [d.to_dict() for d in d16]
-    comparisons = [("arm_fp16_vs_x86_fp32", ref32, a16, d32, d16, True)]
-    if torch_out is not None:
-        comparisons.append(("arm_fp16_vs_torch", torch_out, a16, r32.postprocess(torch_out, g), d16, True))
+    comparisons = [("arm_fp16_vs_x86_fp32", ref32, a16, s16, d32, d16, True)]
+    if torch_out is not None:  # the later stages ran on x86's RoIs, not torch's: end to end only
+        comparisons.append(("arm_fp16_vs_torch", torch_out, a16, None, r32.postprocess(torch_out, g), d16, True))
     if "arm_fp32" in arm_out:
-        a32 = {b: a.reshape(ref32[b].shape) for b, a in arm_out["arm_fp32"].items()}
-        comparisons.append(("arm_fp32_vs_x86_fp32", ref32, a32, d32, r32.postprocess(a32, g), False))
+        a32, s32 = split(arm_out["arm_fp32"])
+        comparisons.append(("arm_fp32_vs_x86_fp32", ref32, a32, s32, d32, r32.postprocess(a32, g), False))
     failures: list[str] = []
-    for key, ref, got, dref, dgot, judged in comparisons:
-        stats = output_stats(m, ref, got)
+    for key, ref, got, same, dref, dgot, judged in comparisons:
+        stats = output_stats(m, ref, got, same)
         ip.tensors[key] = stats
-        ip.results[key], why = check.compare(m, name, key, ref, got, dref, dgot, stats, lim)
+        ip.results[key], why = check.compare(m, name, key, ref, got, dref, dgot, stats, lim,
+                                             same=(same, r32.postprocess(same, g)) if same else None)
         if judged:
             failures += tensor_failures(name, key, stats, lim) if check.judge_tensors(fp16=True) else []
             failures += [why] if why else []

@@ -43,7 +43,10 @@ class ArmJob:
     """One aarch64 child running in the background (so the x86 side can work meanwhile)."""
 
     def __init__(self, env: ArmEnv, bundle: Path, inputs: dict[str, np.ndarray], variants: list[Variant],
-                 threads: int, timeout: float | None) -> None:
+                 threads: int, timeout: float | None,
+                 references: dict[str, dict[str, np.ndarray]] | None = None) -> None:
+        """``references``: per input, another side's completed outputs; for multi-stage kinds the
+        child also runs the later stages on them (keys ``same/...``: the head on x86's RoIs)."""
         self.env, self.variants, self.names = env, variants, list(inputs)
         if not self.names:
             raise ValueError("no inputs to run")
@@ -55,9 +58,14 @@ class ArmJob:
         self.dir = Path(self._tmp.name)
         np.savez(self.dir / "inputs.npz", **{f"x{i}": np.ascontiguousarray(inputs[n], dtype=np.float32)
                                              for i, n in enumerate(self.names)})
+        refs = None
+        if references:
+            refs = str(self.dir / "references.npz")
+            np.savez(refs, **{f"{i}|{k}": np.asarray(a) for i, n in enumerate(self.names)
+                              for k, a in references.get(n, {}).items()})
         job = {"bundle": str(bundle), "inputs": str(self.dir / "inputs.npz"), "outputs": str(self.dir / "outputs.npz"),
                "meta": str(self.dir / "meta.json"), "names": self.names, "threads": threads,
-               "variants": [asdict(v) for v in variants]}
+               "variants": [asdict(v) for v in variants], "references": refs}
         (self.dir / "job.json").write_text(json.dumps(job))
         self.timeout = timeout if timeout is not None else (
             _CHILD_TIMEOUT_BASE_S + _CHILD_TIMEOUT_PER_RUN_S * len(self.names) * len(variants))
