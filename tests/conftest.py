@@ -65,3 +65,28 @@ def reexported_bundle(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reexported") / "bundle"
     convert_model("nanodet_m", out, checkpoint=NANODET_PARAM, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def thundernet_bundle(tmp_path_factory) -> Path:
+    """ThunderNet-SNet49 with seeded random weights: two graphs, converted once per session."""
+    from litedet.convert.pipeline import convert_model
+
+    out = tmp_path_factory.mktemp("thundernet") / "bundle"
+    convert_model("thundernet_snet49", out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def oracle():
+    """torchvision's ops in their own venv (scripts/setup_oracle.sh); fails under CI when missing."""
+    from oracle import ORACLE_DIR, Oracle, oracle_available
+
+    if not oracle_available():
+        msg = f"the torchvision oracle is not set up in {ORACLE_DIR}: run bash scripts/setup_oracle.sh"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    o = Oracle()
+    yield o
+    o.close()

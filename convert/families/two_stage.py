@@ -8,6 +8,8 @@ mean/std) with a centred letterbox padded to a multiple of 32.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from litedet.runtime.kinds.rpn_psroi import RCNN_DELTAS, RCNN_SCORES, POOLED, HeadGraph, RpnPsroiSpec
 from litedet.runtime.manifest import InputSpec, OutputSpec, ResizeSpec
 
@@ -47,6 +49,30 @@ class TwoStageAdapter(FamilyAdapter):
             model.rcnn.cls_score.weight.mul_(1.5 / float(model.rcnn.cls_score(h).std()))
             model.rcnn.cls_score.bias[0] += BACKGROUND_LOGIT  # most RoIs are background, as after training
             model.rcnn.bbox_pred.weight.mul_(0.2 / float(model.rcnn.bbox_pred(h).std()))
+
+    def prepare(self, info, checkpoint, config, class_names, trust, options):
+        """The class count from the checkpoint's R-CNN classifier (C + 1 rows, background first);
+        --class-names must agree with it."""
+        prepared = super().prepare(info, checkpoint, config, class_names, trust, options)
+        counts = {}
+        if checkpoint is not None and Path(checkpoint).suffix.lower() not in (".param", ".onnx"):
+            from litedet.models.checkpoint import read_state_dict
+
+            sd, *_ = read_state_dict(checkpoint, trust=trust)
+            w = sd.get("rcnn.cls_score.weight")
+            if w is not None and w.ndim == 2 and w.shape[0] > 1:  # else the key check names what is wrong
+                counts[f"the checkpoint's rcnn.cls_score ({Path(checkpoint).name})"] = int(w.shape[0]) - 1
+        if class_names is not None:
+            counts["--class-names"] = len(class_names)
+        if len(set(counts.values())) > 1:
+            raise ValueError("class counts disagree: " + ", ".join(f"{k} has {v}" for k, v in counts.items()))
+        if counts:
+            n = next(iter(counts.values()))
+            prepared.model_kwargs["num_classes"] = n
+            if n != 80 and class_names is None:
+                prepared.notes.append(f"{n} classes inferred from the checkpoint; named class_0..class_{n - 1} "
+                                      "(pass --class-names for their names)")
+        return prepared
 
     def output_names(self, model, info):
         return ["rpn_objectness", "rpn_deltas", "psroi_features"]

@@ -101,13 +101,14 @@ def _validate(m: "Manifest") -> None:
     _need(p.box_clip > 0, "postprocess.box_clip must be positive")
     a = len(p.anchor_sizes) * len(p.anchor_ratios)
     feat = p.psroi_groups * p.pooled_size ** 2
+    anchors = f"{len(p.anchor_sizes)} postprocess.anchor_sizes x {len(p.anchor_ratios)} anchor_ratios"
+    why = {"rpn_objectness": f"{anchors} need {a}", "rpn_deltas": f"4 x {anchors} need {4 * a}",
+           "psroi_features": f"postprocess.psroi_groups {p.psroi_groups} x pooled_size {p.pooled_size}^2 need {feat}"}
     for role, want in (("rpn_objectness", a), ("rpn_deltas", 4 * a), ("psroi_features", feat)):
         outs = m.outputs_with_role(role)
         _need(len(outs) == 1, f"a two-stage bundle needs one output with role {role!r}, found {len(outs)}")
         _need(outs[0].stride == p.stride, f"output {outs[0].blob!r} ({role}) has stride {outs[0].stride}; postprocess.stride is {p.stride}")
-        _need(outs[0].channels == want, f"output {outs[0].blob!r} ({role}) has {outs[0].channels} channels; "
-                                        f"{len(p.anchor_sizes)} sizes x {len(p.anchor_ratios)} ratios and "
-                                        f"{p.psroi_groups} groups of {p.pooled_size}x{p.pooled_size} need {want}")
+        _need(outs[0].channels == want, f"output {outs[0].blob!r} ({role}) has {outs[0].channels} channels; {why[role]}")
     obj = m.outputs_with_role("rpn_objectness")[0]
     _need(obj.activation == "none", f"output {obj.blob!r}: objectness must come out as logits (activation 'none'); "
                                     "the runtime applies the sigmoid once")
@@ -154,7 +155,7 @@ def pool_rois(m: "Manifest", outputs: dict[str, np.ndarray], boxes: np.ndarray, 
     p = m.postprocess
     feat = _maps(m, outputs, in_w, in_h)[2]
     pooled = ps_roi_align(feat, boxes, 1.0 / p.stride, p.pooled_size, p.sampling_ratio)
-    return pooled.reshape(len(boxes), -1)
+    return pooled.reshape(len(boxes), p.psroi_groups * p.pooled_size ** 2)
 
 
 RunGraph = Callable[[str, np.ndarray], dict[str, np.ndarray]]

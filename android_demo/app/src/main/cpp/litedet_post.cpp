@@ -40,13 +40,15 @@ bool parse_config(const std::string& text, Config& cfg, std::string* error) {
   if (!r.has_error() && version != kConfigVersion)
     return fail("config key 'version' is " + std::to_string(version) + "; this litedet core reads version " +
                 std::to_string(kConfigVersion));
+  // the kind first: another kind's config would otherwise fail on its first missing key
+  const std::string kind = r.str("kind");
+  if (!r.has_error() && kind != "gfl")
+    return fail("config key 'kind' is '" + kind + "'; parse_config reads 'gfl' configs (NanoDet); "
+                "'rpn_psroi' configs are read by parse_two_stage_config");
 #define LITEDET_CONFIG_READ(key, type, lo, hi) c.key = r.read_##type(#key, lo, hi);
   LITEDET_CONFIG_KEYS(LITEDET_CONFIG_READ)
 #undef LITEDET_CONFIG_READ
   if (r.has_error()) return fail(r.error);
-  if (c.kind != "gfl")
-    return fail("config key 'kind' is '" + c.kind + "'; parse_config reads 'gfl' configs (NanoDet); "
-                "'rpn_psroi' configs are read by parse_two_stage_config");
   // what one key cannot say alone
   if (c.pixel_format != "bgr" && c.pixel_format != "rgb") r.bad("pixel_format", c.pixel_format, "'bgr' or 'rgb'");
   if (c.pad_mode != "stride_multiple" && c.pad_mode != "fixed")

@@ -35,12 +35,13 @@ bool parse_two_stage_config(const std::string& text, TwoStageConfig& cfg, std::s
   if (!r.has_error() && version != LITEDET_CONFIG_VERSION)
     return fail("config key 'version' is " + std::to_string(version) + "; this litedet core reads version " +
                 std::to_string(LITEDET_CONFIG_VERSION));
+  const std::string kind = r.str("kind");  // the kind first, as parse_config
+  if (!r.has_error() && kind != "rpn_psroi")
+    return fail("config key 'kind' is '" + kind + "'; parse_two_stage_config reads 'rpn_psroi' configs");
 #define LITEDET_TWO_STAGE_READ(key, type, lo, hi) c.key = r.read_##type(#key, lo, hi);
   LITEDET_TWO_STAGE_KEYS(LITEDET_TWO_STAGE_READ)
 #undef LITEDET_TWO_STAGE_READ
   if (r.has_error()) return fail(r.error);
-  if (c.kind != "rpn_psroi")
-    return fail("config key 'kind' is '" + c.kind + "'; parse_two_stage_config reads 'rpn_psroi' configs");
   if (c.pixel_format != "bgr" && c.pixel_format != "rgb") return fail("config key 'pixel_format' must be 'bgr' or 'rgb'");
   if (c.pad_mode != "stride_multiple" && c.pad_mode != "fixed")
     return fail("config key 'pad_mode' must be 'stride_multiple' or 'fixed'");
