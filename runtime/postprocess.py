@@ -178,28 +178,35 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float,
         class_agnostic: bool = False, max_detections: int | None = None) -> np.ndarray:
-    """Greedy NMS; returns kept indices in descending score order."""
+    """Greedy NMS; returns kept indices in descending score order.
+
+    The candidates still alive shrink after every kept box, so each step costs one
+    vectorised IoU row (box_iou's float32 operations, in its order)."""
     if max_detections is not None and max_detections <= 0:
         return np.zeros(0, dtype=np.int64)
     order = np.argsort(-scores, kind="stable")
-    suppressed = np.zeros(len(order), dtype=bool)
-    b, lab = boxes[order], labels[order]
+    b = np.asarray(boxes, np.float32)[order]
+    x1, y1, x2, y2 = (np.ascontiguousarray(b[:, k]) for k in range(4))
+    area = (x2 - x1) * (y2 - y1)
+    lab = np.asarray(labels)[order]
     thr = np.float32(iou_threshold)
+    zero = np.float32(0)
+    alive = np.arange(len(order))
     keep: list[int] = []
-    for i in range(len(order)):
-        if suppressed[i]:
-            continue
+    while alive.size:
+        i, rest = alive[0], alive[1:]
         keep.append(int(order[i]))
         if max_detections is not None and len(keep) >= max_detections:
             break
-        rest = np.arange(i + 1, len(order))
-        rest = rest[~suppressed[rest]]
-        if rest.size == 0:
-            break
-        hit = box_iou(b[i], b[rest]) > thr
+        iw = np.maximum(zero, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        ih = np.maximum(zero, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = iw * ih
+        union = area[i] + area[rest] - inter
+        with np.errstate(divide="ignore", invalid="ignore"):
+            hit = np.where(union > 0, inter / union, zero) > thr
         if not class_agnostic:
             hit &= lab[rest] == lab[i]
-        suppressed[rest[hit]] = True
+        alive = rest[~hit]
     return np.asarray(keep, dtype=np.int64)
 
 

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +45,33 @@ def test_cmake_builds_the_core_without_fp_contraction():
     cmake = (CPP / "CMakeLists.txt").read_text()
     assert "litedet_post.cpp" in cmake and "-ffp-contract=off" in cmake
     assert "litedet_capi.cpp" not in cmake  # the ctypes test API is desktop-only
+
+
+NCNN_SRC = Path(os.environ.get("LITEDET_NCNN_SRC", Path.home() / ".cache" / "litedet" / "ncnn-src"))
+
+
+def _ncnn_headers() -> list[str]:
+    """-I flags for the real ncnn headers (scripts/setup_ncnn_src.sh); fails under CI when missing."""
+    src = sorted(NCNN_SRC.glob("ncnn-*/src"))
+    if not (NCNN_SRC / "ok").is_file() or not src:
+        msg = f"the ncnn C++ source is not set up in {NCNN_SRC}: run bash scripts/setup_ncnn_src.sh"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return [f"-I{src[-1]}", f"-I{NCNN_SRC / 'build-headers' / 'src'}", f"-I{CPP}"]
+
+
+@pytest.mark.parametrize("source", ["app/src/main/cpp/litedet_ncnn.cpp", "host_tests/ncnn_check.cpp"])
+def test_demo_ncnn_code_compiles_against_the_real_ncnn_api(source):
+    """The app's ncnn half (gfl and two-stage paths) against ncnn's own headers, warnings as errors."""
+    r = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", *_ncnn_headers(),
+                        str(DEMO / source)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+
+
+def test_demo_loads_every_graph_the_config_names():
+    """Two-stage configs name two graphs: the JNI loader and the desktop driver loop over them."""
+    for path in (CPP / "litedet_jni.cpp", DEMO / "host_tests" / "ncnn_check.cpp"):
+        code = path.read_text()
+        assert "graph_count()" in code and ("net(i)" in code or "net(g)" in code), path
+        assert "det_.config().param" not in code and "cfg.param" not in code, path

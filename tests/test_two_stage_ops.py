@@ -62,8 +62,11 @@ def test_decode_equals_torchvision_and_round_trips(oracle, core, seed, wset):
     deltas[:3, 2:] = 50.0  # beyond box_clip: clamped before exp
     got = decode_boxes(ref, deltas, list(wset))
     want = oracle.call("decode", ref=ref, deltas=deltas, weights=wset, box_clip=BOX_CLIP)
-    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-4)
-    np.testing.assert_allclose(core.decode_boxes(ref, deltas, wset, BOX_CLIP), got, rtol=2e-6, atol=1e-4)
+    # exp may differ by an ulp between numpy, torch and libm; x1 = centre - half width cancels,
+    # so the error is a few ulps of the largest coordinate, not of each result
+    atol = max(1e-4, 4e-7 * float(np.abs(want).max()) * 4)
+    np.testing.assert_allclose(got, want, rtol=0, atol=atol)
+    np.testing.assert_allclose(core.decode_boxes(ref, deltas, wset, BOX_CLIP), got, rtol=0, atol=atol)
     # encode is decode's inverse (where dw/dh were not clamped)
     fine = np.abs(deltas[:, 2:] / np.array(wset[2:], np.float32)).max(1) < BOX_CLIP
     back = encode_boxes(ref[fine], got[fine], list(wset))

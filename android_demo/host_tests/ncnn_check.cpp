@@ -51,13 +51,16 @@ int main(int argc, char** argv)
         std::fprintf(stderr, "%s\n", err.c_str());
         return 1;
     }
-    const litedet::Config& cfg = det.config();
-    if (det.net().load_param((dir + "/" + cfg.param).c_str()) != 0 || det.net().load_model((dir + "/" + cfg.bin).c_str()) != 0)
+    for (int g = 0; g < det.graph_count(); g++)  // stage 1, and the head of a two-stage model
     {
-        std::fprintf(stderr, "ncnn could not load %s / %s\n", cfg.param.c_str(), cfg.bin.c_str());
-        return 1;
+        const std::string param = dir + "/" + det.graph_param(g), bin = dir + "/" + det.graph_bin(g);
+        if (det.net(g).load_param(param.c_str()) != 0 || det.net(g).load_model(bin.c_str()) != 0)
+        {
+            std::fprintf(stderr, "ncnn could not load %s / %s\n", param.c_str(), bin.c_str());
+            return 1;
+        }
     }
-    if (!det.check_blobs(cfg.param, err))
+    if (!det.check_blobs(det.graph_param(0), err))
     {
         std::fprintf(stderr, "%s\n", err.c_str());
         return 1;

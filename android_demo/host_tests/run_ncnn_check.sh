@@ -19,5 +19,5 @@ lib="$(find "$prefix" -name libncnn.a | head -n 1)"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 "${CXX:-g++}" -std=c++17 -O2 -Wall -Wextra -fopenmp -ffp-contract=off -I"$cpp" -I"$prefix/include/ncnn" \
-    "$here/ncnn_check.cpp" "$cpp/litedet_ncnn.cpp" "$cpp/litedet_post.cpp" "$lib" -lpthread -o "$out/ncnn_check"
+    "$here/ncnn_check.cpp" "$cpp/litedet_ncnn.cpp" "$cpp/litedet_post.cpp" "$cpp/litedet_two_stage.cpp" "$lib" -lpthread -o "$out/ncnn_check"
 "${PYTHON:-$repo/.venv/bin/python}" "$here/compare_with_runtime.py" "$bundle" "$out/ncnn_check"

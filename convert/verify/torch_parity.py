@@ -177,8 +177,9 @@ def run_parity(bundle: str | Path, images: list[tuple[str, np.ndarray]] | None =
                 failures += tensor_failures(name, key, stats, lim)
             n_res = runner.postprocess(n, g)
             ip.test_results[key] = [x.to_dict() for x in n_res]
-            ip.results[key], why = check.compare(m, name, key, t, n, t_res, n_res, stats, lim,
-                                                 same=(same, runner.postprocess(same, g)) if same else None)
+            # ``same`` only for multi-stage kinds: a single-graph family's check need not know it
+            extra = {"same": (same, runner.postprocess(same, g))} if same else {}
+            ip.results[key], why = check.compare(m, name, key, t, n, t_res, n_res, stats, lim, **extra)
             if why:
                 failures.append(why)
             if key == "ncnn_fp16" and out_dir:

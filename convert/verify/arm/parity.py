@@ -160,8 +160,8 @@ def _compare_image(m, check, lim: Limits, name: str, g, r32, ref32: dict, arm_ou
     for key, ref, got, same, dref, dgot, judged in comparisons:
         stats = output_stats(m, ref, got, same)
         ip.tensors[key] = stats
-        ip.results[key], why = check.compare(m, name, key, ref, got, dref, dgot, stats, lim,
-                                             same=(same, r32.postprocess(same, g)) if same else None)
+        extra = {"same": (same, r32.postprocess(same, g))} if same else {}
+        ip.results[key], why = check.compare(m, name, key, ref, got, dref, dgot, stats, lim, **extra)
         if judged:
             failures += tensor_failures(name, key, stats, lim) if check.judge_tensors(fp16=True) else []
             failures += [why] if why else []

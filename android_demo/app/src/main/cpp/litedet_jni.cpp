@@ -117,41 +117,41 @@ public:
         }
         if (!det_.set_config(text, cfg_name, err))
             return false;
-        const litedet::Config& cfg = det_.config();
-        if (!asset_exists(mgr, cfg.param))
-        {
-            err = cfg_name + " names param=" + cfg.param + ", which is not in the assets";
-            return false;
-        }
-        if (!asset_exists(mgr, cfg.bin))
-        {
-            err = cfg_name + " names bin=" + cfg.bin + ", which is not in the assets";
-            return false;
-        }
+        for (int i = 0; i < det_.graph_count(); i++)  // stage 1, and the head of a two-stage model
+            for (const std::string* f : {&det_.graph_param(i), &det_.graph_bin(i)})
+                if (!asset_exists(mgr, *f))
+                {
+                    err = cfg_name + " names " + *f + ", which is not in the assets";
+                    return false;
+                }
 
         // one thread per big core (the camera thread binds its OpenMP threads
         // to the big cores: see DemoCamera::on_frame)
         if (!det_.set_options(use_gpu, ncnn::get_big_cpu_count(), err))
             return false;
 
-        if (det_.net().load_param(mgr, cfg.param.c_str()) != 0)
+        for (int i = 0; i < det_.graph_count(); i++)
         {
-            err = "ncnn could not parse " + cfg.param
-                  + " (written by a newer ncnn than this package? the bundles need ncnn 20261020 or newer)";
-            return false;
+            const std::string& param = det_.graph_param(i);
+            const std::string& bin = det_.graph_bin(i);
+            if (det_.net(i).load_param(mgr, param.c_str()) != 0)
+            {
+                err = "ncnn could not parse " + param
+                      + " (written by a newer ncnn than this package? the bundles need ncnn 20261020 or newer)";
+                return false;
+            }
+            if (det_.net(i).load_model(mgr, bin.c_str()) != 0)
+            {
+                err = "ncnn could not load the weights " + bin + " (truncated, or not the bin for " + param + ")";
+                return false;
+            }
         }
-        if (det_.net().load_model(mgr, cfg.bin.c_str()) != 0)
-        {
-            err = "ncnn could not load the weights " + cfg.bin + " (truncated, or not the bin for " + cfg.param + ")";
-            return false;
-        }
-        if (!det_.check_blobs(cfg.param, err))
+        if (!det_.check_blobs(det_.graph_param(0), err))
             return false;
 
-        LOGI("loaded %s: %s/%s, input %s (%s), target %d (%s), %d strides, %d classes, %s, %d threads",
-             name.c_str(), cfg.param.c_str(), cfg.bin.c_str(), cfg.input_blob.c_str(), cfg.pixel_format.c_str(),
-             cfg.target_size, cfg.pad_mode.c_str(), (int)cfg.strides.size(), cfg.num_classes, use_gpu ? "GPU" : "CPU",
-             det_.num_threads());
+        LOGI("loaded %s: %s (%s), %d graph(s), %d classes, %s, %d threads", name.c_str(), det_.architecture().c_str(),
+             det_.two_stage() ? "two-stage rpn_psroi" : "gfl", det_.graph_count(), (int)det_.class_names().size(),
+             use_gpu ? "GPU" : "CPU", det_.num_threads());
         return true;
     }
 
@@ -168,7 +168,7 @@ public:
 
     void draw(cv::Mat& rgba, const std::vector<litedet::Detection>& dets) const
     {
-        const std::vector<std::string>& names = det_.config().class_names;
+        const std::vector<std::string>& names = det_.class_names();
         const double font_scale = 0.5;
         const int thickness = 1;
         for (const litedet::Detection& d : dets)

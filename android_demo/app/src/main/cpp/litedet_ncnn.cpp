@@ -30,39 +30,58 @@ bool contains(const std::vector<std::string>& v, const std::string& s)
 
 NcnnDetector::~NcnnDetector()
 {
-    net_.clear();  // before the allocators it points to go away
+    net_.clear();  // before the allocators they point to go away
+    head_net_.clear();
+}
+
+const std::string& NcnnDetector::graph_param(int i) const
+{
+    return two_stage_ ? (i == 0 ? ts_.param : ts_.head_param) : cfg_.param;
+}
+
+const std::string& NcnnDetector::graph_bin(int i) const
+{
+    return two_stage_ ? (i == 0 ? ts_.bin : ts_.head_bin) : cfg_.bin;
 }
 
 bool NcnnDetector::set_config(const std::string& cfg_text, const std::string& cfg_name, std::string& err)
 {
     cfg_name_ = cfg_name;
     std::string perr;
-    if (!litedet::parse_config(cfg_text, cfg_, &perr))
+    two_stage_ = litedet::config_kind(cfg_text) == "rpn_psroi";
+    if (two_stage_ ? !litedet::parse_two_stage_config(cfg_text, ts_, &perr) : !litedet::parse_config(cfg_text, cfg_, &perr))
     {
         err = cfg_name + ": " + perr;
         return false;
     }
+    if (two_stage_)
+        input_ = Input{ts_.input_blob, ts_.pixel_format, ts_.pad_mode, ts_.resize_policy, ts_.mean, ts_.norm,
+                       ts_.target_size, ts_.pad_multiple, ts_.pad_normalized, ts_.pad_value};
+    else
+        input_ = Input{cfg_.input_blob, cfg_.pixel_format, cfg_.pad_mode, cfg_.resize_policy, cfg_.mean, cfg_.norm,
+                       cfg_.target_size, cfg_.pad_multiple, cfg_.pad_normalized, cfg_.pad_value};
     // the frames are RGBA: 3 channels reach the net
-    if (cfg_.mean.size() != 3 || cfg_.norm.size() != 3)
+    if (input_.mean.size() != 3 || input_.norm.size() != 3)
     {
-        err = cfg_name + ": mean and norm need 3 values (one per channel of '" + cfg_.pixel_format + "'), got "
-              + std::to_string(cfg_.mean.size()) + " and " + std::to_string(cfg_.norm.size());
+        err = cfg_name + ": mean and norm need 3 values (one per channel of '" + input_.pixel_format + "'), got "
+              + std::to_string(input_.mean.size()) + " and " + std::to_string(input_.norm.size());
         return false;
     }
-    if (cfg_.pixel_format == "rgb")
+    if (input_.pixel_format == "rgb")
         pixel_type_ = ncnn::Mat::PIXEL_RGBA2RGB;
-    else if (cfg_.pixel_format == "bgr")
+    else if (input_.pixel_format == "bgr")
         pixel_type_ = ncnn::Mat::PIXEL_RGBA2BGR;
     else
     {
-        err = cfg_name + ": pixel_format is '" + cfg_.pixel_format + "'; expected 'bgr' or 'rgb'";
+        err = cfg_name + ": pixel_format is '" + input_.pixel_format + "'; expected 'bgr' or 'rgb'";
         return false;
     }
-    if (cfg_.param.empty() || cfg_.bin.empty())
-    {
-        err = cfg_name + ": param= and bin= must name the model files";
-        return false;
-    }
+    for (int i = 0; i < graph_count(); i++)
+        if (graph_param(i).empty() || graph_bin(i).empty())
+        {
+            err = cfg_name + ": every graph's param and bin must be named";
+            return false;
+        }
     return true;
 }
 
@@ -81,52 +100,105 @@ bool NcnnDetector::set_options(bool use_gpu, int num_threads, std::string& err)
         return false;
     }
 #endif
-    net_.clear();
-    net_.opt = ncnn::Option();
-    net_.opt.num_threads = num_threads > 0 ? num_threads : 1;
-    net_.opt.lightmode = true;
-    net_.opt.blob_allocator = &blob_pool_;
-    net_.opt.workspace_allocator = &workspace_pool_;
-    // fp16 on, as the bundles are converted and checked; set explicitly, since
-    // ncnn's defaults differ between versions and targets
-    net_.opt.use_fp16_storage = true;
-    net_.opt.use_fp16_packed = true;
-    net_.opt.use_fp16_arithmetic = true;
-    net_.opt.use_bf16_storage = false;
-    net_.opt.use_packing_layout = true;
+    for (ncnn::Net* net : {&net_, &head_net_})
+    {
+        net->clear();
+        net->opt = ncnn::Option();
+        net->opt.num_threads = num_threads > 0 ? num_threads : 1;
+        net->opt.lightmode = true;
+        net->opt.blob_allocator = &blob_pool_;
+        net->opt.workspace_allocator = &workspace_pool_;
+        // fp16 on, as the bundles are converted and checked; set explicitly, since
+        // ncnn's defaults differ between versions and targets
+        net->opt.use_fp16_storage = true;
+        net->opt.use_fp16_packed = true;
+        net->opt.use_fp16_arithmetic = true;
+        net->opt.use_bf16_storage = false;
+        net->opt.use_packing_layout = true;
 #if NCNN_VULKAN
-    net_.opt.use_vulkan_compute = use_gpu;
+        net->opt.use_vulkan_compute = use_gpu;
 #endif
+    }
     return true;
 }
 
+namespace {
+
+std::vector<std::string> names_of(const std::vector<const char*>& v)
+{
+    return std::vector<std::string>(v.begin(), v.end());
+}
+
+// err names the first of `blobs` (config key -> blob) missing from `have`.
+bool have_all(const std::vector<std::pair<std::string, std::string>>& blobs, const std::vector<std::string>& have,
+              const std::string& what, const std::string& cfg_name, const std::string& param_name, std::string& err)
+{
+    for (const auto& kb : blobs)
+        if (!contains(have, kb.second))
+        {
+            err = cfg_name + ": " + kb.first + " '" + kb.second + "' is not an " + what + " of " + param_name
+                  + "; it has [" + join(have, ", ") + "]";
+            return false;
+        }
+    return true;
+}
+
+} // namespace
+
 bool NcnnDetector::check_blobs(const std::string& param_name, std::string& err) const
 {
-    std::vector<std::string> ins, outs;
-    for (const char* n : net_.input_names())
-        ins.emplace_back(n);
-    for (const char* n : net_.output_names())
-        outs.emplace_back(n);
-    if (!contains(ins, cfg_.input_blob))
-    {
-        err = cfg_name_ + ": input_blob '" + cfg_.input_blob + "' is not an input of " + param_name + "; it has ["
-              + join(ins, ", ") + "]";
+    const std::vector<std::string> ins = names_of(net_.input_names()), outs = names_of(net_.output_names());
+    if (!have_all({{"input_blob", input_.blob}}, ins, "input", cfg_name_, param_name, err))
         return false;
+    if (two_stage_)
+    {
+        const std::vector<std::string> hins = names_of(head_net_.input_names());
+        const std::vector<std::string> houts = names_of(head_net_.output_names());
+        return have_all({{"obj_blob", ts_.obj_blob}, {"deltas_blob", ts_.deltas_blob}, {"feat_blob", ts_.feat_blob}},
+                        outs, "output", cfg_name_, param_name, err)
+               && have_all({{"head_input_blob", ts_.head_input_blob}}, hins, "input", cfg_name_, ts_.head_param, err)
+               && have_all({{"head_scores_blob", ts_.head_scores_blob}, {"head_deltas_blob", ts_.head_deltas_blob}},
+                           houts, "output", cfg_name_, ts_.head_param, err);
     }
     for (size_t i = 0; i < cfg_.strides.size(); i++)
     {
-        const std::string* blobs[2] = {&cfg_.cls_blobs[i], &cfg_.dis_blobs[i]};
-        const char* keys[2] = {"cls_blobs", "dis_blobs"};
-        for (int k = 0; k < 2; k++)
-        {
-            if (!contains(outs, *blobs[k]))
-            {
-                err = cfg_name_ + ": " + keys[k] + " names '" + *blobs[k] + "' (stride " + std::to_string(cfg_.strides[i])
-                      + "), which is not an output of " + param_name + "; it has [" + join(outs, ", ") + "]";
-                return false;
-            }
-        }
+        const std::string s = " (stride " + std::to_string(cfg_.strides[i]) + ")";
+        if (!have_all({{"cls_blobs" + s, cfg_.cls_blobs[i]}, {"dis_blobs" + s, cfg_.dis_blobs[i]}}, outs, "output",
+                      cfg_name_, param_name, err))
+            return false;
     }
+    return true;
+}
+
+bool NcnnDetector::preprocess(const unsigned char* rgba, int w, int h, int stride, ncnn::Mat& in_pad,
+                              litedet::Letterbox& lb, std::string& err) const
+{
+    if (!rgba || w <= 0 || h <= 0 || stride < w * 4)
+    {
+        err = "empty frame";
+        return false;
+    }
+    try
+    {
+        lb = litedet::letterbox_geometry(w, h, input_.target_size, input_.pad_multiple, input_.pad_mode == "fixed",
+                                         litedet::resize_policy_code(input_.resize_policy));
+    }
+    catch (const std::exception& e)
+    {
+        err = std::string("letterbox: ") + e.what();
+        return false;
+    }
+    // preprocessing, call for call as runtime/runner.py
+    ncnn::Mat in = ncnn::Mat::from_pixels_resize(rgba, pixel_type_, w, h, stride, lb.resized_w, lb.resized_h);
+    const int pad_bottom = lb.in_h - lb.resized_h - lb.pad_top;
+    const int pad_right = lb.in_w - lb.resized_w - lb.pad_left;
+    ncnn::Option border_opt;  // like the Python runtime: a default Option with the net's thread count
+    border_opt.num_threads = net_.opt.num_threads;
+    // pad_normalized: pad_value is in normalised units, so normalise first (upstream NanoDet's order)
+    if (input_.pad_normalized) in.substract_mean_normalize(input_.mean.data(), input_.norm.data());
+    ncnn::copy_make_border(in, in_pad, lb.pad_top, pad_bottom, lb.pad_left, pad_right, ncnn::BORDER_CONSTANT,
+                           input_.pad_value, border_opt);
+    if (!input_.pad_normalized) in_pad.substract_mean_normalize(input_.mean.data(), input_.norm.data());
     return true;
 }
 
@@ -134,37 +206,16 @@ bool NcnnDetector::detect(const unsigned char* rgba, int w, int h, int stride, s
                           std::string& err)
 {
     dets.clear();
-    if (!rgba || w <= 0 || h <= 0 || stride < w * 4)
-    {
-        err = "empty frame";
-        return false;
-    }
-
-    litedet::Letterbox lb{};
-    try
-    {
-        lb = litedet::letterbox_geometry(w, h, cfg_.target_size, cfg_.pad_multiple, cfg_.pad_mode == "fixed",
-                                         litedet::resize_policy_code(cfg_.resize_policy));
-    }
-    catch (const std::exception& e)
-    {
-        err = std::string("letterbox: ") + e.what();
-        return false;
-    }
-
-    // preprocessing, call for call as runtime/detector.py
-    ncnn::Mat in = ncnn::Mat::from_pixels_resize(rgba, pixel_type_, w, h, stride, lb.resized_w, lb.resized_h);
-    const int pad_bottom = lb.in_h - lb.resized_h - lb.pad_top;
-    const int pad_right = lb.in_w - lb.resized_w - lb.pad_left;
-    ncnn::Option border_opt;  // like the Python runtime: a default Option with the net's thread count
-    border_opt.num_threads = net_.opt.num_threads;
     ncnn::Mat in_pad;
-    // pad_normalized: pad_value is in normalised units, so normalise first (upstream NanoDet's order)
-    if (cfg_.pad_normalized) in.substract_mean_normalize(cfg_.mean.data(), cfg_.norm.data());
-    ncnn::copy_make_border(in, in_pad, lb.pad_top, pad_bottom, lb.pad_left, pad_right, ncnn::BORDER_CONSTANT,
-                           cfg_.pad_value, border_opt);
-    if (!cfg_.pad_normalized) in_pad.substract_mean_normalize(cfg_.mean.data(), cfg_.norm.data());
+    litedet::Letterbox lb{};
+    if (!preprocess(rgba, w, h, stride, in_pad, lb, err))
+        return false;
+    return two_stage_ ? detect_two_stage(in_pad, lb, dets, err) : detect_gfl(in_pad, lb, dets, err);
+}
 
+bool NcnnDetector::detect_gfl(const ncnn::Mat& in_pad, const litedet::Letterbox& lb,
+                              std::vector<litedet::Detection>& dets, std::string& err)
+{
     // inference; every output Mat stays alive until postprocess is done
     const size_t n = cfg_.strides.size();
     std::vector<ncnn::Mat> cls(n), dis(n);
@@ -212,6 +263,96 @@ bool NcnnDetector::detect(const unsigned char* rgba, int w, int h, int stride, s
     catch (const std::exception& e)
     {
         err = std::string("postprocess: ") + e.what();
+        return false;
+    }
+    return true;
+}
+
+namespace {
+
+// A CHW (or HW) output as one contiguous fp32 block: ncnn pads each channel to cstep.
+ncnn::Mat flat(const ncnn::Mat& m)
+{
+    return m.reshape(m.w * m.h * m.d * m.c);
+}
+
+} // namespace
+
+bool NcnnDetector::detect_two_stage(const ncnn::Mat& in_pad, const litedet::Letterbox& lb,
+                                    std::vector<litedet::Detection>& dets, std::string& err)
+{
+    const litedet::TwoStageConfig& c = ts_;
+    const int a = (int)(c.anchor_sizes.size() * c.anchor_ratios.size());
+    const int fw = (lb.in_w + c.stride - 1) / c.stride, fh = (lb.in_h + c.stride - 1) / c.stride;
+    const int feat_c = c.psroi_groups * c.pooled_size * c.pooled_size;
+    ncnn::Mat obj, deltas, feat;
+    {
+        ncnn::Extractor ex = net_.create_extractor();
+        if (ex.input(c.input_blob.c_str(), in_pad) != 0)
+        {
+            err = "ncnn rejected the input blob '" + c.input_blob + "'";
+            return false;
+        }
+        const std::pair<const std::string*, ncnn::Mat*> outs[3] = {{&c.obj_blob, &obj}, {&c.deltas_blob, &deltas},
+                                                                   {&c.feat_blob, &feat}};
+        for (const auto& o : outs)
+            if (ex.extract(o.first->c_str(), *o.second) != 0)
+            {
+                err = "ncnn failed to compute output '" + *o.first + "'";
+                return false;
+            }
+    }
+    const int want_c[3] = {a, 4 * a, feat_c};
+    const ncnn::Mat* got[3] = {&obj, &deltas, &feat};
+    const char* keys[3] = {"obj_blob", "deltas_blob", "feat_blob"};
+    for (int i = 0; i < 3; i++)
+        if (got[i]->dims != 3 || got[i]->c != want_c[i] || got[i]->w != fw || got[i]->h != fh)
+        {
+            err = std::string(keys[i]) + " is " + std::to_string(got[i]->c) + "x" + std::to_string(got[i]->h) + "x"
+                  + std::to_string(got[i]->w) + "; the config and a " + std::to_string(lb.in_w) + "x"
+                  + std::to_string(lb.in_h) + " input need " + std::to_string(want_c[i]) + "x" + std::to_string(fh)
+                  + "x" + std::to_string(fw);
+            return false;
+        }
+    const ncnn::Mat obj_f = flat(obj), deltas_f = flat(deltas), feat_f = flat(feat);
+    try
+    {
+        const litedet::Proposals props = litedet::select_proposals(c, (const float*)obj_f.data,
+                                                                   (const float*)deltas_f.data, a, fw, fh, lb.in_w, lb.in_h);
+        const size_t k = props.scores.size();
+        if (k == 0)
+            return true;  // nothing above the RPN's thresholds: no second stage, no detections
+        std::vector<float> pooled(k * feat_c);
+        litedet::ps_roi_align((const float*)feat_f.data, feat_c, fh, fw, props.boxes.data(), k, 1.f / (float)c.stride,
+                              c.pooled_size, c.sampling_ratio, pooled.data());
+        // every RoI in one extract: a [k, feat_c] matrix (rows are RoIs)
+        ncnn::Mat rows(feat_c, (int)k, (void*)pooled.data());
+        ncnn::Mat scores, box_deltas;
+        {
+            ncnn::Extractor ex = head_net_.create_extractor();
+            if (ex.input(c.head_input_blob.c_str(), rows) != 0 || ex.extract(c.head_scores_blob.c_str(), scores) != 0
+                || ex.extract(c.head_deltas_blob.c_str(), box_deltas) != 0)
+            {
+                err = "ncnn failed to run the head graph " + c.head_param;
+                return false;
+            }
+        }
+        const size_t c1 = (size_t)c.num_classes + 1;
+        if (scores.total() != k * c1 || box_deltas.total() != k * 4 * c1)
+        {
+            err = "the head gives " + std::to_string(scores.total()) + " scores for " + std::to_string(k)
+                  + " RoIs; num_classes " + std::to_string(c.num_classes) + " + background needs "
+                  + std::to_string(k * c1);
+            return false;
+        }
+        const ncnn::Mat sf = flat(scores), df = flat(box_deltas);
+        for (const litedet::Candidate& cand : litedet::rcnn_detections(c, props.boxes.data(), k, (const float*)sf.data,
+                                                                        (const float*)df.data, lb.in_w, lb.in_h))
+            dets.push_back(litedet::map_box_back(cand, lb));
+    }
+    catch (const std::exception& e)
+    {
+        err = std::string("two-stage postprocess: ") + e.what();
         return false;
     }
     return true;

@@ -1,12 +1,17 @@
 // litedet Android demo: the ncnn half of the detector, without Android.
 //
-// NAME.cfg text in, ncnn options set, blob names checked, then for each RGBA
-// frame: the preprocessing of runtime/detector.py (from_pixels_resize to the
-// letterbox's resized size in cfg.pixel_format order -> copy_make_border
-// centred with cfg.pad_value -> substract_mean_normalize(cfg.mean, cfg.norm)),
-// extraction of every cls/dis blob per stride (shape-checked), and
-// litedet::postprocess. Loading the param/bin is left to the caller
-// (AAssetManager on the phone, file paths in host_tests/), through net().
+// NAME.cfg text in (its kind= picks NanoDet's 'gfl' or the two-stage 'rpn_psroi'),
+// ncnn options set, blob names checked, then for each RGBA frame: the
+// preprocessing of runtime/runner.py (from_pixels_resize to the letterbox's
+// resized size in pixel_format order -> copy_make_border centred with
+// pad_value -> substract_mean_normalize(mean, norm)), then
+//  - gfl: extraction of every cls/dis blob per stride (shape-checked) and litedet::postprocess;
+//  - rpn_psroi: stage 1 (objectness, deltas, PS features), the C++ glue
+//    (litedet_two_stage.h: proposals, PSRoIAlign), every RoI through the head graph
+//    in one extract, then litedet::rcnn_detections.
+// Loading the param/bin of each graph is left to the caller (AAssetManager on the
+// phone, file paths in host_tests/), through graph_count(), graph_param(i),
+// graph_bin(i) and net(i).
 //
 // Plain C++17 + ncnn: litedet_jni.cpp uses it on Android, and
 // host_tests/run_ncnn_check.sh builds it against a desktop ncnn to compare
@@ -22,6 +27,7 @@
 #include "net.h"
 
 #include "litedet_post.h"
+#include "litedet_two_stage.h"
 
 namespace litedet_demo {
 
@@ -37,7 +43,16 @@ public:
     // Parse the text of NAME.cfg (cfg_name is used in messages). The frames
     // handed to detect() are RGBA, so mean/norm must have 3 values.
     bool set_config(const std::string& cfg_text, const std::string& cfg_name, std::string& err);
-    const litedet::Config& config() const { return cfg_; }
+    const litedet::Config& config() const { return cfg_; }  // gfl configs
+    const litedet::TwoStageConfig& two_stage_config() const { return ts_; }  // rpn_psroi configs
+    bool two_stage() const { return two_stage_; }
+
+    // The graphs to load, in order: 0 the (stage-1) graph, 1 the head of a two-stage model.
+    int graph_count() const { return two_stage_ ? 2 : 1; }
+    const std::string& graph_param(int i) const;
+    const std::string& graph_bin(int i) const;
+    const std::vector<std::string>& class_names() const { return two_stage_ ? ts_.class_names : cfg_.class_names; }
+    const std::string& architecture() const { return two_stage_ ? ts_.architecture : cfg_.architecture; }
 
     // ncnn options, set explicitly, before loading: fp16 storage, packed and
     // arithmetic on (how the bundles are checked), bf16 off, packing on,
@@ -45,11 +60,11 @@ public:
     // use_gpu is asked of an ncnn without Vulkan or a device without a GPU.
     bool set_options(bool use_gpu, int num_threads, std::string& err);
 
-    // The net to load the param and bin into (after set_options).
-    ncnn::Net& net() { return net_; }
+    // The net to load graph i's param and bin into (after set_options).
+    ncnn::Net& net(int i = 0) { return i == 0 ? net_ : head_net_; }
 
-    // After loading: cfg.input_blob must be an input and every cls/dis blob
-    // an output of the graph; err lists what the graph has otherwise.
+    // After loading: every blob the config names must be an input / output of
+    // its graph; err lists what the graph has otherwise.
     bool check_blobs(const std::string& param_name, std::string& err) const;
 
     // One RGBA image (stride in bytes) -> detections in its pixels, best first.
@@ -59,13 +74,33 @@ public:
     int num_threads() const { return net_.opt.num_threads; }
 
 private:
+    // The preprocessing keys, the same in every kind's config.
+    struct Input
+    {
+        std::string blob, pixel_format, pad_mode, resize_policy;
+        std::vector<float> mean, norm;
+        int target_size = 0, pad_multiple = 0;
+        bool pad_normalized = false;
+        float pad_value = 0.f;
+    };
+    bool preprocess(const unsigned char* rgba, int w, int h, int stride, ncnn::Mat& in_pad, litedet::Letterbox& lb,
+                    std::string& err) const;
+    bool detect_gfl(const ncnn::Mat& in, const litedet::Letterbox& lb, std::vector<litedet::Detection>& dets,
+                    std::string& err);
+    bool detect_two_stage(const ncnn::Mat& in, const litedet::Letterbox& lb, std::vector<litedet::Detection>& dets,
+                          std::string& err);
+
     std::string cfg_name_;
+    bool two_stage_ = false;
     litedet::Config cfg_;
+    litedet::TwoStageConfig ts_;
+    Input input_;
     int pixel_type_ = 0;
-    // declared before net_, so they outlive it
+    // declared before the nets, so they outlive them
     ncnn::UnlockedPoolAllocator blob_pool_;
     ncnn::PoolAllocator workspace_pool_;
     ncnn::Net net_;
+    ncnn::Net head_net_;  // two-stage: the R-CNN head
 };
 
 } // namespace litedet_demo
