@@ -131,13 +131,20 @@ def _reference(tmp: Path, ts, blobs: list[str], ref_bin: str | None, extras=()):
     with torch.no_grad():
         tref = {name: o[0].numpy() for name, o in zip(blobs, ts(torch.from_numpy(chw)[None]))}
     n32 = runner32.run_array(chw)
-    for eg in extras:
-        x = n32[eg.input_key]
-        if len(x) == 0:
-            raise ConvertError(f"graph {eg.name!r} got no input rows on the reference image; cannot verify it")
-        with torch.no_grad():
-            touts = trace_module(tmp / REF_DIR / f"{eg.name}.torchscript.pt")(torch.from_numpy(x)[None])
-        tref.update({key: o[0].numpy() for key, o in zip(eg.output_names, touts)})  # the keys complete() uses
+    if extras:  # the later stages in torch, on the intermediate inputs ncnn gave them (the same RoIs)
+        graphs = {eg.name: trace_module(tmp / REF_DIR / f"{eg.name}.torchscript.pt") for eg in extras}
+        m = runner32.manifest
+
+        def run_graph(name: str, x: np.ndarray) -> dict[str, np.ndarray]:
+            with torch.no_grad():
+                outs = graphs[name](torch.from_numpy(x)[None])
+            return {b: o[0].numpy() for b, o in zip(m.extra_graphs()[name].blobs()[1], outs)}
+
+        t_later = runner32.kind.complete(m, n32, chw.shape[2], chw.shape[1], run_graph, reference=n32)
+        for eg in extras:
+            if any(t_later[k].size == 0 for k in eg.output_names):
+                raise ConvertError(f"graph {eg.name!r} got no input on the reference image; cannot verify it")
+            tref.update({k: t_later[k] for k in eg.output_names})
     np.save(tmp / REF_DIR / "input.npy", chw)
     np.savez(tmp / REF_DIR / "outputs.npz", **tref)
     return runner32, tref, n32

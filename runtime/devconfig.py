@@ -100,12 +100,13 @@ def _two_stage_values(m: Manifest, names: dict[str, str]) -> dict:
         "stride": p.stride, "obj_blob": m.outputs_with_role("rpn_objectness")[0].blob,
         "deltas_blob": m.outputs_with_role("rpn_deltas")[0].blob,
         "feat_blob": m.outputs_with_role("psroi_features")[0].blob, "head_input_blob": p.head.input_blob,
+        "head_layout": p.head.layout,
         "head_scores_blob": p.head.scores_blob, "head_deltas_blob": p.head.deltas_blob,
         **{k: getattr(p, k) for k in (
             "anchor_sizes", "anchor_ratios", "anchor_offset", "rpn_box_weights", "rpn_pre_nms_top_n",
             "rpn_post_nms_top_n", "rpn_nms_threshold", "rpn_min_size", "rpn_score_threshold", "pooled_size",
             "psroi_groups", "sampling_ratio", "rcnn_box_weights", "box_clip", "score_threshold", "nms_threshold",
-            "max_detections", "min_size")},
+            "max_detections", "min_size", "class_agnostic_boxes")},
     }
 
 

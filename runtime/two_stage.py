@@ -27,7 +27,8 @@ Conventions (torchvision's, written once here and in the manifest):
   samples summed in row order then divided by their count;
 - detections: softmax scores (applied in the graph) per proposal and class,
   background column 0 dropped, score > threshold (strict), per-class NMS, the
-  first max_detections by score.
+  first max_detections by score; class-agnostic deltas give every class of a
+  proposal the same box (torchvision with the deltas repeated per class).
 """
 
 from __future__ import annotations
@@ -213,16 +214,22 @@ def ps_roi_align(feat: np.ndarray, rois: np.ndarray, spatial_scale: float, poole
 
 def rcnn_detections(rois: np.ndarray, probs: np.ndarray, deltas: np.ndarray, in_w: int, in_h: int, *,
                     weights: list[float], score_threshold: float, nms_threshold: float, max_detections: int,
-                    min_size: float, box_clip: float = BOX_CLIP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    min_size: float, box_clip: float = BOX_CLIP,
+                    class_agnostic: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """R-CNN outputs for K proposals -> (boxes [D, 4], scores [D], labels [D]) in network-input pixels,
-    best first; labels count from 0 with the background column dropped."""
+    best first; labels count from 0 with the background column dropped. ``deltas`` is [K, 4 (C + 1)],
+    or [K, 4] with ``class_agnostic`` (one box per RoI for every class)."""
     k, c1 = probs.shape
-    if deltas.shape != (k, 4 * c1):
-        raise ValueError(f"R-CNN box deltas have shape {deltas.shape}; {k} proposals x {c1} classes need "
-                         f"({k}, {4 * c1})")
-    ref = np.repeat(rois.astype(np.float32), c1, axis=0)
-    boxes = decode_boxes(ref, deltas.reshape(-1, 4), weights, box_clip)
-    boxes = clamp_boxes(boxes, in_w, in_h).reshape(k, c1, 4)[:, 1:].reshape(-1, 4)
+    want = (k, 4) if class_agnostic else (k, 4 * c1)
+    if deltas.shape != want:
+        raise ValueError(f"R-CNN box deltas have shape {deltas.shape}; {k} proposals x {c1} classes need {want}")
+    if class_agnostic:
+        boxes = clamp_boxes(decode_boxes(rois.astype(np.float32), deltas, weights, box_clip), in_w, in_h)
+        boxes = np.repeat(boxes[:, None, :], c1 - 1, axis=1).reshape(-1, 4)
+    else:
+        ref = np.repeat(rois.astype(np.float32), c1, axis=0)
+        boxes = decode_boxes(ref, deltas.reshape(-1, 4), weights, box_clip)
+        boxes = clamp_boxes(boxes, in_w, in_h).reshape(k, c1, 4)[:, 1:].reshape(-1, 4)
     scores = probs[:, 1:].astype(np.float32).reshape(-1)
     labels = np.tile(np.arange(c1 - 1, dtype=np.int64), k)
     keep = (scores > np.float32(score_threshold))

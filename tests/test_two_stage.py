@@ -47,8 +47,15 @@ def test_models_follow_the_papers(arch):
     f = size // 16
     assert obj.shape == (1, s.num_anchors, f, f) and deltas.shape == (1, 4 * s.num_anchors, f, f)
     assert feat.shape == (1, s.psroi_channels, f, f)
-    assert scores.shape == (1, 3, 81) and boxes.shape == (1, 3, 324)
+    assert scores.shape == (1, 3, 81) and boxes.shape == (1, 3, 4 if thunder else 324)  # class-agnostic boxes
     torch.testing.assert_close(scores.sum(-1), torch.ones(1, 3))  # softmax in the graph
+    # the deployed head (1x1 convs over [1, F, N, 1]) is the same matrix product as the Linear head
+    x = torch.randn(1, 5, s.psroi_channels)
+    with torch.no_grad():
+        a, b = m.head(x)
+        c, d = m.rcnn.forward_columns(x.permute(0, 2, 1)[..., None])
+    torch.testing.assert_close(c[0, :, :, 0].T, a[0], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(d[0, :, :, 0].T, b[0], rtol=1e-4, atol=1e-5)
     assert m.rcnn.fc.out_features == (1024 if thunder else 2048)
     if thunder:  # CEM 1x1 convs on C4, C5, global C5; SAM on the RPN feature; 5x5 depthwise RPN
         assert set(m.cem) == {"c4", "c5", "glb"} and m.rpn.dw[0].kernel_size == (5, 5)
@@ -102,12 +109,15 @@ def test_bundle_holds_two_verified_graphs(thundernet_bundle):
     assert set(m.reference["verify_fp32"]) >= {"rcnn_scores", "rcnn_deltas"}  # the head verified on real RoIs
     assert min(v["cosine"] for v in m.reference["verify_fp32"].values()) > 0.9999
     head_param = (thundernet_bundle / p.head.param).read_text()
-    assert "Gemm" in head_param or "InnerProduct" in head_param
     # the head takes any number of RoIs in one extract
+    from litedet.runtime.kinds.rpn_psroi import head_input
+
     r = open_bundle(thundernet_bundle)
+    assert "Convolution" in head_param and "Gemm" not in head_param  # the fcs as 1x1 convolutions
     for n in (1, 7, 300):
-        out = r.run_graph("head", np.random.default_rng(n).normal(size=(n, 245)).astype(np.float32))
-        assert out[p.head.scores_blob].reshape(n, 81).sum(1) == pytest.approx(np.ones(n), abs=1e-3)
+        out = r.run_graph("head", head_input(np.random.default_rng(n).normal(size=(n, 245)).astype(np.float32)))
+        assert out[p.head.scores_blob].reshape(81, n).sum(0) == pytest.approx(np.ones(n), abs=1e-3)
+        assert out[p.head.deltas_blob].size == 4 * n  # ThunderNet: class-agnostic boxes
 
 
 def test_detect_cli_json_and_image(thundernet_bundle, image, tmp_path):
@@ -161,7 +171,7 @@ def test_empty_proposal_set_gives_no_detections(thundernet_bundle, tmp_path, ima
     img = cv2.imread(str(image))
     mat, g = r.preprocess(img)
     out = r.run_mat(mat)
-    assert len(out["proposals"]) == 0 and out["rcnn_scores"].shape == (0, 81)
+    assert len(out["proposals"]) == 0 and out["rcnn_scores"].shape == (0, 81) and out["rcnn_deltas"].shape == (0, 4)
     assert r.postprocess(out, g) == []
     core = CppPostprocessor()
     boxes, _ = core.proposals(r.manifest, out, g.in_w, g.in_h)
@@ -266,7 +276,7 @@ def test_head_scores_that_are_not_probabilities_are_refused(thundernet_bundle):
     out = r.run_stage1_array(np.zeros((3, 320, 320), np.float32))
     m = r.manifest
 
-    def logits_head(name, x):
+    def logits_head(name, x):  # a head graph without its softmax
         got = r.run_graph(name, x)
         return {**got, m.postprocess.head.scores_blob: np.log(got[m.postprocess.head.scores_blob]) * 3}
 

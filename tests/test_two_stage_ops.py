@@ -152,8 +152,10 @@ def test_proposals_and_detections_equal_torchvision(oracle, thundernet_bundle, p
         boxes, scores, labels = rcnn_detections(
             out[PROPOSALS], out[RCNN_SCORES], out[RCNN_DELTAS], in_w, in_h, weights=p.rcnn_box_weights,
             score_threshold=p.score_threshold, nms_threshold=p.nms_threshold, max_detections=p.max_detections,
-            min_size=p.min_size)
-        tb, ts, tl = oracle.call("rcnn", rois=out[PROPOSALS], probs=out[RCNN_SCORES], deltas=out[RCNN_DELTAS],
+            min_size=p.min_size, class_agnostic=p.class_agnostic_boxes)
+        # torchvision's RoIHeads decodes one delta per class: class-agnostic deltas, repeated
+        deltas = np.tile(out[RCNN_DELTAS], (1, m.num_classes + 1)) if p.class_agnostic_boxes else out[RCNN_DELTAS]
+        tb, ts, tl = oracle.call("rcnn", rois=out[PROPOSALS], probs=out[RCNN_SCORES], deltas=deltas,
                                  in_w=in_w, in_h=in_h, weights=p.rcnn_box_weights, box_clip=p.box_clip,
                                  score_threshold=p.score_threshold, nms_threshold=p.nms_threshold,
                                  max_detections=p.max_detections)

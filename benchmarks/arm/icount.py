@@ -116,7 +116,11 @@ def make_input(path: Path, width: int, height: int, seed: int = 0) -> np.ndarray
 
 
 def measure(bundle: Path, env: ArmEnv, *, cpu: str = DEFAULT_CPU, repeats: int = 3, width: int = 320,
-            height: int = 320, progress: bool = True) -> dict:
+            height: int = 320, progress: bool = True, modes: tuple[str, ...] = ("load", "run"),
+            precisions: tuple[str, ...] = ("fp32", "fp16")) -> dict:
+    """Guest instructions per mode (see icount_child.py), each repeated; ``inference_insns`` is
+    run - load, and with more modes ``parts`` holds each consecutive difference
+    (two-stage: stage1 = stage1 - load, glue = glue - stage1, head = run - glue)."""
     bundle = bundle.resolve()
     child = str(HERE / "icount_child.py")
     runs: dict[str, dict[str, list]] = {}
@@ -125,8 +129,8 @@ def measure(bundle: Path, env: ArmEnv, *, cpu: str = DEFAULT_CPU, repeats: int =
         make_input(inp, width, height)
         info = {}
         for rep in range(repeats):
-            for precision in ("fp32", "fp16"):
-                for mode in ("load", "run"):
+            for precision in precisions:
+                for mode in modes:
                     n, wall, out = count_insns(env, python_argv(env, child, str(bundle), str(inp), precision, mode),
                                                cpu=cpu, extra_env=python_env(env))
                     r = runs.setdefault(precision, {}).setdefault(mode, [])
@@ -136,21 +140,24 @@ def measure(bundle: Path, env: ArmEnv, *, cpu: str = DEFAULT_CPU, repeats: int =
                         print(f"  repeat {rep + 1}/{repeats} {precision} {mode:<4} {n:>15,d} insns  {wall:6.1f} s",
                               file=sys.stderr, flush=True)
     result: dict = {"cpu": cpu, "input": [3, height, width], "repeats": repeats, "precisions": {}}
-    for precision, modes in runs.items():
-        base = [r["insns"] for r in modes["load"]]
-        full = [r["insns"] for r in modes["run"]]
+    for precision, by_mode in runs.items():
+        counts = {mode: [r["insns"] for r in by_mode[mode]] for mode in modes}
+        base, full = counts["load"], counts["run"]
         meta = info[(precision, "run")]
         result["precisions"][precision] = {
             "opt": meta["opt"], "asimdhp": meta["asimdhp"], "outputs": meta["outputs"],
             "baseline_insns": base, "run_insns": full,
             "inference_insns": full[0] - base[0],
-            "repeatable": len(set(base)) == 1 and len(set(full)) == 1,
-            "spread_insns": max(max(base) - min(base), max(full) - min(full)),
-            "baseline_wall_s": [r["wall_s"] for r in modes["load"]],
-            "run_wall_s": [r["wall_s"] for r in modes["run"]],
+            "mode_insns": counts,
+            "parts": {b: counts[b][0] - counts[a][0] for a, b in zip(modes, modes[1:])},
+            "repeatable": all(len(set(v)) == 1 for v in counts.values()),
+            "spread_insns": max(max(v) - min(v) for v in counts.values()),
+            "baseline_wall_s": [r["wall_s"] for r in by_mode["load"]],
+            "run_wall_s": [r["wall_s"] for r in by_mode["run"]],
         }
     p = result["precisions"]
-    result["fp16_over_fp32"] = p["fp16"]["inference_insns"] / p["fp32"]["inference_insns"]
+    if "fp16" in p and "fp32" in p:
+        result["fp16_over_fp32"] = p["fp16"]["inference_insns"] / p["fp32"]["inference_insns"]
     return result
 
 

@@ -2,10 +2,13 @@
 
 Run by the emulated python (numpy + ncnn + litedet.runtime only):
 
-    python3.11 icount_child.py BUNDLE INPUT.npy fp16|fp32 load|run
+    python3.11 icount_child.py BUNDLE INPUT.npy fp16|fp32 load|stage1|glue|run
 
 ``load`` (the baseline) does everything ``run`` does except ``Detector.run_array``,
-so the difference of their instruction counts is one inference.
+so the difference of their instruction counts is one inference. For a two-stage
+bundle the modes stop after the first graph (``stage1``), after the glue between the
+graphs (``glue``: proposals + PSRoIAlign in numpy) or after everything (``run``), so
+differences of consecutive modes count each part.
 """
 
 import importlib.util
@@ -27,8 +30,8 @@ def _bootstrap_litedet(root: Path) -> None:
 
 def main(argv: list[str]) -> int:
     bundle, input_path, precision, mode = argv
-    if precision not in ("fp16", "fp32") or mode not in ("load", "run"):
-        sys.exit("usage: icount_child.py BUNDLE INPUT.npy fp16|fp32 load|run")
+    if precision not in ("fp16", "fp32") or mode not in ("load", "stage1", "glue", "run"):
+        sys.exit("usage: icount_child.py BUNDLE INPUT.npy fp16|fp32 load|stage1|glue|run")
     _bootstrap_litedet(ROOT)
     import ncnn
     import numpy as np
@@ -40,6 +43,14 @@ def main(argv: list[str]) -> int:
     shapes = {}
     if mode == "run":
         shapes = {k: list(v.shape) for k, v in det.run_array(x).items()}
+    elif mode in ("stage1", "glue"):
+        out = det.run_stage1_array(x)
+        if mode == "glue":  # the two-stage glue without the head graph
+            from litedet.runtime.kinds.rpn_psroi import pool_rois, proposals_of
+
+            props = proposals_of(det.manifest, out, x.shape[2], x.shape[1])
+            out = {"pooled": pool_rois(det.manifest, out, props.boxes, x.shape[2], x.shape[1])}
+        shapes = {k: list(v.shape) for k, v in out.items()}
     o = det.net.opt
     print(json.dumps({"asimdhp": bool(ncnn.cpu_support_arm_asimdhp()), "input": list(x.shape), "outputs": shapes,
                       "opt": {k: bool(getattr(o, k)) for k in ("use_fp16_storage", "use_fp16_packed",

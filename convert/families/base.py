@@ -28,15 +28,14 @@ Shape = tuple[int, int, int, int]
 class ExtraGraph:
     """A further graph of a family's bundle (a two-stage detector's head), converted beside the main one.
 
-    ``module`` has ``forward_deploy``; its input is the completed outputs' ``input_key``
-    (rows, e.g. the pooled RoIs), traced at ``shapes`` [1, rows, cols] (two row counts: any
-    number of rows runs in one extract)."""
+    ``module`` has ``forward_deploy``, traced at ``shapes`` (two sizes, so the graph follows its
+    input, e.g. any number of RoIs in one extract). The kind's ``complete`` runs it; its results
+    are the completed outputs' ``output_names``, which convert verifies against torch."""
 
     name: str
     module: Any
     shapes: tuple[tuple[int, ...], tuple[int, ...]]
     output_names: list[str]
-    input_key: str
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from litedet.runtime.kinds.rpn_psroi import RCNN_DELTAS, RCNN_SCORES, POOLED, HeadGraph, RpnPsroiSpec
+from litedet.runtime.kinds.rpn_psroi import RCNN_DELTAS, RCNN_SCORES, HeadGraph, RpnPsroiSpec
 from litedet.runtime.manifest import InputSpec, OutputSpec, ResizeSpec
 
 from ..verify.checks import TwoStageCheck
@@ -44,7 +44,7 @@ class TwoStageAdapter(FamilyAdapter):
             obj, deltas, feat = model(batch)
             model.rpn.cls_logits.weight.mul_(3.0 / float(obj.std()))
             model.rpn.bbox_pred.weight.mul_(0.3 / float(deltas.std()))
-            rows = feat.permute(0, 2, 3, 1)[..., : model.spec.psroi_channels].reshape(-1, model.spec.psroi_channels)
+            rows = feat.permute(0, 2, 3, 1).reshape(-1, model.spec.psroi_channels)
             h = torch.relu(model.rcnn.fc(rows[:: max(1, len(rows) // 512)]))
             model.rcnn.cls_score.weight.mul_(1.5 / float(model.rcnn.cls_score(h).std()))
             model.rcnn.cls_score.bias[0] += BACKGROUND_LOGIT  # most RoIs are background, as after training
@@ -81,8 +81,9 @@ class TwoStageAdapter(FamilyAdapter):
         from litedet.models.two_stage import HeadDeploy
 
         f = model.spec.psroi_channels
-        return [ExtraGraph("head", HeadDeploy(model).eval(), ((1, TRACE_ROIS, f), (1, TRACE_ROIS // 2, f)),
-                           [RCNN_SCORES, RCNN_DELTAS], POOLED)]
+        # features_by_rois: [1, F, N, 1], traced at two RoI counts
+        return [ExtraGraph("head", HeadDeploy(model).eval(), ((1, f, TRACE_ROIS, 1), (1, f, TRACE_ROIS // 2, 1)),
+                           [RCNN_SCORES, RCNN_DELTAS])]
 
     def class_names(self, model, info, given):
         from litedet.models.nanodet import COCO_CLASSES
@@ -101,7 +102,8 @@ class TwoStageAdapter(FamilyAdapter):
         h = graph.extra["head"]
         obj, dlt, feat = graph.output_names
         head = HeadGraph(param=h.param, bin=h.bin, param_sha256=h.param_sha256, bin_sha256=h.bin_sha256,
-                         fp32_bin=h.fp32_bin, input_blob=h.input_name, in_features=s.psroi_channels,
+                         fp32_bin=h.fp32_bin, layout="features_by_rois", input_blob=h.input_name,
+                         in_features=s.psroi_channels,
                          scores_blob=h.output_names[0], deltas_blob=h.output_names[1])
         post = RpnPsroiSpec(
             stride=s.stride, anchor_sizes=list(s.anchor_sizes), anchor_ratios=list(s.anchor_ratios),
@@ -111,7 +113,8 @@ class TwoStageAdapter(FamilyAdapter):
             rpn_score_threshold=s.rpn_score_threshold, pooled_size=s.pooled_size, psroi_groups=s.psroi_groups,
             sampling_ratio=s.sampling_ratio, rcnn_box_weights=list(s.rcnn_box_weights),
             box_clip=s.box_clip, score_threshold=s.score_threshold, nms_threshold=s.nms_threshold,
-            max_detections=s.max_detections, min_size=s.min_size, head=head)
+            max_detections=s.max_detections, min_size=s.min_size, class_agnostic_boxes=s.class_agnostic_boxes,
+            head=head)
         return DeploySpec(
             task="detection",
             input=InputSpec(graph.input_name, "rgb", list(IMAGENET_MEAN_RGB), [1.0 / v for v in IMAGENET_STD_RGB]),
@@ -136,12 +139,14 @@ class TwoStageAdapter(FamilyAdapter):
                     if outs[o.blob].size != want:
                         raise ValueError(f"converted graph is not shape-agnostic: output {o.blob} has "
                                          f"{outs[o.blob].shape} for a {w}x{h} input")
+        from litedet.runtime.kinds.rpn_psroi import head_input
+
         f = deploy.postprocess.head.in_features
         for rows in (1, 37):
-            got = runner.run_graph("head", np.zeros((rows, f), np.float32))
-            n = got[deploy.postprocess.head.scores_blob].reshape(-1, len(deploy.class_names) + 1).shape[0]
+            got = runner.run_graph("head", head_input(np.zeros((rows, f), np.float32)))
+            n = got[deploy.postprocess.head.scores_blob].size // (len(deploy.class_names) + 1)
             if n != rows:
-                raise ValueError(f"the converted head gives {n} rows of scores for {rows} RoIs")
+                raise ValueError(f"the converted head gives scores for {n} RoIs when given {rows}")
 
 
 register_adapter(TwoStageAdapter())

@@ -397,7 +397,8 @@ class CppPostprocessor:
         cfg = device_config_text(manifest, "m.param", "m.bin").encode("utf-8")
         rois = _f32(outputs[PROPOSALS]).reshape(-1, 4)
         c1 = manifest.num_classes + 1
-        probs, deltas = _f32(outputs[RCNN_SCORES]).reshape(-1, c1), _f32(outputs[RCNN_DELTAS]).reshape(-1, 4 * c1)
+        d = 4 if manifest.postprocess.class_agnostic_boxes else 4 * c1
+        probs, deltas = _f32(outputs[RCNN_SCORES]).reshape(-1, c1), _f32(outputs[RCNN_DELTAS]).reshape(-1, d)
         if not len(probs) == len(deltas) == len(rois):
             raise CppCoreError(f"{len(rois)} proposals but {len(probs)} score rows and {len(deltas)} delta rows")
         c_lb = _CLetterbox(*(int(getattr(lb, name)) for name, _ in _CLetterbox._fields_))

@@ -5,9 +5,10 @@ stride, the RPN's objectness logits [A, H, W], its box deltas [4A, H, W] (channe
 a * 4 + k, torchvision's layout) and the position-sensitive feature map
 [groups * P * P, H, W]. Between the graphs the runtime computes proposals and
 PSRoIAlign (``runtime/two_stage.py``); stage 2 (``postprocess.head``) takes every
-pooled RoI at once as one [N, groups * P * P] matrix and gives softmax class
-scores [N, C + 1] (background first) and box deltas [N, 4 (C + 1)], added to the
-outputs as ``rcnn_scores`` and ``rcnn_deltas``.
+pooled RoI at once, as the columns of one [groups * P * P, N, 1] blob (its fcs are
+1x1 convolutions: one matrix product over all RoIs), and gives softmax class scores
+(background first) and box deltas (4 per RoI, or 4 per class), added to the outputs
+as ``rcnn_scores`` [N, C + 1] and ``rcnn_deltas`` [N, 4 or 4 (C + 1)].
 
 ``complete`` runs the glue and stage 2 and adds their tensors to the outputs
 (``proposals``, ``proposal_scores``, ``pooled`` and the head's blobs), so parity
@@ -29,7 +30,7 @@ from .gfl import Detection, _describe
 if TYPE_CHECKING:
     from litedet.runtime.manifest import Manifest
 
-__all__ = ["HeadGraph", "RpnPsroiSpec", "proposals_of", "pool_rois", "complete_outputs", "detections_of",
+__all__ = ["HeadGraph", "RpnPsroiSpec", "proposals_of", "pool_rois", "head_input", "complete_outputs", "detections_of",
            "PROPOSALS", "PROPOSAL_SCORES", "POOLED", "RCNN_SCORES", "RCNN_DELTAS"]
 
 # keys ``complete`` adds to the outputs (never blob names of a graph: those are pnnx's in0/out0 ...)
@@ -37,14 +38,19 @@ PROPOSALS, PROPOSAL_SCORES, POOLED = "proposals", "proposal_scores", "pooled"
 RCNN_SCORES, RCNN_DELTAS = "rcnn_scores", "rcnn_deltas"  # the head's outputs
 
 
+HEAD_LAYOUTS = ("features_by_rois",)
+
+
 @dataclass(kw_only=True)
 class HeadGraph(GraphFiles):
-    """The R-CNN head graph: one [N, in_features] input, two outputs."""
+    """The R-CNN head graph. Layout ``features_by_rois``: input [in_features, N, 1] (every RoI
+    along the height, so the fcs run as 1x1 convolutions), outputs [C + 1, N, 1] and [D, N, 1]."""
 
+    layout: str
     input_blob: str
     in_features: int  # groups * pooled * pooled
     scores_blob: str  # [N, num_classes + 1], softmax applied in the graph, background first
-    deltas_blob: str  # [N, 4 * (num_classes + 1)]
+    deltas_blob: str  # [N, 4] class-agnostic, or [N, 4 * (num_classes + 1)]
 
     def blobs(self) -> tuple[str, list[str]]:
         return self.input_blob, [self.scores_blob, self.deltas_blob]
@@ -72,6 +78,7 @@ class RpnPsroiSpec(KindSpec):
     nms_threshold: float
     max_detections: int
     min_size: float  # final boxes narrower or shorter than this are dropped (torchvision: 0.01)
+    class_agnostic_boxes: bool  # one box delta per RoI for every class (ThunderNet), or one per class
     head: HeadGraph
 
 
@@ -114,6 +121,7 @@ def _validate(m: "Manifest") -> None:
                                     "the runtime applies the sigmoid once")
     _need(p.head.in_features == feat, f"postprocess.head.in_features is {p.head.in_features}; "
                                       f"{p.psroi_groups} x {p.pooled_size} x {p.pooled_size} = {feat}")
+    _need(p.head.layout in HEAD_LAYOUTS, f"postprocess.head.layout is {p.head.layout!r}; expected one of {HEAD_LAYOUTS}")
 
 
 def _graphs(p: RpnPsroiSpec) -> dict[str, GraphFiles]:
@@ -161,6 +169,11 @@ def pool_rois(m: "Manifest", outputs: dict[str, np.ndarray], boxes: np.ndarray, 
 RunGraph = Callable[[str, np.ndarray], dict[str, np.ndarray]]
 
 
+def head_input(pooled: np.ndarray) -> np.ndarray:
+    """Pooled RoIs [N, F] in the head's ``features_by_rois`` layout: [F, N, 1]."""
+    return np.ascontiguousarray(pooled.T[:, :, None], dtype=np.float32)
+
+
 def complete_outputs(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in_h: int, run_graph: RunGraph,
                      reference: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Proposals, pooled RoIs and the head's outputs from stage 1's outputs. With ``reference``
@@ -174,18 +187,21 @@ def complete_outputs(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, i
         boxes, scores = reference[PROPOSALS], reference[PROPOSAL_SCORES]
     pooled = pool_rois(m, outputs, boxes, in_w, in_h)
     c1 = m.num_classes + 1
-    if len(boxes):
-        head = run_graph("head", pooled)
-        sc = np.asarray(head[p.head.scores_blob], np.float32).reshape(len(boxes), -1)
-        dl = np.asarray(head[p.head.deltas_blob], np.float32).reshape(len(boxes), -1)
+    d = 4 if p.class_agnostic_boxes else 4 * c1
+    n = len(boxes)
+    if n:
+        head = run_graph("head", head_input(pooled))
+        sc, dl = (np.asarray(head[b], np.float32) for b in (p.head.scores_blob, p.head.deltas_blob))
+        if sc.size != c1 * n or dl.size != d * n:
+            raise ValueError(f"the head graph gives {sc.size // n} scores and {dl.size // n} deltas per RoI; "
+                             f"{m.num_classes} classes + background need {c1} and "
+                             f"{d} ({'class-agnostic' if p.class_agnostic_boxes else 'per class'})")
+        sc, dl = sc.reshape(c1, n).T, dl.reshape(d, n).T  # features_by_rois: one column per RoI
         if not np.isfinite(sc).all() or sc.min() < 0 or sc.max() > 1:
             raise ValueError(f"head output {p.head.scores_blob!r} is not probabilities in [0, 1]: the graph must "
                              "apply the softmax (never applied a second time)")
-        if sc.shape[1] != c1 or dl.shape[1] != 4 * c1:
-            raise ValueError(f"the head graph gives {sc.shape[1]} scores and {dl.shape[1]} deltas per RoI; "
-                             f"{m.num_classes} classes + background need {c1} and {4 * c1}")
     else:  # nothing above the RPN's thresholds: no second stage, no detections
-        sc, dl = np.zeros((0, c1), np.float32), np.zeros((0, 4 * c1), np.float32)
+        sc, dl = np.zeros((0, c1), np.float32), np.zeros((0, d), np.float32)
     return {PROPOSALS: boxes, PROPOSAL_SCORES: scores, POOLED: pooled, RCNN_SCORES: sc, RCNN_DELTAS: dl}
 
 
@@ -195,7 +211,8 @@ def detections_of(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in_h
     sc, dl = outputs[RCNN_SCORES], outputs[RCNN_DELTAS]
     return rcnn_detections(outputs[PROPOSALS], sc, dl, in_w, in_h, weights=p.rcnn_box_weights,
                            score_threshold=p.score_threshold, nms_threshold=p.nms_threshold,
-                           max_detections=p.max_detections, min_size=p.min_size, box_clip=p.box_clip)
+                           max_detections=p.max_detections, min_size=p.min_size, box_clip=p.box_clip,
+                           class_agnostic=p.class_agnostic_boxes)
 
 
 def postprocess_outputs(m: "Manifest", outputs: dict[str, np.ndarray], lb: Letterbox) -> list[Detection]:

@@ -66,6 +66,7 @@
   X(obj_blob, str, 0, 0)                              \
   X(deltas_blob, str, 0, 0)                           \
   X(feat_blob, str, 0, 0)                             \
+  X(head_layout, str, 0, 0)                           \
   X(head_input_blob, str, 0, 0)                       \
   X(head_scores_blob, str, 0, 0)                      \
   X(head_deltas_blob, str, 0, 0)                      \
@@ -87,6 +88,7 @@
   X(nms_threshold, real, 0, 1)                        \
   X(max_detections, int, 1, 16777216)                 \
   X(min_size, real, 0, 1e6)                           \
+  X(class_agnostic_boxes, flag, 0, 0)                 \
   X(num_classes, int, 1, 1048576)                     \
   X(class_names, labels, 0, 0)
 

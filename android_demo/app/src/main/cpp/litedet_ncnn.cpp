@@ -325,29 +325,43 @@ bool NcnnDetector::detect_two_stage(const ncnn::Mat& in_pad, const litedet::Lett
         std::vector<float> pooled(k * feat_c);
         litedet::ps_roi_align((const float*)feat_f.data, feat_c, fh, fw, props.boxes.data(), k, 1.f / (float)c.stride,
                               c.pooled_size, c.sampling_ratio, pooled.data());
-        // every RoI in one extract: a [k, feat_c] matrix (rows are RoIs)
-        ncnn::Mat rows(feat_c, (int)k, (void*)pooled.data());
+        // every RoI in one extract, laid out features_by_rois: channel f, row n = pooled[n][f]
+        ncnn::Mat cols(1, (int)k, feat_c);
+        for (int f = 0; f < feat_c; f++)
+        {
+            float* ch = cols.channel(f);
+            for (size_t n = 0; n < k; n++)
+                ch[n] = pooled[n * feat_c + f];
+        }
         ncnn::Mat scores, box_deltas;
         {
             ncnn::Extractor ex = head_net_.create_extractor();
-            if (ex.input(c.head_input_blob.c_str(), rows) != 0 || ex.extract(c.head_scores_blob.c_str(), scores) != 0
+            if (ex.input(c.head_input_blob.c_str(), cols) != 0 || ex.extract(c.head_scores_blob.c_str(), scores) != 0
                 || ex.extract(c.head_deltas_blob.c_str(), box_deltas) != 0)
             {
                 err = "ncnn failed to run the head graph " + c.head_param;
                 return false;
             }
         }
-        const size_t c1 = (size_t)c.num_classes + 1;
-        if (scores.total() != k * c1 || box_deltas.total() != k * 4 * c1)
+        const size_t c1 = (size_t)c.num_classes + 1, d = c.class_agnostic_boxes ? 4 : 4 * c1;
+        if (scores.c != (int)c1 || box_deltas.c != (int)d || scores.h != (int)k || box_deltas.h != (int)k)
         {
-            err = "the head gives " + std::to_string(scores.total()) + " scores for " + std::to_string(k)
-                  + " RoIs; num_classes " + std::to_string(c.num_classes) + " + background needs "
-                  + std::to_string(k * c1);
+            err = "the head gives " + std::to_string(scores.c) + " scores and " + std::to_string(box_deltas.c)
+                  + " deltas for " + std::to_string(scores.h) + " of " + std::to_string(k) + " RoIs; num_classes "
+                  + std::to_string(c.num_classes) + " + background needs " + std::to_string(c1) + " and "
+                  + std::to_string(d);
             return false;
         }
-        const ncnn::Mat sf = flat(scores), df = flat(box_deltas);
-        for (const litedet::Candidate& cand : litedet::rcnn_detections(c, props.boxes.data(), k, (const float*)sf.data,
-                                                                        (const float*)df.data, lb.in_w, lb.in_h))
+        // back to one row per RoI, as rcnn_detections reads them
+        std::vector<float> sf(k * c1), df(k * d);
+        for (size_t j = 0; j < c1; j++)
+            for (size_t n = 0; n < k; n++)
+                sf[n * c1 + j] = scores.channel((int)j)[n];
+        for (size_t j = 0; j < d; j++)
+            for (size_t n = 0; n < k; n++)
+                df[n * d + j] = box_deltas.channel((int)j)[n];
+        for (const litedet::Candidate& cand :
+             litedet::rcnn_detections(c, props.boxes.data(), k, sf.data(), df.data(), lb.in_w, lb.in_h))
             dets.push_back(litedet::map_box_back(cand, lb));
     }
     catch (const std::exception& e)

@@ -61,6 +61,8 @@ bool parse_two_stage_config(const std::string& text, TwoStageConfig& cfg, std::s
     for (float v : *w)
       if (!(v > 0.f)) return fail("config keys 'rpn_box_weights' and 'rcnn_box_weights' must be positive");
   }
+  if (c.head_layout != "features_by_rois")
+    return fail("config key 'head_layout' is '" + c.head_layout + "'; this core runs heads laid out 'features_by_rois'");
   if (c.sampling_ratio == 0 && !(c.rpn_min_size > 0.f))
     return fail("config key 'rpn_min_size' must be > 0 with adaptive sampling (sampling_ratio=0)");
   if (static_cast<long long>(c.class_names.size()) != c.num_classes)
@@ -192,8 +194,17 @@ Proposals select_proposals(const TwoStageConfig& cfg, const float* obj, const fl
 // PSRoIAlign (torchvision.ops.ps_roi_align, one image)
 // ---------------------------------------------------------------------------------------
 namespace {
-float bilinear(const float* m, int h, int w, float y, float x) {
-  if (!(y >= -1.0f && y <= static_cast<float>(h) && x >= -1.0f && x <= static_cast<float>(w))) return 0.f;
+// One bilinear sample of torchvision's bilinear_interpolate: the four corners and weights
+// (w1 = hy * hx, ...), or none when the point lies outside [-1, h] x [-1, w].
+struct Sample {
+  int i1, i2, i3, i4;  // offsets into one channel plane
+  float w1, w2, w3, w4;
+  bool inside;
+};
+
+Sample sample_at(int h, int w, float y, float x) {
+  Sample s{0, 0, 0, 0, 0.f, 0.f, 0.f, 0.f, false};
+  if (!(y >= -1.0f && y <= static_cast<float>(h) && x >= -1.0f && x <= static_cast<float>(w))) return s;
   if (y <= 0) y = 0;
   if (x <= 0) x = 0;
   int y_low = static_cast<int>(y), x_low = static_cast<int>(x), y_high, x_high;
@@ -211,9 +222,9 @@ float bilinear(const float* m, int h, int w, float y, float x) {
   }
   const float ly = y - static_cast<float>(y_low), lx = x - static_cast<float>(x_low);
   const float hy = 1.f - ly, hx = 1.f - lx;
-  const float v1 = m[y_low * w + x_low], v2 = m[y_low * w + x_high];
-  const float v3 = m[y_high * w + x_low], v4 = m[y_high * w + x_high];
-  return hy * hx * v1 + hy * lx * v2 + ly * hx * v3 + ly * lx * v4;
+  s = Sample{y_low * w + x_low, y_low * w + x_high, y_high * w + x_low, y_high * w + x_high,
+             hy * hx, hy * lx, ly * hx, ly * lx, true};
+  return s;
 }
 
 int sample_grid(float roi_size, int pooled, int sampling_ratio) {
@@ -229,6 +240,7 @@ void ps_roi_align(const float* feat, int channels, int h, int w, const float* ro
                                 std::to_string(p) + "x" + std::to_string(p));
   const int c_out = channels / (p * p);
   const std::size_t plane = static_cast<std::size_t>(h) * w;
+  std::vector<Sample> samples;
   for (std::size_t n = 0; n < k; ++n) {
     const float* r = rois + 4 * n;
     const float start_w = r[0] * spatial_scale - 0.5f, start_h = r[1] * spatial_scale - 0.5f;
@@ -236,22 +248,27 @@ void ps_roi_align(const float* feat, int channels, int h, int w, const float* ro
     const float bin_w = roi_w / static_cast<float>(p), bin_h = roi_h / static_cast<float>(p);
     const int gh = sample_grid(roi_h, p, sampling_ratio), gw = sample_grid(roi_w, p, sampling_ratio);
     const float count = static_cast<float>(gh * gw);
-    for (int c = 0; c < c_out; ++c)
-      for (int i = 0; i < p; ++i)
-        for (int j = 0; j < p; ++j) {
-          const float* m = feat + static_cast<std::size_t>((c * p + i) * p + j) * plane;
-          const float hstart = static_cast<float>(i) * bin_h + start_h;
-          const float wstart = static_cast<float>(j) * bin_w + start_w;
-          float acc = 0.f;
-          for (int iy = 0; iy < gh; ++iy) {
-            const float y = hstart + static_cast<float>(iy + 0.5) * bin_h / static_cast<float>(gh);
-            for (int ix = 0; ix < gw; ++ix) {
-              const float x = wstart + static_cast<float>(ix + 0.5) * bin_w / static_cast<float>(gw);
-              acc += bilinear(m, h, w, y, x);
-            }
+    for (int i = 0; i < p; ++i)
+      for (int j = 0; j < p; ++j) {
+        // the sample points of bin (i, j) are the same for every group: computed once
+        const float hstart = static_cast<float>(i) * bin_h + start_h;
+        const float wstart = static_cast<float>(j) * bin_w + start_w;
+        samples.clear();
+        for (int iy = 0; iy < gh; ++iy) {
+          const float y = hstart + static_cast<float>(iy + 0.5) * bin_h / static_cast<float>(gh);
+          for (int ix = 0; ix < gw; ++ix) {
+            const float x = wstart + static_cast<float>(ix + 0.5) * bin_w / static_cast<float>(gw);
+            samples.push_back(sample_at(h, w, y, x));
           }
+        }
+        for (int c = 0; c < c_out; ++c) {
+          const float* m = feat + static_cast<std::size_t>((c * p + i) * p + j) * plane;
+          float acc = 0.f;  // summed in sample order, as torchvision
+          for (const Sample& s : samples)
+            acc += s.inside ? s.w1 * m[s.i1] + s.w2 * m[s.i2] + s.w3 * m[s.i3] + s.w4 * m[s.i4] : 0.f;
           out[((n * c_out + c) * p + i) * p + j] = acc / count;
         }
+      }
   }
 }
 
@@ -266,7 +283,9 @@ std::vector<Candidate> rcnn_detections(const TwoStageConfig& cfg, const float* r
     for (std::size_t c = 1; c < c1; ++c) {  // proposal-major, then class; column 0 is the background
       const float score = probs[n * c1 + c];
       float b[4];
-      decode_boxes(rois + 4 * n, deltas + (n * c1 + c) * 4, 1, cfg.rcnn_box_weights.data(), cfg.box_clip, b);
+      // class-agnostic: one delta per RoI, the same box for every class
+      const float* d = deltas + (cfg.class_agnostic_boxes ? n * 4 : (n * c1 + c) * 4);
+      decode_boxes(rois + 4 * n, d, 1, cfg.rcnn_box_weights.data(), cfg.box_clip, b);
       clip_box(b, in_w, in_h);
       if (!(score > cfg.score_threshold) || !big_enough(b, cfg.min_size)) continue;
       cand.push_back(Candidate{b[0], b[1], b[2], b[3], score, static_cast<int>(c - 1)});

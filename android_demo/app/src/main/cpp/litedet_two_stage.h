@@ -8,7 +8,8 @@
 //   lower anchor index first on ties) -> decode (BoxCoder, dw/dh clamped at box_clip) ->
 //   sigmoid -> clip to the input -> min-size and score filters -> NMS -> post_nms_top_n
 //   proposals -> PSRoIAlign (torchvision.ops.ps_roi_align, sampling_ratio samples per bin
-//   side, adaptive when 0) -> [N, G*P*P] rows for the head graph (one extract) ->
+//   side, adaptive when 0) -> the head graph on every RoI in one extract (layout
+//   features_by_rois: a [G*P*P, N, 1] blob, its fcs are 1x1 convolutions) ->
 //   softmax scores / class deltas -> decode per class, clip, drop background, score >
 //   threshold, min size, per-class NMS, max_detections -> map back to the image.
 //
@@ -66,7 +67,8 @@ void ps_roi_align(const float* feat, int channels, int h, int w, const float* ro
                   int pooled, int sampling_ratio, float* out);
 
 // The head's outputs for k proposals -> detections in network-input pixels (labels from 0,
-// background dropped), best first. probs: k x (C+1), deltas: k x 4(C+1).
+// background dropped), best first. probs: k x (C+1), deltas: k x 4(C+1), or k x 4 with
+// class_agnostic_boxes.
 std::vector<Candidate> rcnn_detections(const TwoStageConfig& cfg, const float* rois, std::size_t k, const float* probs,
                                        const float* deltas, int in_w, int in_h);
 
