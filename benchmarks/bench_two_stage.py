@@ -44,29 +44,14 @@ STAGES = ("stage1", "glue_python", "glue_cpp", "stage2", "decode_python")
 
 
 def model_costs() -> list[dict]:
-    """Params and MACs of every two-stage model: stage 1 at its input size, the head per RoI."""
-    import torch
+    """Params and MACs of every two-stage model beside the papers' (the convert layer profiles them)."""
+    from litedet.convert.families.two_stage import cost_table
 
-    from litedet.models import create_model, list_models, model_info
-    from litedet.models.profile import profile
-
-    rows = []
-    for name in list_models():
-        info = model_info(name)
-        if info.family != "two_stage":
-            continue
-        m = create_model(name).eval()
-        s = info.input_size
-        p1 = profile(m, s, s)  # forward = stage 1 (the hooks also see no head layer)
-        head_macs = sum(layer.in_features * layer.out_features for layer in m.rcnn.modules()
-                        if isinstance(layer, torch.nn.Linear))
-        head_params = sum(p.numel() for p in m.rcnn.parameters())
-        rois = m.spec.rpn_post_nms_top_n
-        total = p1.macs + head_macs * rois
-        rows.append({"model": name, "input": s, "params_stage1": p1.params - head_params, "params_head": head_params,
-                     "macs_stage1": p1.macs, "macs_head_per_roi": head_macs, "rois": rois, "macs_total": total,
-                     "paper_mflops": PAPER_MFLOPS.get(name),
-                     "ratio_to_paper": round(total / 1e6 / PAPER_MFLOPS[name], 3) if name in PAPER_MFLOPS else None})
+    rows = cost_table()
+    for r in rows:
+        paper = PAPER_MFLOPS.get(r["model"])
+        r["paper_mflops"] = paper
+        r["ratio_to_paper"] = round(r["macs_total"] / 1e6 / paper, 3) if paper else None
     return rows
 
 
@@ -121,14 +106,62 @@ def bench_stages(bundle: Path, photos: dict[str, np.ndarray], repeats: int, warm
     return rows
 
 
-def bench_qemu(bundle: Path, repeats: int) -> dict:
+def _glue_program(env) -> Path:
+    """benchmarks/arm/two_stage_glue.cpp + the C++ core, built static for aarch64 (cached by source hash)."""
+    import hashlib
+    import shutil
+    import subprocess
+
+    from litedet.convert.verify.cpp_core import CPP_DIR
+
+    sources = [HERE / "arm" / "two_stage_glue.cpp", CPP_DIR / "litedet_two_stage.cpp", CPP_DIR / "litedet_post.cpp"]
+    headers = [CPP_DIR / n for n in ("litedet_two_stage.h", "litedet_post.h", "litedet_config_keys.h",
+                                     "litedet_config_reader.h")]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources + headers)).hexdigest()[:16]
+    out = env.cache_dir / "bin" / f"two_stage_glue-{digest}"
+    if out.is_file():
+        return out
+    cxx = shutil.which("aarch64-linux-gnu-g++")
+    if cxx is None:
+        raise RuntimeError("aarch64-linux-gnu-g++ not found: run scripts/setup_arm.sh")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # the phone's flags: ARMv8.2-A, no FMA contraction (litedet_post.h's float policy)
+    subprocess.run([cxx, "-O2", "-std=c++17", "-static", "-march=armv8.2-a+fp16", "-ffp-contract=off",
+                    f"-I{CPP_DIR}", "-o", f"{out}.tmp", *map(str, sources)], check=True)
+    Path(f"{out}.tmp").replace(out)
+    return out
+
+
+def bench_qemu(bundle: Path, photo: np.ndarray, repeats: int) -> dict:
+    """Guest instructions of stage 1, the numpy glue and the head (the Python runtime under qemu),
+    and of the C++ glue (a static aarch64 build of the core) on one photo's stage-1 outputs."""
     sys.path.insert(0, str(HERE / "arm"))
-    from icount import measure  # noqa: E402  (benchmarks/arm/icount.py)
+    from icount import count_insns, measure  # noqa: E402  (benchmarks/arm/icount.py)
 
     from litedet.convert.verify.arm import ArmEnv
+    from litedet.runtime.devconfig import device_config_text
+    from litedet.runtime.runner import open_bundle
 
     env = ArmEnv.from_cache(None, cpu="cortex-a76")
-    return measure(bundle, env, repeats=repeats, modes=("load", "stage1", "glue", "run"), precisions=("fp16",))
+    res = measure(bundle, env, repeats=repeats, modes=("load", "stage1", "glue", "run"), precisions=("fp16",))
+    r = open_bundle(bundle, fp16=False)
+    mat, _ = r.preprocess(photo)
+    out = r.run_stage1(mat)
+    prog = _glue_program(env)
+    with tempfile.TemporaryDirectory(prefix="litedet-glue-") as tmp:
+        files = []
+        for role in ("rpn_objectness", "rpn_deltas", "psroi_features"):
+            f = Path(tmp) / f"{role}.bin"
+            np.ascontiguousarray(out[r.manifest.outputs_with_role(role)[0].blob], np.float32).tofile(f)
+            files.append(str(f))
+        cfg = Path(tmp) / "m.cfg"
+        cfg.write_text(device_config_text(r.manifest, "m.param", "m.bin"))
+        counts = {mode: [count_insns(env, [str(prog), str(cfg), *files, str(mat.w), str(mat.h), mode])[0]
+                         for _ in range(repeats)] for mode in ("load", "run")}
+    res["cpp_glue"] = {"input": [mat.w, mat.h], "load_insns": counts["load"], "run_insns": counts["run"],
+                       "glue_insns": counts["run"][0] - counts["load"][0],
+                       "repeatable": all(len(set(v)) == 1 for v in counts.values())}
+    return res
 
 
 def draw_chart(res: dict, path: Path) -> None:
@@ -181,9 +214,13 @@ def format_report(res: dict) -> str:
     q = res.get("qemu")
     if q:
         f = q["precisions"]["fp16"]
+        g = q["cpp_glue"]
+        s1, head = f["parts"]["stage1"], f["parts"]["run"]
         lines += ["", f"qemu-aarch64 -cpu {q['cpu']}, fp16 arithmetic, guest instructions ({q['repeats']} repeats, "
-                      f"exact: {'yes' if f['repeatable'] else 'NO'}): stage 1 {f['parts']['stage1']:,d}, numpy glue "
-                      f"{f['parts']['glue']:,d}, head + decode {f['parts']['run']:,d}"]
+                      f"exact: {'yes' if f['repeatable'] and g['repeatable'] else 'NO'}):",
+                  f"  stage 1 {s1:,d}   head + decode (python) {head:,d}   glue: numpy {f['parts']['glue']:,d}, "
+                  f"C++ {g['glue_insns']:,d} ({100 * g['glue_insns'] / (s1 + g['glue_insns'] + head):.1f} % of "
+                  "stage 1 + C++ glue + head)"]
     return "\n".join(lines)
 
 
@@ -220,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                "weights": m.provenance.get("weights", "?"), "repeats": a.repeats, "machine": machine_info(),
                "stages": bench_stages(bundle, photos, a.repeats, a.warmup), "costs": model_costs()}
         if a.qemu:
-            res["qemu"] = bench_qemu(bundle, a.qemu_repeats)
+            res["qemu"] = bench_qemu(bundle, next(iter(photos.values())), a.qemu_repeats)
         res["wall_s"] = round(time.perf_counter() - t0, 1)
     print(format_report(res))
     out = Path(a.out)

@@ -37,12 +37,20 @@ def _block(text: str, macro: str) -> str:
     return text[start:nxt if nxt >= 0 else len(text)]
 
 
+def _keys(text: str, macro: str) -> tuple[tuple[str, str], ...]:
+    """(key, type) of a table's X(...) lines, with the tables it names (LITEDET_COMMON_KEYS(X)) inlined."""
+    out: list[tuple[str, str]] = []
+    for m in re.finditer(r"X\((\w+), (\w+), [^)]*\)|(LITEDET_\w+_KEYS)\(X\)", _block(text, macro).split("\n", 1)[1]):
+        out += _keys(text, m.group(3)) if m.group(3) else [(m.group(1), m.group(2))]
+    return tuple(out)
+
+
 @lru_cache(maxsize=None)
 def _table(kind: str = "gfl") -> tuple[int, tuple[tuple[str, str], ...], tuple[str, ...]]:
     text = KEYS_HEADER.read_text()
     version = int(re.search(r"#define LITEDET_CONFIG_VERSION (\d+)", text).group(1))
     keys_macro, info_macro = TABLES[kind]
-    keys = tuple(re.findall(r"X\((\w+), (\w+), [^)]*\)", _block(text, keys_macro)))
+    keys = _keys(text, keys_macro)
     info = tuple(re.findall(r"X\((\w+)\)", _block(text, info_macro)))
     if not keys or keys[0][0] != "kind":
         raise RuntimeError(f"{KEYS_HEADER}: {keys_macro} must list its keys, kind= first")

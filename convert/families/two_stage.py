@@ -149,4 +149,30 @@ class TwoStageAdapter(FamilyAdapter):
                 raise ValueError(f"the converted head gives scores for {n} RoIs when given {rows}")
 
 
+def cost_table() -> list[dict]:
+    """Params and multiply-accumulates of every registered two-stage model: stage 1 at its input
+    size, the head per RoI, and the detector at rpn_post_nms_top_n RoIs (how the papers count)."""
+    import torch
+
+    from litedet.models import create_model, list_models, model_info
+    from litedet.models.profile import profile
+
+    rows = []
+    for name in list_models():
+        info = model_info(name)
+        if info.family != TwoStageAdapter.family:
+            continue
+        m = create_model(name).eval()
+        s = info.input_size
+        p1 = profile(m, s, s)  # forward is stage 1: the hooks see no head layer
+        head_macs = sum(layer.in_features * layer.out_features for layer in m.rcnn.modules()
+                        if isinstance(layer, torch.nn.Linear))
+        head_params = sum(p.numel() for p in m.rcnn.parameters())
+        rois = m.spec.rpn_post_nms_top_n
+        rows.append({"model": name, "input": s, "params_stage1": p1.params - head_params, "params_head": head_params,
+                     "macs_stage1": p1.macs, "macs_head_per_roi": head_macs, "rois": rois,
+                     "macs_total": p1.macs + head_macs * rois})
+    return rows
+
+
 register_adapter(TwoStageAdapter())

@@ -14,8 +14,8 @@
 
 #define LITEDET_CONFIG_VERSION 1
 
-#define LITEDET_CONFIG_KEYS(X)                        \
-  X(kind, str, 0, 0)                                  \
+// The keys every kind has: the model files and the input's preprocessing.
+#define LITEDET_COMMON_KEYS(X)                        \
   X(architecture, str, 0, 0)                          \
   X(variant, str, 0, 0)                               \
   X(param, str, 0, 0)                                 \
@@ -29,7 +29,11 @@
   X(pad_mode, str, 0, 0)                              \
   X(resize_policy, str, 0, 0)                         \
   X(pad_normalized, flag, 0, 0)                       \
-  X(pad_value, real, -1e30, 1e30)                     \
+  X(pad_value, real, -1e30, 1e30)
+
+#define LITEDET_CONFIG_KEYS(X)                        \
+  X(kind, str, 0, 0)                                  \
+  LITEDET_COMMON_KEYS(X)                              \
   X(strides, ints, 0, 0)                              \
   X(cls_blobs, names, 0, 0)                           \
   X(dis_blobs, names, 0, 0)                           \
@@ -46,22 +50,9 @@
 
 #define LITEDET_TWO_STAGE_KEYS(X)                     \
   X(kind, str, 0, 0)                                  \
-  X(architecture, str, 0, 0)                          \
-  X(variant, str, 0, 0)                               \
-  X(param, str, 0, 0)                                 \
-  X(bin, str, 0, 0)                                   \
+  LITEDET_COMMON_KEYS(X)                              \
   X(head_param, str, 0, 0)                            \
   X(head_bin, str, 0, 0)                              \
-  X(input_blob, str, 0, 0)                            \
-  X(pixel_format, str, 0, 0)                          \
-  X(mean, reals, 0, 0)                                \
-  X(norm, reals, 0, 0)                                \
-  X(target_size, int, 1, 65536)                       \
-  X(pad_multiple, int, 1, 65536)                      \
-  X(pad_mode, str, 0, 0)                              \
-  X(resize_policy, str, 0, 0)                         \
-  X(pad_normalized, flag, 0, 0)                       \
-  X(pad_value, real, -1e30, 1e30)                     \
   X(stride, int, 1, 65536)                            \
   X(obj_blob, str, 0, 0)                              \
   X(deltas_blob, str, 0, 0)                           \
