@@ -172,7 +172,7 @@ def draw_chart(res: dict, path: Path) -> None:
     parts = [("stage1", (200, 120, 40)), ("glue_cpp", (40, 140, 230)), ("stage2", (60, 170, 60))]
     top, left, bar, gap, width = 50, 150, 22, 14, 560
     h = top + len(rows) * (bar + gap) + 40
-    img = np.full((h, left + width + 40, 3), 255, np.uint8)
+    img = np.full((h, left + width + 110, 3), 255, np.uint8)  # room for the share label
     cv2.putText(img, f"{res['architecture']} one thread, ncnn fp16: stage 1 | C++ glue | stage 2 (ms)", (10, 22),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.5, (30, 30, 30), 1, cv2.LINE_AA)
     biggest = max(sum(r["median_ms"][k] for k, _ in parts) for r in rows)
