@@ -176,12 +176,25 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return iou.astype(np.float32)
 
 
+def _iou_matrix(x1, y1, x2, y2, area, a: slice | np.ndarray, b: slice) -> np.ndarray:
+    """box_iou of every box a (rows) with every box b (columns): its float32 operations, in its order."""
+    zero = np.float32(0)
+    iw = np.maximum(zero, np.minimum(x2[a][:, None], x2[b][None]) - np.maximum(x1[a][:, None], x1[b][None]))
+    ih = np.maximum(zero, np.minimum(y2[a][:, None], y2[b][None]) - np.maximum(y1[a][:, None], y1[b][None]))
+    inter = iw * ih
+    union = area[a][:, None] + area[b][None] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, zero)
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float,
-        class_agnostic: bool = False, max_detections: int | None = None) -> np.ndarray:
+        class_agnostic: bool = False, max_detections: int | None = None, block: int = 256) -> np.ndarray:
     """Greedy NMS; returns kept indices in descending score order.
 
-    The candidates still alive shrink after every kept box, so each step costs one
-    vectorised IoU row (box_iou's float32 operations, in its order)."""
+    Decided block by block in score order: a candidate is suppressed exactly when a box kept
+    before it overlaps it by more than the threshold (suppressed boxes suppress nothing), so
+    each block is tested against the boxes kept so far, then greedily within itself, and the
+    scan stops at max_detections. The same decisions as the eager loop, and as the C++ core."""
     if max_detections is not None and max_detections <= 0:
         return np.zeros(0, dtype=np.int64)
     order = np.argsort(-scores, kind="stable")
@@ -190,24 +203,28 @@ def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold
     area = (x2 - x1) * (y2 - y1)
     lab = np.asarray(labels)[order]
     thr = np.float32(iou_threshold)
-    zero = np.float32(0)
-    alive = np.arange(len(order))
-    keep: list[int] = []
-    while alive.size:
-        i, rest = alive[0], alive[1:]
-        keep.append(int(order[i]))
-        if max_detections is not None and len(keep) >= max_detections:
-            break
-        iw = np.maximum(zero, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-        ih = np.maximum(zero, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-        inter = iw * ih
-        union = area[i] + area[rest] - inter
-        with np.errstate(divide="ignore", invalid="ignore"):
-            hit = np.where(union > 0, inter / union, zero) > thr
+    limit = len(order) if max_detections is None else max_detections
+    kept: list[int] = []  # positions in score order
+    for start in range(0, len(order), block):
+        blk = slice(start, min(start + block, len(order)))
+        alive = np.ones(blk.stop - start, bool)
+        if kept:
+            k = np.asarray(kept)
+            hit = _iou_matrix(x1, y1, x2, y2, area, k, blk) > thr
+            if not class_agnostic:
+                hit &= lab[k][:, None] == lab[blk][None]
+            alive &= ~hit.any(axis=0)
+        inner = _iou_matrix(x1, y1, x2, y2, area, blk, blk) > thr
         if not class_agnostic:
-            hit &= lab[rest] == lab[i]
-        alive = rest[~hit]
-    return np.asarray(keep, dtype=np.int64)
+            inner &= lab[blk][:, None] == lab[blk][None]
+        for t in np.flatnonzero(alive):
+            if not alive[t]:
+                continue
+            kept.append(start + int(t))
+            if len(kept) >= limit:
+                return order[np.asarray(kept)].astype(np.int64)
+            alive[t + 1:] &= ~inner[t, t + 1:]
+    return order[np.asarray(kept, dtype=np.int64)].astype(np.int64)
 
 
 def map_boxes_back(boxes: np.ndarray, lb: Letterbox) -> np.ndarray:

@@ -146,8 +146,9 @@ def psroi_sample_grid(roi_size: np.ndarray, pooled: int, sampling_ratio: int) ->
 
 
 def _bilinear(feat: np.ndarray, chan: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """torchvision's bilinear_interpolate, vectorised: feat [C, H, W], chan [...] channel per value,
-    y/x sample coordinates broadcastable to chan's shape."""
+    """torchvision's bilinear_interpolate, vectorised: feat [C, H, W]; y and x broadcast to the
+    sample grid (the same for every channel: corners and weights are computed once there),
+    chan gives each value's channel and broadcasts with it."""
     h, w = feat.shape[1:]
     y, x = np.broadcast_arrays(y, x)
     y, x = y.astype(np.float32, copy=True), x.astype(np.float32, copy=True)
@@ -166,9 +167,12 @@ def _bilinear(feat: np.ndarray, chan: np.ndarray, y: np.ndarray, x: np.ndarray) 
     hy, hx = np.float32(1) - ly, np.float32(1) - lx
     y_low, x_low = np.clip(y_low, 0, h - 1), np.clip(x_low, 0, w - 1)  # outside samples give 0 below anyway
     y_high, x_high = np.clip(y_high, 0, h - 1), np.clip(x_high, 0, w - 1)
-    v1, v2 = feat[chan, y_low, x_low], feat[chan, y_low, x_high]
-    v3, v4 = feat[chan, y_high, x_low], feat[chan, y_high, x_high]
-    val = hy * hx * v1 + hy * lx * v2 + ly * hx * v3 + ly * lx * v4
+    w1, w2, w3, w4 = hy * hx, hy * lx, ly * hx, ly * lx  # torchvision's weights, once per sample
+    flat = feat.reshape(feat.shape[0], -1)
+    row_low, row_high = y_low * w, y_high * w
+    v1, v2 = flat[chan, row_low + x_low], flat[chan, row_low + x_high]
+    v3, v4 = flat[chan, row_high + x_low], flat[chan, row_high + x_high]
+    val = w1 * v1 + w2 * v2 + w3 * v3 + w4 * v4
     return np.where(inside, val, np.float32(0)).astype(np.float32)
 
 
