@@ -91,6 +91,15 @@ def op_rcnn(rois, probs, deltas, in_w, in_h, weights, box_clip, score_threshold,
     return boxes[0].numpy(), scores[0].numpy(), labels[0].numpy()
 
 
+def op_tv_classifier(name, x):
+    """torchvision.models.NAME (random init, seed 0): its state dict and its logits for x."""
+    torch.manual_seed(0)
+    m = getattr(torchvision.models, name)(weights=None).eval()
+    with torch.no_grad():
+        out = m(torch.from_numpy(x)).numpy()
+    return {k: v.numpy() for k, v in m.state_dict().items()}, out
+
+
 def main() -> int:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while True:
