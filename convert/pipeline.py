@@ -132,7 +132,9 @@ def _reference(tmp: Path, ts, blobs: list[str], ref_bin: str | None, extras=()):
         tref = {name: o[0].numpy() for name, o in zip(blobs, ts(torch.from_numpy(chw)[None]))}
     n32 = runner32.run_array(chw)
     if extras:  # the later stages in torch, on the intermediate inputs ncnn gave them (the same RoIs)
-        graphs = {eg.name: trace_module(tmp / REF_DIR / f"{eg.name}.torchscript.pt") for eg in extras}
+        from .verify.torch_parity import load_torchscript
+
+        graphs = {eg.name: load_torchscript(tmp / REF_DIR / f"{eg.name}.torchscript.pt") for eg in extras}
         m = runner32.manifest
 
         def run_graph(name: str, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -149,11 +151,6 @@ def _reference(tmp: Path, ts, blobs: list[str], ref_bin: str | None, extras=()):
     np.savez(tmp / REF_DIR / "outputs.npz", **tref)
     return runner32, tref, n32
 
-
-def trace_module(path: Path):
-    import torch
-
-    return torch.jit.load(str(path)).eval()
 
 
 def _verify(tref: dict, n32: dict) -> dict[str, dict[str, float]]:

@@ -138,8 +138,7 @@ def device_config_text(m: Manifest, param_name: str, bin_name: str, names: dict[
     for n in m.class_names:
         if "," in n or "\n" in n:
             raise ManifestError(f"class name {n!r} contains a comma or newline; the device config cannot hold it")
-    names = {"param": param_name, "bin": bin_name, **{k: v for k, v in asset_names(m, "m").items()
-                                                      if k not in ("param", "bin")}, **(names or {})}
+    names = {**asset_names(m, "m"), **(names or {}), "param": param_name, "bin": bin_name}
     values = {**_common(m, param_name, bin_name), **_VALUES[kind](m, names)}
     version, keys, info = _table(kind)
     wanted = {k for k, _ in keys} | set(info)

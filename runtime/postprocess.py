@@ -23,7 +23,7 @@ import numpy as np
 
 __all__ = [
     "Letterbox", "letterbox_geometry", "clamp_boxes", "RESIZE_ALIGNS", "distribution_to_distance", "grid_centers", "decode_level",
-    "box_iou", "nms", "map_boxes_back", "Candidates",
+    "box_iou", "pairwise_iou", "nms", "map_boxes_back", "Candidates",
 ]
 
 
@@ -163,28 +163,24 @@ def decode_level(scores: np.ndarray, dists: np.ndarray, feat_w: int, stride: int
     return Candidates(boxes.astype(np.float32), sc.astype(np.float32), labels.astype(np.int64))
 
 
+def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of a [A, 4] (rows) with every box of b [B, 4] (columns), continuous
+    coordinates, 0 where the union is not > 0; float32, in the C++ core's operation order."""
+    zero = np.float32(0)
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    iw = np.maximum(zero, np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]))
+    ih = np.maximum(zero, np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]))
+    inter = iw * ih
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, zero).astype(np.float32)
+
+
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one box against many (continuous coordinates)."""
-    iw = np.maximum(np.float32(0), np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]))
-    ih = np.maximum(np.float32(0), np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]))
-    inter = iw * ih
-    area_a = (box[2] - box[0]) * (box[3] - box[1])
-    area_b = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area_a + area_b - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / union, np.float32(0))
-    return iou.astype(np.float32)
-
-
-def _iou_matrix(x1, y1, x2, y2, area, a: slice | np.ndarray, b: slice) -> np.ndarray:
-    """box_iou of every box a (rows) with every box b (columns): its float32 operations, in its order."""
-    zero = np.float32(0)
-    iw = np.maximum(zero, np.minimum(x2[a][:, None], x2[b][None]) - np.maximum(x1[a][:, None], x1[b][None]))
-    ih = np.maximum(zero, np.minimum(y2[a][:, None], y2[b][None]) - np.maximum(y1[a][:, None], y1[b][None]))
-    inter = iw * ih
-    union = area[a][:, None] + area[b][None] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, zero)
+    return pairwise_iou(np.asarray(box)[None], boxes)[0]
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float,
@@ -198,25 +194,20 @@ def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold
     if max_detections is not None and max_detections <= 0:
         return np.zeros(0, dtype=np.int64)
     order = np.argsort(-scores, kind="stable")
-    b = np.asarray(boxes, np.float32)[order]
-    x1, y1, x2, y2 = (np.ascontiguousarray(b[:, k]) for k in range(4))
-    area = (x2 - x1) * (y2 - y1)
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)[order]
     lab = np.asarray(labels)[order]
     thr = np.float32(iou_threshold)
     limit = len(order) if max_detections is None else max_detections
+
+    def hits(rows: np.ndarray | slice, cols: slice) -> np.ndarray:
+        h = pairwise_iou(b[rows], b[cols]) > thr
+        return h if class_agnostic else h & (lab[rows][:, None] == lab[cols][None])
+
     kept: list[int] = []  # positions in score order
     for start in range(0, len(order), block):
         blk = slice(start, min(start + block, len(order)))
-        alive = np.ones(blk.stop - start, bool)
-        if kept:
-            k = np.asarray(kept)
-            hit = _iou_matrix(x1, y1, x2, y2, area, k, blk) > thr
-            if not class_agnostic:
-                hit &= lab[k][:, None] == lab[blk][None]
-            alive &= ~hit.any(axis=0)
-        inner = _iou_matrix(x1, y1, x2, y2, area, blk, blk) > thr
-        if not class_agnostic:
-            inner &= lab[blk][:, None] == lab[blk][None]
+        alive = ~hits(np.asarray(kept), blk).any(axis=0) if kept else np.ones(blk.stop - start, bool)
+        inner = hits(blk, blk)
         for t in np.flatnonzero(alive):
             if not alive[t]:
                 continue

@@ -125,7 +125,7 @@ def test_psroi_align_reads_the_position_sensitive_channel():
 def test_proposals_and_detections_equal_torchvision(oracle, thundernet_bundle, photos):
     """The runtime's whole glue on ncnn's outputs for real photos == torchvision's RPN
     filter_proposals and RoIHeads.postprocess_detections on the same tensors."""
-    from litedet.runtime.kinds.rpn_psroi import PROPOSALS, RCNN_DELTAS, RCNN_SCORES, _maps
+    from litedet.runtime.kinds.rpn_psroi import PROPOSALS, RCNN_DELTAS, RCNN_SCORES, rpn_maps
     from litedet.runtime.runner import open_bundle
 
     r = open_bundle(thundernet_bundle)
@@ -134,7 +134,8 @@ def test_proposals_and_detections_equal_torchvision(oracle, thundernet_bundle, p
         chw, _ = r.preprocess_array(img)
         in_h, in_w = chw.shape[1:]
         out = r.run_array(chw)
-        logits, deltas, _, fw, fh = _maps(m, out, in_w, in_h)
+        logits, deltas = rpn_maps(m, out, in_w, in_h)
+        fw, fh = -(-in_w // p.stride), -(-in_h // p.stride)
         anchors = make_anchors(fw, fh, p.stride, p.anchor_sizes, p.anchor_ratios, p.anchor_offset)
         props = select_proposals(logits, deltas, anchors, in_w, in_h, weights=p.rpn_box_weights,
                                  pre_nms_top_n=p.rpn_pre_nms_top_n, post_nms_top_n=p.rpn_post_nms_top_n,

@@ -12,6 +12,7 @@ a kind only wires them to the manifest. Built in: ``gfl`` (NanoDet),
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -31,8 +32,9 @@ class KindSpec:
 
 
 @dataclass(kw_only=True)
-class GraphFiles:
-    """A further ncnn graph of a bundle (a two-stage detector's head): its files, confined to the bundle."""
+class GraphFiles(ABC):
+    """A further ncnn graph of a bundle (a two-stage detector's head): its files, confined to the
+    bundle. A kind subclasses it with the blob names its graph has."""
 
     param: str
     bin: str
@@ -40,9 +42,9 @@ class GraphFiles:
     bin_sha256: str
     fp32_bin: str  # the fp32 reference weights of the same graph ('' when the bin itself is fp32)
 
+    @abstractmethod
     def blobs(self) -> tuple[str, list[str]]:
-        """(input blob, output blobs in the graph's order); a subclass names them."""
-        raise NotImplementedError
+        """(input blob, output blobs in the graph's order)."""
 
 
 @dataclass(frozen=True)

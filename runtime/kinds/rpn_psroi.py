@@ -30,7 +30,7 @@ from .gfl import Detection, _describe
 if TYPE_CHECKING:
     from litedet.runtime.manifest import Manifest
 
-__all__ = ["HeadGraph", "RpnPsroiSpec", "proposals_of", "pool_rois", "head_input", "complete_outputs", "detections_of",
+__all__ = ["HeadGraph", "RpnPsroiSpec", "rpn_maps", "proposals_of", "pool_rois", "head_input", "complete_outputs", "detections_of",
            "PROPOSALS", "PROPOSAL_SCORES", "POOLED", "RCNN_SCORES", "RCNN_DELTAS"]
 
 # keys ``complete`` adds to the outputs (never blob names of a graph: those are pnnx's in0/out0 ...)
@@ -128,30 +128,31 @@ def _graphs(p: RpnPsroiSpec) -> dict[str, GraphFiles]:
     return {"head": p.head}
 
 
-def _maps(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in_h: int) -> tuple[np.ndarray, ...]:
-    """Stage-1 outputs as (logits [HWA], deltas [HWA, 4], features [C, H, W], feat_w, feat_h)."""
+def _map(m: "Manifest", outputs: dict[str, np.ndarray], role: str, in_w: int, in_h: int) -> np.ndarray:
+    """One stage-1 output as [channels, H, W], its size checked against the input's."""
     p = m.postprocess
     fw, fh = -(-in_w // p.stride), -(-in_h // p.stride)
-    arrays = []
-    for role in ("rpn_objectness", "rpn_deltas", "psroi_features"):
-        o = m.outputs_with_role(role)[0]
-        a = np.asarray(outputs[o.blob], np.float32)
-        if a.size != o.channels * fw * fh:
-            raise ValueError(f"output {o.blob!r} ({role}) has shape {a.shape}; a {in_w}x{in_h} input at stride "
-                             f"{p.stride} needs ({o.channels}, {fh}, {fw})")
-        arrays.append(a.reshape(o.channels, fh, fw))
-    obj, dlt, feat = arrays
-    n_a = obj.shape[0]
-    logits = obj.transpose(1, 2, 0).reshape(-1)  # (y, x, a)
-    deltas = dlt.reshape(n_a, 4, fh, fw).transpose(2, 3, 0, 1).reshape(-1, 4)
-    return logits, deltas, feat, fw, fh
+    o = m.outputs_with_role(role)[0]
+    a = np.asarray(outputs[o.blob], np.float32)
+    if a.size != o.channels * fw * fh:
+        raise ValueError(f"output {o.blob!r} ({role}) has shape {a.shape}; a {in_w}x{in_h} input at stride "
+                         f"{p.stride} needs ({o.channels}, {fh}, {fw})")
+    return a.reshape(o.channels, fh, fw)
+
+
+def rpn_maps(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in_h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Objectness logits [H*W*A] and deltas [H*W*A, 4] in anchor order (y, x, a)."""
+    obj, dlt = (_map(m, outputs, r, in_w, in_h) for r in ("rpn_objectness", "rpn_deltas"))
+    n_a, fh, fw = obj.shape
+    return obj.transpose(1, 2, 0).reshape(-1), dlt.reshape(n_a, 4, fh, fw).transpose(2, 3, 0, 1).reshape(-1, 4)
 
 
 def proposals_of(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in_h: int) -> Proposals:
     """Stage-1 outputs -> proposals in network-input pixels."""
     p = m.postprocess
-    logits, deltas, _, fw, fh = _maps(m, outputs, in_w, in_h)
-    anchors = make_anchors(fw, fh, p.stride, p.anchor_sizes, p.anchor_ratios, p.anchor_offset)
+    logits, deltas = rpn_maps(m, outputs, in_w, in_h)
+    anchors = make_anchors(-(-in_w // p.stride), -(-in_h // p.stride), p.stride, p.anchor_sizes, p.anchor_ratios,
+                           p.anchor_offset)
     return select_proposals(logits, deltas, anchors, in_w, in_h, weights=p.rpn_box_weights,
                             pre_nms_top_n=p.rpn_pre_nms_top_n, post_nms_top_n=p.rpn_post_nms_top_n,
                             nms_threshold=p.rpn_nms_threshold, min_size=p.rpn_min_size,
@@ -161,7 +162,7 @@ def proposals_of(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in_h:
 def pool_rois(m: "Manifest", outputs: dict[str, np.ndarray], boxes: np.ndarray, in_w: int, in_h: int) -> np.ndarray:
     """PSRoIAlign of the proposals -> the head's input [N, groups * P * P]."""
     p = m.postprocess
-    feat = _maps(m, outputs, in_w, in_h)[2]
+    feat = _map(m, outputs, "psroi_features", in_w, in_h)
     pooled = ps_roi_align(feat, boxes, 1.0 / p.stride, p.pooled_size, p.sampling_ratio)
     return pooled.reshape(len(boxes), p.psroi_groups * p.pooled_size ** 2)
 
