@@ -26,16 +26,16 @@ import argparse
 import datetime as _dt
 import gc
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+
+from litedet.benchmarks.machine import loadavg
+from litedet.benchmarks.machine import machine_info as _machine_info
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -54,63 +54,14 @@ STAGE_LABELS = {"pre": "preprocess", "infer": "inference", "post": "postprocess"
 
 
 # -- environment ---------------------------------------------------------------
-def _pkg_version(name: str) -> str | None:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
-
-
-def _cpu_model() -> tuple[str | None, list[str]]:
-    """CPU model name and the SIMD flags that matter to ncnn on x86 / ARM (Linux only)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or None, []
-    model, flags = None, set()
-    for line in text.splitlines():
-        key, _, val = line.partition(":")
-        key = key.strip().lower()
-        if key in ("model name", "hardware", "cpu model") and model is None:
-            model = val.strip()
-        elif key in ("flags", "features") and not flags:
-            flags = set(val.split())
-    interesting = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_fp16",
-                   "avx512_bf16", "asimd", "asimdhp", "fphp", "asimddp", "sve")
-    return model, [f for f in interesting if f in flags]
-
-
 def machine_info() -> dict:
-    model, simd = _cpu_model()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = None
-    try:
-        import ncnn
-
-        ncnn_cpu = {n[len("cpu_support_"):]: bool(getattr(ncnn, n)()) for n in dir(ncnn) if n.startswith("cpu_support_")}
-    except Exception:  # noqa: BLE001 - informational only
-        ncnn_cpu = {}
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_usable": usable,
-        "cpu_model": model,
-        "simd_flags": simd,
-        "ncnn_cpu_support": ncnn_cpu,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "versions": {p: _pkg_version(p) for p in ("ncnn", "torch", "pnnx", "numpy", "opencv-python-headless",
-                                                  "scikit-image", "litedet")},
-    }
+    info = _machine_info()
+    info.pop("loadavg", None)  # this script records it at start and end
+    return info
 
 
 def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
+    return loadavg()
 
 
 def resolve_checkpoint(arg: str | None, seeded: bool) -> tuple[Path | None, str]:

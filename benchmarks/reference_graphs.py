@@ -76,11 +76,17 @@ def _input(net: ncnn.Net, side: int) -> tuple[str, np.ndarray]:
 
 def count(param: Path, side: int) -> tuple[int, int]:
     """(params, MACs) of convs and inner products, from weight sizes and ncnn's output shapes."""
+    return count_graph(param, (3, side, side))
+
+
+def count_graph(param: Path, shape: tuple[int, int, int], bin_path: Path | None = None) -> tuple[int, int]:
+    """(params, MACs) of a graph's convs, deconvs and inner products on an input of ``shape``
+    [C, H, W]: weight sizes from the param file, output sizes from ncnn itself."""
     net = _load(param)
-    name, arr = _input(net, side)
+    arr = np.zeros(shape, np.float32)
     params = macs = 0
     with net.create_extractor() as ex:
-        ex.input(name, ncnn.Mat(arr).clone())
+        ex.input(net.input_names()[0], ncnn.Mat(arr).clone())
         for layer in parse_param(param):
             if layer.type not in _WEIGHTED:
                 continue

@@ -9,10 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["log_bar_chart", "scatter_chart"]
+__all__ = ["log_bar_chart", "scatter_chart", "log_scatter_chart"]
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
-_COLORS = [(200, 120, 40), (40, 140, 230), (60, 170, 60), (180, 60, 180)]
+_COLORS = [(200, 120, 40), (40, 140, 230), (60, 170, 60), (180, 60, 180), (30, 30, 200), (120, 120, 120)]
 
 
 def _text(img, s, org, scale=0.42, color=(30, 30, 30)):
@@ -82,3 +82,49 @@ def scatter_chart(path: str | Path, title: str, x_label: str, y_label: str,
         cv2.circle(img, (w - 160, 14 + 16 * j), 5, c, -1 if j == 0 else 2, cv2.LINE_AA)
         _text(img, name, (w - 150, 18 + 16 * j), 0.4)
     cv2.imwrite(str(path), img)
+
+
+def log_scatter_chart(path: str | Path, title: str, x_label: str, y_label: str,
+                      points: dict[str, list[tuple[float, float, str]]], hollow: set[str] | frozenset = frozenset()) -> None:
+    """Labelled points per series on log10 x and y axes; series named in ``hollow`` get hollow markers."""
+    w, h, left, bottom, top, right = 1100, 760, 80, 50, 40, 40
+    img = np.full((h, w, 3), 255, np.uint8)
+    _text(img, title, (10, 22), 0.5)
+    xs = [p[0] for ps in points.values() for p in ps if p[0] > 0]
+    ys = [p[1] for ps in points.values() for p in ps if p[1] > 0]
+    if not xs or not ys:
+        raise ValueError("log_scatter_chart: no positive points to plot")
+    xlo, xhi = math.floor(math.log10(min(xs))), math.ceil(math.log10(max(xs)))
+    ylo, yhi = math.floor(math.log10(min(ys))), math.ceil(math.log10(max(ys)))
+    xhi, yhi = max(xhi, xlo + 1), max(yhi, ylo + 1)
+    px = lambda x: int(left + (math.log10(x) - xlo) / (xhi - xlo) * (w - left - right))  # noqa: E731
+    py = lambda y: int(h - bottom - (math.log10(y) - ylo) / (yhi - ylo) * (h - bottom - top))  # noqa: E731
+    for e in range(xlo, xhi + 1):
+        for m in (1, 2, 5):
+            v = m * 10.0 ** e
+            if 10.0 ** xlo <= v <= 10.0 ** xhi:
+                cv2.line(img, (px(v), top), (px(v), h - bottom), (215, 215, 215) if m == 1 else (240, 240, 240), 1)
+                if m == 1 or xhi - xlo <= 2:
+                    _text(img, f"{m}e{e}", (px(v) - 12, h - bottom + 16), 0.38)
+    for e in range(ylo, yhi + 1):
+        for m in (1, 2, 5):
+            v = m * 10.0 ** e
+            if 10.0 ** ylo <= v <= 10.0 ** yhi:
+                cv2.line(img, (left, py(v)), (w - right, py(v)), (215, 215, 215) if m == 1 else (240, 240, 240), 1)
+                _text(img, f"{v:g}", (left - 50, py(v) + 4), 0.36)
+    cv2.line(img, (left, h - bottom), (w - right, h - bottom), (0, 0, 0), 1)
+    cv2.line(img, (left, top), (left, h - bottom), (0, 0, 0), 1)
+    _text(img, x_label + " (log)", (w // 2 - 40, h - 12))
+    _text(img, y_label + " (log)", (8, top - 8))
+    for j, (name, ps) in enumerate(points.items()):
+        c = _COLORS[j % len(_COLORS)]
+        fill = -1 if name not in hollow else 2
+        for x, y, lab in ps:
+            if x <= 0 or y <= 0:
+                continue
+            cv2.circle(img, (px(x), py(y)), 5, c, fill, cv2.LINE_AA)
+            _text(img, lab, (px(x) + 7, py(y) - 6), 0.33, c)
+        cv2.circle(img, (left + 20, top + 14 + 16 * j), 5, c, fill, cv2.LINE_AA)
+        _text(img, name, (left + 30, top + 18 + 16 * j), 0.4)
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"could not write {path}")

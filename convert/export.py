@@ -149,3 +149,27 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, output_name
             raise PnnxError("onnxsim could not validate the simplified ONNX model")
         onnx.save(simplified, str(path))
     return path
+
+
+def onnx_from_torchscript(ts_path: str | Path, shape: tuple[int, ...], path: Path) -> Path:
+    """A bundle's TorchScript (reference/*.torchscript.pt) as ONNX at one input shape, for
+    timing onnxruntime on the same graph (TorchScript exporter, opset 13, then onnxsim)."""
+    import warnings
+
+    import onnx
+    import onnxsim
+
+    torch.onnx.register_custom_op_symbolic("aten::channel_shuffle", _channel_shuffle_symbolic, 9)
+    ts = torch.jit.load(str(ts_path), map_location="cpu").eval()
+    example = torch.zeros(shape)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        out = ts(example)
+        n_out = len(out) if isinstance(out, (tuple, list)) else 1
+        torch.onnx.export(ts, (example,), str(path), dynamo=False, opset_version=13, input_names=["input"],
+                          output_names=[f"out{i}" for i in range(n_out)])
+    simplified, ok = onnxsim.simplify(onnx.load(str(path)))
+    if not ok:
+        raise PnnxError("onnxsim could not validate the simplified ONNX model")
+    onnx.save(simplified, str(path))
+    return path

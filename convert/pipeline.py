@@ -278,3 +278,12 @@ def convert_model(arch: str | None, out: str | Path, checkpoint: str | Path | No
         shutil.rmtree(work)
         steps.done("write")
     return ConvertResult(out, manifest, steps.close(), verify)
+
+
+def registered_models() -> list[dict]:
+    """Every registered architecture with its task, family and default input side (for
+    tools above convert, e.g. ``litedet bench --all``, that may not import models)."""
+    from litedet.models import list_models, model_info
+
+    return [{"name": n, "task": model_info(n).task, "family": model_info(n).family,
+             "input_size": model_info(n).input_size} for n in list_models()]

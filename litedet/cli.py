@@ -14,6 +14,12 @@ from pathlib import Path
 _USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, KeyError)
 
 
+def _cmd_bench(a: argparse.Namespace) -> int:
+    from litedet.benchmarks.bench import run
+
+    return run(a)
+
+
 def _cmd_list(a: argparse.Namespace) -> int:
     from litedet.models import create_model, list_models, model_info
     from litedet.models.profile import profile
@@ -369,6 +375,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="asset name (default: the variant, e.g. nanodet_m-320)")
     s.set_defaults(fn=_cmd_android_push)
 
+    s = sub.add_parser("bench", help="latency / instructions of models on the desktop, under qemu, on a phone (adb) "
+                                     "or a board (ssh), one result format (results.json/.md, latency_vs_macs.png)")
+    s.add_argument("models", nargs="*", help="registered names (converted with seeded weights) or bundle directories")
+    s.add_argument("--all", action="store_true", help="every registered model")
+    s.add_argument("--threads", default="1", help="ncnn thread counts, e.g. 1,2 (default 1)")
+    s.add_argument("--runs", type=int, default=20, help="timed runs per measurement (default 20)")
+    s.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    s.add_argument("--out", default="bench", help="results directory (default ./bench)")
+    s.add_argument("--bundles-dir", default=None, help="where named models are converted (default OUT/bundles)")
+    s.add_argument("--reference-graphs", type=Path, default=None,
+                   help="ncnn's benchmark graphs (e.g. ../shared/reference/ncnn-benchmark): ours / theirs per model")
+    s.add_argument("--cpp", action="store_true", help="desktop: also the app's C++ pipeline (litedet_cpp)")
+    s.add_argument("--qemu", action="store_true", help="aarch64 guest instructions under qemu (fp32 and fp16)")
+    s.add_argument("--repeats", type=int, default=2, help="--qemu: repeats of each count (default 2)")
+    s.add_argument("--adb", action="store_true", help="on an Android phone over adb (needs --benchncnn)")
+    s.add_argument("--serial", default=None, help="--adb: the device (adb devices -l lists them)")
+    s.add_argument("--benchncnn", type=Path, default=None, help="--adb: benchncnn from an ncnn Android release")
+    s.add_argument("--ssh", default=None, metavar="USER@HOST", help="on an ARM Linux board over ssh")
+    s.add_argument("--port", type=int, default=None, help="--ssh: port (default 22)")
+    s.add_argument("--identity", type=Path, default=None, help="--ssh: private key file")
+    s.add_argument("--remote-python", default="python3", help="--ssh: the board's python (default python3)")
+    s.add_argument("--ssh-option", action="append", metavar="OPT", help="--ssh: an ssh -o option (repeatable)")
+    s.add_argument("--precisions", default="fp16,fp32", help="--ssh: ncnn precisions on the board (default fp16,fp32)")
+    s.add_argument("--merge", nargs="+", default=None, metavar="RESULTS",
+                   help="join results.json files (or their directories) into one table and plot in --out")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.set_defaults(fn=_cmd_bench)
+
     s = sub.add_parser("list", help="registered architectures, parameters and MACs at their default input size")
     s.add_argument("names", nargs="*", help="only these architectures (default: all)")
     s.set_defaults(fn=_cmd_list)
@@ -420,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{where} {_os_error_text(e)}", file=sys.stderr)
         return 2
     except Exception as e:
-        if not isinstance(e, _USER_ERRORS) and type(e).__name__ not in ("PnnxError", "ArmEnvError", "ArmRunError"):
+        if not isinstance(e, _USER_ERRORS) and type(e).__name__ not in ("PnnxError", "ArmEnvError", "ArmRunError", "CppError",
+                                                                            "RemoteError"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"{where} {msg}", file=sys.stderr)

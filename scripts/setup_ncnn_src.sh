@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The ncnn C++ library source, the same version as the ncnn wheel (PyPI's sdist), with its
 # generated headers (platform.h, ncnn_export.h, layer_type.h ...), for the tests that compile
-# the Android demo's ncnn code (app/src/main/cpp/litedet_ncnn.cpp, host_tests/ncnn_check.cpp)
-# against the real ncnn API.
+# the Android demo's ncnn code (app/src/main/cpp/litedet_ncnn.cpp) against the real ncnn API;
+# scripts/setup_ncnn_lib.sh builds the library itself from the same source.
 #
 #   bash scripts/setup_ncnn_src.sh [CACHE_DIR]
 #

@@ -4,11 +4,14 @@ Run by the emulated python (numpy + ncnn + litedet.runtime only):
 
     python3.11 icount_child.py BUNDLE INPUT.npy fp16|fp32 load|stage1|glue|run
 
-``load`` (the baseline) does everything ``run`` does except ``Detector.run_array``,
+``load`` (the baseline) does everything ``run`` does except ``run_array``,
 so the difference of their instruction counts is one inference. For a two-stage
 bundle the modes stop after the first graph (``stage1``), after the glue between the
 graphs (``glue``: proposals + PSRoIAlign in numpy) or after everything (``run``), so
 differences of consecutive modes count each part.
+
+BUNDLE may instead be a bare ncnn ``.param`` (ncnn's benchmark graphs, or a bundle's own
+graph), loaded with empty weights as benchncnn does; ``run`` then extracts every output.
 """
 
 import importlib.util
@@ -36,10 +39,12 @@ def main(argv: list[str]) -> int:
     import ncnn
     import numpy as np
 
-    from litedet.runtime.detector import Detector
+    from litedet.runtime import open_bundle
 
-    det = Detector.from_bundle(bundle, threads=1, fp16=precision == "fp16")
     x = np.load(input_path)
+    if bundle.endswith(".param"):
+        return _empty_graph(ncnn, bundle, x, precision == "fp16", mode)
+    det = open_bundle(bundle, threads=1, fp16=precision == "fp16")  # any kind: detector, classifier, ...
     shapes = {}
     if mode == "run":
         shapes = {k: list(v.shape) for k, v in det.run_array(x).items()}
@@ -52,6 +57,26 @@ def main(argv: list[str]) -> int:
             out = {"pooled": pool_rois(det.manifest, out, props.boxes, x.shape[2], x.shape[1])}
         shapes = {k: list(v.shape) for k, v in out.items()}
     o = det.net.opt
+    print(json.dumps({"asimdhp": bool(ncnn.cpu_support_arm_asimdhp()), "input": list(x.shape), "outputs": shapes,
+                      "opt": {k: bool(getattr(o, k)) for k in ("use_fp16_storage", "use_fp16_packed",
+                                                                "use_fp16_arithmetic")}}))
+    return 0
+
+
+def _empty_graph(ncnn, param: str, x, fp16: bool, mode: str) -> int:
+    net = ncnn.Net()
+    o = net.opt
+    o.num_threads = 1
+    o.use_fp16_storage = o.use_fp16_packed = o.use_fp16_arithmetic = fp16
+    net.load_param(param)
+    net.load_model(ncnn.DataReaderFromEmpty())
+    shapes = {}
+    if mode == "run":
+        with net.create_extractor() as ex:
+            ex.input(net.input_names()[0], ncnn.Mat(x).clone())
+            for name in net.output_names():
+                _, m = ex.extract(name)
+                shapes[name] = [m.c, m.h, m.w]
     print(json.dumps({"asimdhp": bool(ncnn.cpu_support_arm_asimdhp()), "input": list(x.shape), "outputs": shapes,
                       "opt": {k: bool(getattr(o, k)) for k in ("use_fp16_storage", "use_fp16_packed",
                                                                 "use_fp16_arithmetic")}}))

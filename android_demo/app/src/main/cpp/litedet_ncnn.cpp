@@ -85,7 +85,7 @@ bool NcnnDetector::set_config(const std::string& cfg_text, const std::string& cf
     return true;
 }
 
-bool NcnnDetector::set_options(bool use_gpu, int num_threads, std::string& err)
+bool NcnnDetector::set_options(bool use_gpu, int num_threads, std::string& err, bool fp16)
 {
 #if NCNN_VULKAN
     if (use_gpu && ncnn::get_gpu_count() == 0)
@@ -110,9 +110,9 @@ bool NcnnDetector::set_options(bool use_gpu, int num_threads, std::string& err)
         net->opt.workspace_allocator = &workspace_pool_;
         // fp16 on, as the bundles are converted and checked; set explicitly, since
         // ncnn's defaults differ between versions and targets
-        net->opt.use_fp16_storage = true;
-        net->opt.use_fp16_packed = true;
-        net->opt.use_fp16_arithmetic = true;
+        net->opt.use_fp16_storage = fp16;
+        net->opt.use_fp16_packed = fp16;
+        net->opt.use_fp16_arithmetic = fp16;
         net->opt.use_bf16_storage = false;
         net->opt.use_packing_layout = true;
 #if NCNN_VULKAN
@@ -206,10 +206,15 @@ bool NcnnDetector::detect(const unsigned char* rgba, int w, int h, int stride, s
                           std::string& err)
 {
     dets.clear();
+    times_ = StageTimes{};
     ncnn::Mat in_pad;
     litedet::Letterbox lb{};
+    const double t0 = now_ms();
     if (!preprocess(rgba, w, h, stride, in_pad, lb, err))
         return false;
+    times_.pre_ms = now_ms() - t0;
+    times_.in_w = lb.in_w;
+    times_.in_h = lb.in_h;
     return two_stage_ ? detect_two_stage(in_pad, lb, dets, err) : detect_gfl(in_pad, lb, dets, err);
 }
 
@@ -220,6 +225,7 @@ bool NcnnDetector::detect_gfl(const ncnn::Mat& in_pad, const litedet::Letterbox&
     const size_t n = cfg_.strides.size();
     std::vector<ncnn::Mat> cls(n), dis(n);
     std::vector<litedet::LevelOutput> levels(n);
+    const double t0 = now_ms();
     {
         ncnn::Extractor ex = net_.create_extractor();
         if (ex.input(cfg_.input_blob.c_str(), in_pad) != 0)
@@ -256,9 +262,12 @@ bool NcnnDetector::detect_gfl(const ncnn::Mat& in_pad, const litedet::Letterbox&
         }
     }
 
+    const double t1 = now_ms();
+    times_.inference_ms = t1 - t0;
     try
     {
         dets = litedet::postprocess(cfg_, levels, lb);
+        times_.post_ms = now_ms() - t1;
     }
     catch (const std::exception& e)
     {
@@ -286,6 +295,7 @@ bool NcnnDetector::detect_two_stage(const ncnn::Mat& in_pad, const litedet::Lett
     const int fw = (lb.in_w + c.stride - 1) / c.stride, fh = (lb.in_h + c.stride - 1) / c.stride;
     const int feat_c = c.psroi_groups * c.pooled_size * c.pooled_size;
     ncnn::Mat obj, deltas, feat;
+    double t = now_ms();
     {
         ncnn::Extractor ex = net_.create_extractor();
         if (ex.input(c.input_blob.c_str(), in_pad) != 0)
@@ -315,13 +325,18 @@ bool NcnnDetector::detect_two_stage(const ncnn::Mat& in_pad, const litedet::Lett
             return false;
         }
     const ncnn::Mat obj_f = flat(obj), deltas_f = flat(deltas), feat_f = flat(feat);
+    times_.inference_ms = now_ms() - t;
+    t = now_ms();
     try
     {
         const litedet::Proposals props = litedet::select_proposals(c, (const float*)obj_f.data,
                                                                    (const float*)deltas_f.data, a, fw, fh, lb.in_w, lb.in_h);
         const size_t k = props.scores.size();
         if (k == 0)
+        {
+            times_.glue_ms = now_ms() - t;
             return true;  // nothing above the RPN's thresholds: no second stage, no detections
+        }
         std::vector<float> pooled(k * feat_c);
         litedet::ps_roi_align((const float*)feat_f.data, feat_c, fh, fw, props.boxes.data(), k, 1.f / (float)c.stride,
                               c.pooled_size, c.sampling_ratio, pooled.data());
@@ -334,6 +349,8 @@ bool NcnnDetector::detect_two_stage(const ncnn::Mat& in_pad, const litedet::Lett
                 ch[n] = pooled[n * feat_c + f];
         }
         ncnn::Mat scores, box_deltas;
+        times_.glue_ms = now_ms() - t;
+        t = now_ms();
         {
             ncnn::Extractor ex = head_net_.create_extractor();
             if (ex.input(c.head_input_blob.c_str(), cols) != 0 || ex.extract(c.head_scores_blob.c_str(), scores) != 0
@@ -352,6 +369,8 @@ bool NcnnDetector::detect_two_stage(const ncnn::Mat& in_pad, const litedet::Lett
                   + std::to_string(d);
             return false;
         }
+        times_.inference_ms += now_ms() - t;
+        t = now_ms();
         // back to one row per RoI, as rcnn_detections reads them
         std::vector<float> sf(k * c1), df(k * d);
         for (size_t j = 0; j < c1; j++)
@@ -363,6 +382,7 @@ bool NcnnDetector::detect_two_stage(const ncnn::Mat& in_pad, const litedet::Lett
         for (const litedet::Candidate& cand :
              litedet::rcnn_detections(c, props.boxes.data(), k, sf.data(), df.data(), lb.in_w, lb.in_h))
             dets.push_back(litedet::map_box_back(cand, lb));
+        times_.post_ms = now_ms() - t;
     }
     catch (const std::exception& e)
     {

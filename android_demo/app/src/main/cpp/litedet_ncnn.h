@@ -13,13 +13,15 @@
 // phone, file paths in host_tests/), through graph_count(), graph_param(i),
 // graph_bin(i) and net(i).
 //
-// Plain C++17 + ncnn: litedet_jni.cpp uses it on Android, and
-// host_tests/run_ncnn_check.sh builds it against a desktop ncnn to compare
-// its detections with the Python runtime's.
+// Plain C++17 + ncnn: litedet_jni.cpp uses it on Android, and host_tests/litedet_cpp.cpp
+// (built by benchmarks/cpp.py against the ncnn library of scripts/setup_ncnn_lib.sh, for
+// x86_64 and aarch64) runs it on a desktop, a board or a phone: detections, compared with
+// the Python runtime's in tests/test_litedet_cpp.py, and timings per stage (last_times()).
 
 #ifndef LITEDET_DEMO_LITEDET_NCNN_H
 #define LITEDET_DEMO_LITEDET_NCNN_H
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -30,6 +32,16 @@
 #include "litedet_two_stage.h"
 
 namespace litedet_demo {
+
+// Where the last detect() spent its time (ms, steady clock): preprocessing (resize, pad,
+// normalise), ncnn extraction (both graphs of a two-stage model), the glue between the
+// graphs (proposals, PSRoIAlign; 0 for one-graph models) and the postprocessing; and the
+// network input it used (the letterbox, w x h).
+struct StageTimes
+{
+    double pre_ms = 0, inference_ms = 0, glue_ms = 0, post_ms = 0;
+    int in_w = 0, in_h = 0;
+};
 
 class NcnnDetector
 {
@@ -55,10 +67,10 @@ public:
     const std::string& architecture() const { return two_stage_ ? ts_.architecture : cfg_.architecture; }
 
     // ncnn options, set explicitly, before loading: fp16 storage, packed and
-    // arithmetic on (how the bundles are checked), bf16 off, packing on,
-    // num_threads, Vulkan on or off. Returns false (err says why) when
-    // use_gpu is asked of an ncnn without Vulkan or a device without a GPU.
-    bool set_options(bool use_gpu, int num_threads, std::string& err);
+    // arithmetic on (how the bundles are checked; fp16=false turns all three off),
+    // bf16 off, packing on, num_threads, Vulkan on or off. Returns false (err says
+    // why) when use_gpu is asked of an ncnn without Vulkan or a device without a GPU.
+    bool set_options(bool use_gpu, int num_threads, std::string& err, bool fp16 = true);
 
     // The net to load graph i's param and bin into (after set_options).
     ncnn::Net& net(int i = 0) { return i == 0 ? net_ : head_net_; }
@@ -72,6 +84,7 @@ public:
                 std::string& err);
 
     int num_threads() const { return net_.opt.num_threads; }
+    const StageTimes& last_times() const { return times_; }
 
 private:
     // The preprocessing keys, the same in every kind's config.
@@ -90,6 +103,12 @@ private:
     bool detect_two_stage(const ncnn::Mat& in, const litedet::Letterbox& lb, std::vector<litedet::Detection>& dets,
                           std::string& err);
 
+    static double now_ms()
+    {
+        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    }
+
+    StageTimes times_;
     std::string cfg_name_;
     bool two_stage_ = false;
     litedet::Config cfg_;

@@ -1,0 +1,549 @@
+"""`litedet bench`: every model measured the same way, in one result format (schema.py).
+
+Desktop (default): for each model (a registered name, converted with seeded weights into
+OUT/bundles/, or a bundle directory): ncnn fp32 and fp16 at each thread count through the
+Python runtime (stages pre / inference / glue / post), onnxruntime and torch at 1 thread on
+the same network input, all interleaved in one loop after a warm-up; params and MACs
+counted on the ncnn graph, the fp16 bin size, the peak RSS of one runtime process; with
+--reference-graphs, ncnn's benchmark graphs and ours with empty weights in the same run.
+--cpp adds the app's C++ pipeline (litedet_cpp). --qemu counts aarch64 guest instructions
+instead. --adb and --ssh measure on a device (remote.py). --merge joins results files.
+
+Output (written atomically): OUT/results.json, OUT/results.md, OUT/latency_vs_macs.png,
+OUT/machine.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from litedet.atomic import replace_files
+from litedet.benchmarks.reference_graphs import PAIRS
+from litedet.benchmarks.machine import loadavg, machine_info
+from litedet.runtime.manifest import load_manifest
+from litedet.benchmarks.schema import Record, Results, SchemaError, load_results, markdown_table, merge, \
+    plot_latency_vs_macs, stats
+
+# ours -> (ncnn's benchmark graph, the input side it was made for): reference_graphs.py's pairs of
+# registered names, and NanoDet-m, whose graph ncnn's benchmark also ships
+REFERENCE_PAIRS = {"nanodet_m": ("nanodet_m", 320), **{k: v for k, v in PAIRS.items() if ":" not in k}}
+
+
+class BenchError(ValueError):
+    """Bad input to litedet bench (one line: what is wrong, what would be right)."""
+
+
+def standard_image() -> np.ndarray:
+    """The input every model is measured on: scikit-image's astronaut (512x512 BGR), a square
+    photo, so each model gets its standard square input (320x320, 224x224, ...)."""
+    from litedet.photos import default_images
+
+    imgs = dict(default_images())
+    if "astronaut" not in imgs:
+        raise BenchError("litedet bench measures on scikit-image's astronaut photo: pip install 'litedet[photos]'")
+    return imgs["astronaut"]
+
+
+# -- targets -------------------------------------------------------------------
+def resolve_targets(names: list[str], all_models: bool, work: Path, progress: bool = True) -> list[tuple[str, Path]]:
+    """(label, bundle dir) per target: a bundle directory as given, a registered name converted
+    (seeded weights) into work/NAME unless a bundle of it is already there."""
+    from litedet.convert.bundle import is_bundle
+    from litedet.convert.pipeline import convert_model, registered_models
+
+    known = {m["name"] for m in registered_models()}
+    if all_models:
+        names = sorted(known) + [n for n in names if n not in known]
+    if not names:
+        raise BenchError("name the models to measure (registered names or bundle directories), or pass --all")
+    out = []
+    for n in names:
+        p = Path(n)
+        if p.is_dir():
+            if not is_bundle(p):
+                raise BenchError(f"{p} is a directory but not a litedet bundle (no manifest.json): pass a bundle "
+                                 "`litedet convert` wrote, or a registered name")
+            out.append((p.name, p))
+            continue
+        if n not in known:
+            raise BenchError(f"{n!r} is neither a bundle directory nor a registered model; known: "
+                             f"{', '.join(sorted(known))}")
+        b = work / n
+        if not is_bundle(b):
+            if progress:
+                print(f"converting {n} (seeded weights) into {b}", file=sys.stderr, flush=True)
+            convert_model(n, b, progress=False, force=b.exists())
+        out.append((n, b))
+    return out
+
+
+# -- graph facts -----------------------------------------------------------------
+def graph_facts(bundle: Path, chw_shape: list[int]) -> dict:
+    """params and MACs counted on the ncnn graphs (stage 1 on the network input; a two-stage
+    head on the most RoIs the RPN keeps, rpn_post_nms_top_n, as the papers count it), and the
+    size of the shipped weights (every graph's bin)."""
+    from litedet.benchmarks.reference_graphs import count_graph
+    from litedet.runtime.manifest import load_manifest
+
+    m = load_manifest(bundle)
+    params, macs = count_graph(bundle / m.param, tuple(chw_shape))
+    p = m.postprocess
+    for g in m.extra_graphs().values():
+        p2, m2 = count_graph(bundle / g.param, (p.psroi_groups * p.pooled_size ** 2, p.rpn_post_nms_top_n, 1))
+        params, macs = params + p2, macs + m2
+    size = sum((bundle / path).stat().st_size for field, path, _ in m.graph_files() if field.endswith("bin"))
+    return {"params": params, "macs": macs, "bin_bytes": size}
+
+
+# -- desktop ---------------------------------------------------------------------
+class _Way:
+    """One way of running a model: a name for the record and a callable for one run."""
+
+    def __init__(self, runtime: str, precision: str, threads: int, once, staged: bool) -> None:
+        self.runtime, self.precision, self.threads, self.once, self.staged = runtime, precision, threads, once, staged
+        self.total: list[float] = []
+        self.stages: dict[str, list[float]] = {k: [] for k in ("pre", "inference", "glue", "post")}
+
+
+def _ncnn_way(bundle: Path, image: np.ndarray, precision: str, threads: int) -> _Way:
+    from litedet.benchmarks.pyrunner import pipeline_once
+    from litedet.runtime import open_bundle
+
+    runner = open_bundle(bundle, threads=threads, fp16=precision == "fp16")
+    return _Way("ncnn", precision, threads, lambda: pipeline_once(runner, image)[0], True)
+
+
+def _graph_inputs(bundle: Path, image: np.ndarray) -> list[tuple[Path, np.ndarray]]:
+    """(TorchScript, input [1, ...]) of each graph on what the fp32 runtime gives it."""
+    from litedet.runtime import open_bundle
+    from litedet.runtime.kinds.rpn_psroi import POOLED, head_input
+
+    runner = open_bundle(bundle, threads=1, fp16=False)
+    chw, g = runner.preprocess_array(image)
+    ref = bundle / "reference"
+    out = [(ref / "model.torchscript.pt", chw[None])]
+    if runner.graphs:
+        done = runner.run_array(chw)
+        for name in runner.graphs:
+            out.append((ref / f"{name}.torchscript.pt", head_input(done[POOLED])[None]))
+    return out
+
+
+def _ort_way(graphs: list[tuple[Path, np.ndarray]], work: Path) -> _Way:
+    import onnxruntime as ort
+
+    from litedet.convert.export import onnx_from_torchscript
+
+    sessions = []
+    for i, (ts, x) in enumerate(graphs):
+        onnx_path = onnx_from_torchscript(ts, tuple(x.shape), work / f"g{i}.onnx")
+        o = ort.SessionOptions()
+        o.intra_op_num_threads, o.inter_op_num_threads = 1, 1
+        o.log_severity_level = 3
+        s = ort.InferenceSession(str(onnx_path), o, providers=["CPUExecutionProvider"])
+        sessions.append((s, s.get_inputs()[0].name, np.ascontiguousarray(x, np.float32)))
+
+    def once():
+        t0 = time.perf_counter()
+        for s, name, x in sessions:
+            s.run(None, {name: x})
+        return {"inference": (time.perf_counter() - t0) * 1e3}
+
+    return _Way("onnxruntime", "fp32", 1, once, False)
+
+
+def _torch_way(graphs: list[tuple[Path, np.ndarray]]) -> _Way:
+    import torch
+
+    torch.set_num_threads(1)
+    mods = [(torch.jit.load(str(ts), map_location="cpu").eval(), torch.from_numpy(np.ascontiguousarray(x)))
+            for ts, x in graphs]
+
+    def once():
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for m, x in mods:
+                m(x)
+        return {"inference": (time.perf_counter() - t0) * 1e3}
+
+    return _Way("torch", "fp32", 1, once, False)
+
+
+class _CppWay(_Way):
+    """The app's C++ pipeline: one ``litedet_cpp serve`` process per way, driven a run at a time
+    so it interleaves with the others; it times its own stages."""
+
+    def __init__(self, binary: Path, assets: Path, png: Path, precision: str, threads: int) -> None:
+        from litedet.benchmarks.cpp import CppError
+
+        super().__init__("litedet_cpp", precision, threads, self._once, True)
+        args = [str(binary), "serve", str(assets), str(png), "--threads", str(threads)] + \
+            (["--fp32"] if precision == "fp32" else [])
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        line = self.proc.stdout.readline()
+        if not line.startswith('{"ready"'):
+            self.proc.kill()
+            raise CppError((self.proc.stderr.read().strip() or "litedet_cpp serve did not start").splitlines()[-1])
+        self.input: list[int] | None = None
+
+    def _once(self) -> dict:
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        d = json.loads(self.proc.stdout.readline())
+        self.input = d["input"]
+        return {k: d[k] for k in ("pre", "inference", "glue", "post")}
+
+    def close(self) -> int:
+        """Ends the process; its peak RSS."""
+        out, _ = self.proc.communicate(timeout=60)
+        return json.loads(out.strip().splitlines()[-1])["peak_rss_bytes"]
+
+
+def _cpp_ways(bundle: Path, image: np.ndarray, threads: list[int], work: Path, binary: Path) -> list[_CppWay]:
+    import cv2
+
+    from litedet.runtime.devconfig import export_device_assets
+
+    assets = work / "cpp_assets" / bundle.name
+    if not assets.is_dir():
+        export_device_assets(bundle, assets, name="model")
+    png = work / "image.png"  # PNG: ncnn's imread and OpenCV read the same pixels
+    if not png.is_file():
+        cv2.imwrite(str(png), image)
+    return [_CppWay(binary, assets, png, p, t) for t in threads for p in ("fp32", "fp16")]
+
+
+def peak_rss_of_runtime(bundle: Path, image_npy: Path) -> int | None:
+    """Peak RSS of one process that loads the bundle in the Python runtime and runs it (fp16, 1 thread)."""
+    p = subprocess.run([sys.executable, "-m", "litedet.benchmarks.pyrunner", str(image_npy), str(bundle),
+                        "--precisions", "fp16", "--runs", "3", "--warmup", "1", "--place", "desktop"],
+                       capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        return None
+    return json.loads(p.stdout.strip().splitlines()[-1])["machine"]["peak_rss_bytes"]  # the last line: machine
+
+
+def measure_desktop(targets: list[tuple[str, Path]], *, threads: list[int], runs: int, warmup: int,
+                    reference_graphs: Path | None, cpp: bool, work: Path, progress: bool = True,
+                    device: str = "") -> list[Record]:
+    from tqdm import tqdm
+
+    from litedet.benchmarks.cpp import build_litedet_cpp
+
+    image = standard_image()
+    image_npy = work / "image.npy"
+    np.save(image_npy, image)
+    binary = build_litedet_cpp("x86_64") if cpp else None
+    records: list[Record] = []
+    bar = tqdm(targets, desc="litedet bench", unit="model", disable=not progress, file=sys.stderr)
+    for label, bundle in bar:
+        bar.set_postfix_str(label)
+        gwork = work / "onnx" / label
+        gwork.mkdir(parents=True, exist_ok=True)
+        graphs = _graph_inputs(bundle, image)
+        ways = [_ncnn_way(bundle, image, p, t) for t in threads for p in ("fp32", "fp16")]
+        ways += [_ort_way(graphs, gwork), _torch_way(graphs)]
+        if cpp and load_manifest(bundle).task == "detection":  # the app's C++ runs detectors only
+            ways += _cpp_ways(bundle, image, threads, work, binary)
+        for rep in range(warmup + runs):  # interleaved: a burst of load spreads over every way
+            for w in ways:
+                t = w.once()
+                if rep < warmup:
+                    continue
+                w.total.append(sum(v for v in t.values() if v is not None))
+                for k, v in t.items():
+                    if v is not None:
+                        w.stages[k].append(v)
+        chw = list(graphs[0][1].shape[1:])
+        rois = graphs[1][1].shape[2] if len(graphs) > 1 else None
+        facts = graph_facts(bundle, chw)
+        rss = peak_rss_of_runtime(bundle, image_npy)
+        model = load_manifest(bundle).architecture
+        for w in ways:
+            st = {k: (stats(v) if v else None) for k, v in w.stages.items()} if w.staged else \
+                {"inference": stats(w.stages["inference"])}
+            if isinstance(w, _CppWay):
+                peak, note = w.close(), "the app's C++ pipeline (litedet_ncnn.cpp + the C++ core)"
+            else:
+                peak = rss if (w.runtime, w.precision, w.threads) == ("ncnn", "fp16", 1) else None
+                note = "" if w.runtime == "ncnn" else \
+                    f"graph{'s' if len(graphs) > 1 else ''} only (TorchScript of the bundle)" + \
+                    (f"; head on {rois} RoIs" if rois else "")
+            records.append(Record(model=model, place="desktop", runtime=w.runtime, precision=w.precision,
+                                  threads=w.threads, device=device, input=chw, latency_ms=stats(w.total),
+                                  stages_ms=st, params=facts["params"], macs=facts["macs"],
+                                  bin_bytes=facts["bin_bytes"], peak_rss_bytes=peak, note=note))
+    if reference_graphs is not None:
+        records += measure_reference_graphs([(lbl, b) for lbl, b in targets], reference_graphs, runs, warmup,
+                                            device, records)
+    return records
+
+
+def _empty_net(param: Path):
+    import ncnn
+
+    net = ncnn.Net()
+    net.opt.num_threads = 1
+    net.opt.use_vulkan_compute = False
+    net.load_param(str(param))
+    net.load_model(ncnn.DataReaderFromEmpty())  # zero weights, as benchncnn does
+    return net
+
+
+def measure_reference_graphs(targets: list[tuple[str, Path]], ref_dir: Path, runs: int, warmup: int, device: str,
+                             records: list[Record]) -> list[Record]:
+    """Ours and ncnn's benchmark graph, both with empty weights at the reference's input side,
+    interleaved; the ratio goes on our ncnn-empty record (and on our ncnn fp32 1-thread record)."""
+    import ncnn
+
+    from litedet.benchmarks.reference_graphs import count_graph
+
+    ref_dir = Path(ref_dir)
+    if not ref_dir.is_dir():
+        raise BenchError(f"--reference-graphs {ref_dir}: not a directory (expected ncnn's benchmark/*.param, e.g. "
+                         "../shared/reference/ncnn-benchmark)")
+    pairs = []
+    for label, bundle in targets:
+        arch = load_manifest(bundle).architecture
+        if arch in REFERENCE_PAIRS and (ref_dir / f"{REFERENCE_PAIRS[arch][0]}.param").is_file():
+            ref, side = REFERENCE_PAIRS[arch]
+            pairs.append((arch, bundle / load_manifest(bundle).param, ref, ref_dir / f"{ref}.param", side))
+    out = []
+    for arch, ours, ref, ref_param, side in pairs:
+        nets = {"ours": _empty_net(ours), "ref": _empty_net(ref_param)}
+        x = np.zeros((3, side, side), np.float32)
+        samples = {k: [] for k in nets}
+        for rep in range(warmup + runs):
+            for k, net in nets.items():
+                t0 = time.perf_counter()
+                with net.create_extractor() as ex:
+                    ex.input(net.input_names()[0], ncnn.Mat(x).clone())
+                    for o in net.output_names():
+                        ex.extract(o)
+                if rep >= warmup:
+                    samples[k].append((time.perf_counter() - t0) * 1e3)
+        so, sr = stats(samples["ours"]), stats(samples["ref"])
+        ratio = round(so["median"] / sr["median"], 4)
+        op, om = count_graph(ours, (3, side, side))
+        rp, rm = count_graph(ref_param, (3, side, side))
+        out.append(Record(model=arch, place="desktop", runtime="ncnn-empty", precision="fp32", threads=1,
+                          device=device, input=[3, side, side], latency_ms=so, params=op, macs=om,
+                          reference_graph=ref, reference_ratio=ratio, note="empty weights, reference's input side"))
+        out.append(Record(model=f"ref:{ref}", place="desktop", runtime="ncnn-empty", precision="fp32", threads=1,
+                          device=device, input=[3, side, side], latency_ms=sr, params=rp, macs=rm,
+                          reference_graph=ref, note=f"ncnn's benchmark graph {ref_param.name}, empty weights"))
+        for r in records:
+            if r.model == arch and (r.runtime, r.precision, r.threads) == ("ncnn", "fp32", 1):
+                r.reference_graph, r.reference_ratio = ref, ratio
+    return out
+
+
+# -- qemu ------------------------------------------------------------------------
+def measure_qemu(targets: list[tuple[str, Path]], *, repeats: int, reference_graphs: Path | None,
+                 progress: bool = True) -> tuple[list[Record], dict]:
+    """Guest instructions of one single-threaded inference, fp32 and fp16 arithmetic, under
+    qemu-aarch64 -cpu cortex-a76; two-stage models split into stage 1 / glue / head."""
+    from litedet.benchmarks.arm.icount import DEFAULT_CPU, measure
+    from litedet.convert.verify.arm import ArmEnv
+    from litedet.runtime import open_bundle
+
+    env = ArmEnv.from_cache(None, cpu=DEFAULT_CPU)
+    image = standard_image()
+    records = []
+    for label, bundle in targets:
+        m = load_manifest(bundle)
+        chw, _ = open_bundle(bundle, threads=1, fp16=False).preprocess_array(image)
+        two = bool(m.extra_graphs())
+        modes = ("load", "stage1", "glue", "run") if two else ("load", "run")
+        if progress:
+            print(f"qemu: {label} ({'x'.join(map(str, chw.shape))}, {repeats} repeats)", file=sys.stderr, flush=True)
+        res = measure(bundle, env, repeats=repeats, width=chw.shape[2], height=chw.shape[1], progress=progress,
+                      modes=modes)
+        facts = graph_facts(bundle, list(chw.shape))
+        for precision, q in res["precisions"].items():
+            parts, split = None, ""
+            if two:
+                parts = {"inference": q["parts"]["stage1"] + q["parts"]["run"], "glue": q["parts"]["glue"]}
+                split = f" (stage 1 {q['parts']['stage1']:,}, head {q['parts']['run']:,})"
+            records.append(Record(model=m.architecture, place="qemu", runtime="ncnn", precision=precision, threads=1,
+                                  unit="instructions", device=f"qemu-aarch64 -cpu {res['cpu']}",
+                                  input=list(chw.shape), instructions=q["inference_insns"],
+                                  stage_instructions=parts, repeats_identical=q["repeatable"],
+                                  params=facts["params"], macs=facts["macs"], bin_bytes=facts["bin_bytes"],
+                                  note=f"run - load, {repeats} repeats; fixed pseudo-random input"
+                                  + (f"; two-stage: inference = stage 1 + head{split}, the numpy glue apart"
+                                     if two else "")))
+        if reference_graphs is not None and m.architecture in REFERENCE_PAIRS:
+            ref, side = REFERENCE_PAIRS[m.architecture]
+            ref_param = Path(reference_graphs) / f"{ref}.param"
+            if ref_param.is_file():
+                cnt = {}
+                for who, param in (("ours", bundle / m.param), ("ref", ref_param)):
+                    r = measure(param, env, repeats=repeats, width=side, height=side, progress=progress,
+                                precisions=("fp32", "fp16"))
+                    cnt[who] = r["precisions"]
+                for precision in ("fp32", "fp16"):
+                    o, rr = cnt["ours"][precision], cnt["ref"][precision]
+                    records.append(Record(model=m.architecture, place="qemu", runtime="ncnn-empty",
+                                          precision=precision, threads=1, unit="instructions",
+                                          device=f"qemu-aarch64 -cpu {DEFAULT_CPU}", input=[3, side, side],
+                                          instructions=o["inference_insns"], repeats_identical=o["repeatable"],
+                                          reference_graph=ref,
+                                          reference_ratio=round(o["inference_insns"] / rr["inference_insns"], 4),
+                                          note="empty weights, reference's input side"))
+                    for r in records:
+                        if (r.model, r.place, r.runtime, r.precision) == (m.architecture, "qemu", "ncnn", precision):
+                            r.reference_graph, r.reference_ratio = ref, records[-1].reference_ratio
+                    records.append(Record(model=f"ref:{ref}", place="qemu", runtime="ncnn-empty", precision=precision,
+                                          threads=1, unit="instructions", device=f"qemu-aarch64 -cpu {DEFAULT_CPU}",
+                                          input=[3, side, side], instructions=rr["inference_insns"],
+                                          repeats_identical=rr["repeatable"], reference_graph=ref,
+                                          note=f"ncnn's benchmark graph {ref_param.name}, empty weights"))
+    return records, {"qemu": env.info.get("qemu_version"), "cpu": DEFAULT_CPU, "ncnn": env.info.get("ncnn")}
+
+
+# -- output ----------------------------------------------------------------------
+def fill_facts(records: list[Record], targets: list[tuple[str, Path]]) -> None:
+    """params / MACs / bin size of records measured elsewhere (a device), counted here on the same bundles."""
+    by_arch = {load_manifest(b).architecture: b for _, b in targets}
+    cache: dict[tuple, dict] = {}
+    for r in records:
+        base = r.model.split(":")[0]
+        if r.macs is not None or base not in by_arch or not r.input or ":" in r.model:
+            continue
+        key = (base, tuple(r.input))
+        if key not in cache:
+            cache[key] = graph_facts(by_arch[base], r.input)
+        f = cache[key]
+        r.params, r.macs, r.bin_bytes = f["params"], f["macs"], r.bin_bytes or f["bin_bytes"]
+
+
+def write_outputs(out: Path, res: Results) -> list[Path]:
+    """results.json, results.md, latency_vs_macs.png (when anything has MACs and ms) and
+    machine.json, all or none (each built beside its destination, then renamed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for r in res.records:
+        r.validate()
+    items = [(out / "results.json", lambda p: p.write_text(json.dumps(res.to_dict(), indent=1) + "\n")),
+             (out / "results.md", lambda p: p.write_text(_markdown(res))),
+             (out / "machine.json", lambda p: p.write_text(json.dumps(res.machine, indent=1) + "\n"))]
+    with tempfile.TemporaryDirectory(dir=out, prefix=".plot-") as tmp:
+        png = Path(tmp) / "plot.png"
+        if plot_latency_vs_macs(res, png):
+            data = png.read_bytes()
+            items.append((out / "latency_vs_macs.png", lambda p: p.write_bytes(data)))
+        return replace_files(items)
+
+
+def _markdown(res: Results) -> str:
+    head = f"# litedet bench ({res.place}, {res.created})\n\n"
+    if res.partial:
+        head += "**PARTIAL**: " + "; ".join(res.errors) + "\n\n"
+    return head + markdown_table(res)
+
+
+def new_results(place: str, records: list[Record], machine: dict, partial: bool = False,
+                errors: list[str] | None = None) -> Results:
+    return Results(place=place, machine=machine, records=records, partial=partial, errors=errors or [],
+                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def parse_threads(s: str) -> list[int]:
+    try:
+        t = [int(v) for v in s.split(",")]
+    except ValueError:
+        t = []
+    if not t or any(v < 1 for v in t):
+        raise BenchError(f"--threads {s!r}: expected thread counts >= 1 separated by commas, e.g. 1,2")
+    return t
+
+
+def run_merge(paths: list[str], out: Path) -> Results:
+    try:
+        res = merge([load_results(p) for p in paths])
+    except SchemaError as e:
+        raise BenchError(str(e)) from None
+    res.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    write_outputs(out, res)
+    return res
+
+
+def run(args) -> int:
+    """The `litedet bench` command (arguments from litedet.cli)."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"--out {out} exists and is not a directory")
+    if args.merge:
+        if args.models or args.all:
+            raise BenchError("--merge joins results files; measure models in a separate run")
+        res = run_merge(args.merge, out)
+        print(f"merged {len(res.records)} records from {len(args.merge)} files into {out}/results.md")
+        return 0
+    if args.runs < 1 or args.warmup < 0:
+        raise BenchError("--runs must be >= 1 and --warmup >= 0")
+    threads = parse_threads(args.threads)
+    remote = [n for n, v in (("--qemu", args.qemu), ("--adb", args.adb), ("--ssh", args.ssh)) if v]
+    if len(remote) > 1:
+        raise BenchError(f"{' and '.join(remote)} measure in different places: run them one at a time, then --merge")
+    bad = [p for p in args.precisions.split(",") if p not in ("fp16", "fp32")]
+    if bad or not args.precisions:
+        raise BenchError(f"--precisions {args.precisions!r}: expected fp16, fp32 or fp16,fp32")
+    work = Path(args.bundles_dir) if args.bundles_dir else out / "bundles"
+    work.mkdir(parents=True, exist_ok=True)
+    machine = machine_info()
+    load_start = loadavg()
+    t0 = time.perf_counter()
+    if args.adb or args.ssh:
+        from litedet.benchmarks import remote as rm
+
+        targets = resolve_targets(args.models, args.all, work, progress=not args.quiet)
+        if args.adb:
+            records, info, err = rm.bench_adb(targets, serial=args.serial, benchncnn=args.benchncnn,
+                                              runs=args.runs, warmup=args.warmup, work=work,
+                                              progress=not args.quiet)
+            place = "adb"
+        else:
+            records, info, err = rm.bench_ssh(targets, args.ssh, remote_python=args.remote_python, port=args.port,
+                                              identity=args.identity, options=args.ssh_option or [],
+                                              runs=args.runs, warmup=args.warmup, threads=threads,
+                                              precisions=tuple(args.precisions.split(",")), work=work / "ssh",
+                                              progress=not args.quiet)
+            place = "ssh"
+        machine = {"host": machine, "device": info}
+        recs = [Record.from_dict(r) for r in records]
+        fill_facts(recs, targets)
+        res = new_results(place, recs, machine, partial=err is not None, errors=[err] if err else [])
+    elif args.qemu:
+        targets = resolve_targets(args.models, args.all, work, progress=not args.quiet)
+        records, info = measure_qemu(targets, repeats=args.repeats, reference_graphs=args.reference_graphs,
+                                     progress=not args.quiet)
+        machine["qemu"] = info
+        res = new_results("qemu", records, machine)
+    else:
+        targets = resolve_targets(args.models, args.all, work, progress=not args.quiet)
+        records = measure_desktop(targets, threads=threads, runs=args.runs, warmup=args.warmup,
+                                  reference_graphs=args.reference_graphs, cpp=args.cpp, work=work,
+                                  progress=not args.quiet, device=machine.get("cpu_model") or "")
+        res = new_results("desktop", records, machine)
+    machine = res.machine if "host" not in res.machine else res.machine["host"]
+    machine["loadavg_start"], machine["loadavg_end"] = load_start, loadavg()
+    machine["bench_wall_s"] = round(time.perf_counter() - t0, 1)
+    write_outputs(out, res)
+    print(markdown_table(res))
+    print(f"wrote {out}/results.json, results.md, machine.json"
+          + (", latency_vs_macs.png" if (out / "latency_vs_macs.png").exists() else ""))
+    if res.partial:
+        print(f"litedet bench: PARTIAL results ({'; '.join(res.errors)}): the models measured so far are kept",
+              file=sys.stderr)
+        return 1
+    return 0
