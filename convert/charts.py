@@ -87,7 +87,7 @@ def scatter_chart(path: str | Path, title: str, x_label: str, y_label: str,
 def log_scatter_chart(path: str | Path, title: str, x_label: str, y_label: str,
                       points: dict[str, list[tuple[float, float, str]]], hollow: set[str] | frozenset = frozenset()) -> None:
     """Labelled points per series on log10 x and y axes; series named in ``hollow`` get hollow markers."""
-    w, h, left, bottom, top, right = 1100, 760, 80, 50, 40, 40
+    w, h, left, bottom, top, right = 1200, 760, 80, 50, 40, 170  # right: room for the last labels
     img = np.full((h, w, 3), 255, np.uint8)
     _text(img, title, (10, 22), 0.5)
     xs = [p[0] for ps in points.values() for p in ps if p[0] > 0]
