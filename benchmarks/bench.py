@@ -194,13 +194,11 @@ class _CppWay(_Way):
         if not line.startswith('{"ready"'):
             self.proc.kill()
             raise CppError((self.proc.stderr.read().strip() or "litedet_cpp serve did not start").splitlines()[-1])
-        self.input: list[int] | None = None
 
     def _once(self) -> dict:
         self.proc.stdin.write("run\n")
         self.proc.stdin.flush()
         d = json.loads(self.proc.stdout.readline())
-        self.input = d["input"]
         return {k: d[k] for k in ("pre", "inference", "glue", "post")}
 
     def close(self) -> int:
@@ -209,17 +207,12 @@ class _CppWay(_Way):
         return json.loads(out.strip().splitlines()[-1])["peak_rss_bytes"]
 
 
-def _cpp_ways(bundle: Path, image: np.ndarray, threads: list[int], work: Path, binary: Path) -> list[_CppWay]:
-    import cv2
-
+def _cpp_ways(bundle: Path, png: Path, threads: list[int], tmp: Path, binary: Path) -> list[_CppWay]:
+    """The device assets written afresh from the bundle (never a stale copy), one process per way."""
     from litedet.runtime.devconfig import export_device_assets
 
-    assets = work / "cpp_assets" / bundle.name
-    if not assets.is_dir():
-        export_device_assets(bundle, assets, name="model")
-    png = work / "image.png"  # PNG: ncnn's imread and OpenCV read the same pixels
-    if not png.is_file():
-        cv2.imwrite(str(png), image)
+    assets = tmp / "assets"
+    export_device_assets(bundle, assets, name="model")
     return [_CppWay(binary, assets, png, p, t) for t in threads for p in ("fp32", "fp16")]
 
 
@@ -234,58 +227,69 @@ def peak_rss_of_runtime(bundle: Path, image_npy: Path) -> int | None:
 
 
 def measure_desktop(targets: list[tuple[str, Path]], *, threads: list[int], runs: int, warmup: int,
-                    reference_graphs: Path | None, cpp: bool, work: Path, progress: bool = True,
+                    reference_graphs: Path | None, cpp: bool, progress: bool = True,
                     device: str = "") -> list[Record]:
+    import cv2
     from tqdm import tqdm
 
     from litedet.benchmarks.cpp import build_litedet_cpp
 
     image = standard_image()
-    image_npy = work / "image.npy"
-    np.save(image_npy, image)
     binary = build_litedet_cpp("x86_64") if cpp else None
     records: list[Record] = []
-    bar = tqdm(targets, desc="litedet bench", unit="model", disable=not progress, file=sys.stderr)
-    for label, bundle in bar:
-        bar.set_postfix_str(label)
-        gwork = work / "onnx" / label
-        gwork.mkdir(parents=True, exist_ok=True)
-        graphs = _graph_inputs(bundle, image)
-        ways = [_ncnn_way(bundle, image, p, t) for t in threads for p in ("fp32", "fp16")]
-        ways += [_ort_way(graphs, gwork), _torch_way(graphs)]
-        if cpp and load_manifest(bundle).task == "detection":  # the app's C++ runs detectors only
-            ways += _cpp_ways(bundle, image, threads, work, binary)
-        for rep in range(warmup + runs):  # interleaved: a burst of load spreads over every way
-            for w in ways:
-                t = w.once()
-                if rep < warmup:
-                    continue
-                w.total.append(sum(v for v in t.values() if v is not None))
-                for k, v in t.items():
-                    if v is not None:
-                        w.stages[k].append(v)
-        chw = list(graphs[0][1].shape[1:])
-        rois = graphs[1][1].shape[2] if len(graphs) > 1 else None
-        facts = graph_facts(bundle, chw)
-        rss = peak_rss_of_runtime(bundle, image_npy)
-        model = load_manifest(bundle).architecture
-        for w in ways:
-            st = {k: (stats(v) if v else None) for k, v in w.stages.items()} if w.staged else \
-                {"inference": stats(w.stages["inference"])}
-            if isinstance(w, _CppWay):
-                peak, note = w.close(), "the app's C++ pipeline (litedet_ncnn.cpp + the C++ core)"
-            else:
-                peak = rss if (w.runtime, w.precision, w.threads) == ("ncnn", "fp16", 1) else None
-                note = "" if w.runtime == "ncnn" else \
-                    f"graph{'s' if len(graphs) > 1 else ''} only (TorchScript of the bundle)" + \
-                    (f"; head on {rois} RoIs" if rois else "")
-            records.append(Record(model=model, place="desktop", runtime=w.runtime, precision=w.precision,
-                                  threads=w.threads, device=device, input=chw, latency_ms=stats(w.total),
-                                  stages_ms=st, params=facts["params"], macs=facts["macs"],
-                                  bin_bytes=facts["bin_bytes"], peak_rss_bytes=peak, note=note))
+    with tempfile.TemporaryDirectory(prefix="litedet-bench-") as run_tmp:
+        image_npy, png = Path(run_tmp) / "image.npy", Path(run_tmp) / "image.png"
+        np.save(image_npy, image)
+        cv2.imwrite(str(png), image)  # PNG: ncnn's imread (litedet_cpp) and OpenCV read the same pixels
+        bar = tqdm(targets, desc="litedet bench", unit="model", disable=not progress, file=sys.stderr)
+        for label, bundle in bar:
+            bar.set_postfix_str(label)
+            with tempfile.TemporaryDirectory(dir=run_tmp) as tmp:
+                records += _measure_one(bundle, image, image_npy, png, Path(tmp), threads, runs, warmup, binary,
+                                        device)
     if reference_graphs is not None:
         records += measure_reference_graphs([(lbl, b) for lbl, b in targets], reference_graphs, runs, warmup,
                                             device, records)
+    return records
+
+
+def _measure_one(bundle: Path, image: np.ndarray, image_npy: Path, png: Path, tmp: Path, threads: list[int],
+                 runs: int, warmup: int, binary: Path | None, device: str) -> list[Record]:
+    """Every way of running one bundle, interleaved round by round."""
+    records = []
+    graphs = _graph_inputs(bundle, image)
+    ways = [_ncnn_way(bundle, image, p, t) for t in threads for p in ("fp32", "fp16")]
+    ways += [_ort_way(graphs, tmp), _torch_way(graphs)]
+    if binary is not None and load_manifest(bundle).task == "detection":  # the app's C++ runs detectors only
+        ways += _cpp_ways(bundle, png, threads, tmp, binary)
+    for rep in range(warmup + runs):  # interleaved: a burst of load spreads over every way
+        for w in ways:
+            t = w.once()
+            if rep < warmup:
+                continue
+            w.total.append(sum(v for v in t.values() if v is not None))
+            for k, v in t.items():
+                if v is not None:
+                    w.stages[k].append(v)
+    chw = list(graphs[0][1].shape[1:])
+    rois = graphs[1][1].shape[2] if len(graphs) > 1 else None
+    facts = graph_facts(bundle, chw)
+    rss = peak_rss_of_runtime(bundle, image_npy)
+    model = load_manifest(bundle).architecture
+    for w in ways:
+        st = {k: (stats(v) if v else None) for k, v in w.stages.items()} if w.staged else \
+            {"inference": stats(w.stages["inference"])}
+        if isinstance(w, _CppWay):
+            peak, note = w.close(), "the app's C++ pipeline (litedet_ncnn.cpp + the C++ core)"
+        else:
+            peak = rss if (w.runtime, w.precision, w.threads) == ("ncnn", "fp16", 1) else None
+            note = "" if w.runtime == "ncnn" else \
+                f"graph{'s' if len(graphs) > 1 else ''} only (TorchScript of the bundle)" + \
+                (f"; head on {rois} RoIs" if rois else "")
+        records.append(Record(model=model, place="desktop", runtime=w.runtime, precision=w.precision,
+                              threads=w.threads, device=device, input=chw, latency_ms=stats(w.total),
+                              stages_ms=st, params=facts["params"], macs=facts["macs"],
+                              bin_bytes=facts["bin_bytes"], peak_rss_bytes=peak, note=note))
     return records
 
 
@@ -509,14 +513,13 @@ def run(args) -> int:
         targets = resolve_targets(args.models, args.all, work, progress=not args.quiet)
         if args.adb:
             records, info, err = rm.bench_adb(targets, serial=args.serial, benchncnn=args.benchncnn,
-                                              runs=args.runs, warmup=args.warmup, work=work,
-                                              progress=not args.quiet)
+                                              runs=args.runs, warmup=args.warmup, progress=not args.quiet)
             place = "adb"
         else:
             records, info, err = rm.bench_ssh(targets, args.ssh, remote_python=args.remote_python, port=args.port,
                                               identity=args.identity, options=args.ssh_option or [],
                                               runs=args.runs, warmup=args.warmup, threads=threads,
-                                              precisions=tuple(args.precisions.split(",")), work=work / "ssh",
+                                              precisions=tuple(args.precisions.split(",")),
                                               progress=not args.quiet)
             place = "ssh"
         machine = {"host": machine, "device": info}
@@ -532,7 +535,7 @@ def run(args) -> int:
     else:
         targets = resolve_targets(args.models, args.all, work, progress=not args.quiet)
         records = measure_desktop(targets, threads=threads, runs=args.runs, warmup=args.warmup,
-                                  reference_graphs=args.reference_graphs, cpp=args.cpp, work=work,
+                                  reference_graphs=args.reference_graphs, cpp=args.cpp,
                                   progress=not args.quiet, device=machine.get("cpu_model") or "")
         res = new_results("desktop", records, machine)
     machine = res.machine if "host" not in res.machine else res.machine["host"]

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,8 +174,13 @@ def _graph_inputs(bundle: Path, image: np.ndarray) -> list[tuple[str, Path, list
 
 
 def bench_adb(targets: list[tuple[str, Path]], *, serial: str | None, benchncnn: Path | None, runs: int,
-              warmup: int, work: Path, progress: bool = True) -> tuple[list[dict], dict, str | None]:
+              warmup: int, progress: bool = True) -> tuple[list[dict], dict, str | None]:
     """(records, device info, error or None: the run stopped there, records so far kept)."""
+    with tempfile.TemporaryDirectory(prefix="litedet-bench-adb-") as tmp:
+        return _bench_adb(targets, serial, benchncnn, runs, warmup, Path(tmp), progress)
+
+
+def _bench_adb(targets, serial, benchncnn, runs, warmup, work: Path, progress: bool):
     from litedet.benchmarks.bench import standard_image
     from litedet.benchmarks.cpp import build_litedet_cpp, cpp_record
 
@@ -221,9 +227,8 @@ def bench_adb(targets: list[tuple[str, Path]], *, serial: str | None, benchncnn:
             if load_manifest(bundle).task == "detection":
                 from litedet.runtime.devconfig import export_device_assets
 
-                assets = work / "adb_assets" / label
-                if not assets.is_dir():
-                    export_device_assets(bundle, assets, name="model")
+                assets = work / f"assets_{len(records)}"  # written afresh from the bundle
+                export_device_assets(bundle, assets, name="model")
                 rdir = f"{DEVICE_DIR}/assets_{label}"
                 adb.shell(f"mkdir -p {rdir}")
                 for f in sorted(assets.iterdir()):
@@ -306,17 +311,23 @@ def _tar_stream(files: list[tuple[Path, str]]) -> bytes:
 
 def bench_ssh(targets: list[tuple[str, Path]], target: str, *, remote_python: str = "python3", port: int | None = None,
               identity: Path | None = None, options: list[str] | None = None, runs: int = 20, warmup: int = 3,
-              threads: list[int] | None = None, precisions: tuple[str, ...] = ("fp16", "fp32"), work: Path,
+              threads: list[int] | None = None, precisions: tuple[str, ...] = ("fp16", "fp32"),
               progress: bool = True, remote_dir: str = "/tmp/litedet-bench",
               timeout: float = 3600) -> tuple[list[dict], dict, str | None]:
     """(records, board info, error or None) of the bundles run by the board's Python runtime."""
+    with tempfile.TemporaryDirectory(prefix="litedet-bench-ssh-") as tmp:
+        return _bench_ssh(targets, target, remote_python, port, identity, options, runs, warmup, threads,
+                          precisions, Path(tmp), progress, remote_dir, timeout)
+
+
+def _bench_ssh(targets, target, remote_python, port, identity, options, runs, warmup, threads, precisions,
+               work: Path, progress, remote_dir, timeout):
     from litedet.benchmarks.bench import standard_image
     from litedet.runtime.manifest import load_manifest
 
     if "@" not in target or target.startswith("@") or target.endswith("@"):
         raise RemoteError(f"--ssh {target!r}: expected USER@HOST")
     base = ssh_base(target, port, identity, options or [])
-    work.mkdir(parents=True, exist_ok=True)
     zip_path = build_runner_zip(work / "litedet_bench_runner.pyz")
     np.save(work / "image.npy", standard_image())
     files = [(zip_path, "litedet_bench_runner.pyz"), (work / "image.npy", "image.npy")]

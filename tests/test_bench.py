@@ -350,3 +350,37 @@ def test_qemu_counts_repeat_exactly(small_bundle, tmp_path):
         assert r.input == [3, 224, 224] and r.macs and r.latency_ms is None
     assert "insns" in (out / "results.md").read_text()
     assert not (out / "latency_vs_macs.png").exists()  # nothing in ms to plot
+
+
+@pytest.mark.arm
+def test_adb_detector_runs_benchncnn_and_the_apps_cpp(fake_phone, tmp_path, capsys):
+    """A detector on the stand-in phone: benchncnn (fixture output) per graph, then the real
+    static aarch64 litedet_cpp, pushed with the assets and the photo, run under qemu-aarch64."""
+    from litedet.benchmarks.cpp import CppError, ncnn_layers
+    from litedet.convert.pipeline import convert_model
+
+    try:
+        ncnn_layers("aarch64")
+    except CppError as e:
+        if os.environ.get("CI"):
+            pytest.fail(str(e))
+        pytest.skip(str(e))
+    if shutil.which("qemu-aarch64") is None:
+        if os.environ.get("CI"):
+            pytest.fail("qemu-aarch64 missing: scripts/setup_arm.sh installs it")
+        pytest.skip("qemu-aarch64 missing")
+    d, bench = fake_phone
+    (d / "devices").write_text(_devices("AAA device model:Pixel_7"))
+    bundle = tmp_path / "nanodet96"
+    convert_model("nanodet_m", bundle, progress=False, input_size=96)
+    out = tmp_path / "o"
+    assert main(["bench", str(bundle), "--adb", "--benchncnn", str(bench), "--out", str(out), "--runs", "2",
+                 "--warmup", "0", "--quiet"]) == 0
+    res = load_results(out)
+    by = {r.runtime: r for r in res.records}
+    assert set(by) == {"benchncnn", "litedet_cpp"} and not res.partial
+    cpp = by["litedet_cpp"]
+    assert (cpp.place, cpp.device, cpp.precision, cpp.input) == ("adb", "Pixel 7", "fp16", [3, 96, 96])
+    assert cpp.latency_ms["runs"] == 2 and cpp.stages_ms["inference"]["median"] > 0 and cpp.macs
+    assert (d / "root" / "data/local/tmp/litedet/litedet_cpp").is_file()
+    assert (d / "root" / "data/local/tmp/litedet/image.png").is_file()
