@@ -181,8 +181,12 @@ def bench_adb(targets: list[tuple[str, Path]], *, serial: str | None, benchncnn:
 
 
 def _bench_adb(targets, serial, benchncnn, runs, warmup, work: Path, progress: bool):
+    import cv2
+
     from litedet.benchmarks.bench import standard_image
     from litedet.benchmarks.cpp import build_litedet_cpp, cpp_record
+    from litedet.runtime.devconfig import export_device_assets
+    from litedet.runtime.manifest import load_manifest
 
     exe = find_adb()
     if benchncnn is None:
@@ -205,12 +209,10 @@ def _bench_adb(targets, serial, benchncnn, runs, warmup, work: Path, progress: b
         cpp = build_litedet_cpp("aarch64")
         adb.run("push", str(cpp), f"{DEVICE_DIR}/litedet_cpp")
         adb.shell(f"chmod 755 {DEVICE_DIR}/benchncnn {DEVICE_DIR}/litedet_cpp")
-        png = work / "image.png"
-        import cv2
-
+        png = work / "image.png"  # PNG: litedet_cpp reads the same pixels as OpenCV here
         cv2.imwrite(str(png), image)
         adb.run("push", str(png), f"{DEVICE_DIR}/image.png")
-        for label, bundle in targets:
+        for i, (label, bundle) in enumerate(targets):
             if progress:
                 print(f"adb {dev.serial}: {label}", file=sys.stderr, flush=True)
             for name, param, chw in _graph_inputs(bundle, image):
@@ -222,14 +224,10 @@ def _bench_adb(targets, serial, benchncnn, runs, warmup, work: Path, progress: b
                 res = parse_benchncnn(out)
                 key = next(iter(res.timings))
                 records.append(benchncnn_record(res, key, name, chw, device))
-            from litedet.runtime.manifest import load_manifest
-
-            if load_manifest(bundle).task == "detection":
-                from litedet.runtime.devconfig import export_device_assets
-
-                assets = work / f"assets_{len(records)}"  # written afresh from the bundle
+            if load_manifest(bundle).task == "detection":  # the app's C++ pipeline runs detectors
+                assets = work / f"assets_{i}"  # written afresh from the bundle
                 export_device_assets(bundle, assets, name="model")
-                rdir = f"{DEVICE_DIR}/assets_{label}"
+                rdir = f"{DEVICE_DIR}/assets_{i}"
                 adb.shell(f"mkdir -p {rdir}")
                 for f in sorted(assets.iterdir()):
                     adb.run("push", str(f), f"{rdir}/{f.name}")
