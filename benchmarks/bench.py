@@ -293,6 +293,14 @@ def _measure_one(bundle: Path, image: np.ndarray, image_npy: Path, png: Path, tm
     return records
 
 
+def check_reference_dir(ref_dir: Path) -> Path:
+    ref_dir = Path(ref_dir)
+    if not ref_dir.is_dir() or not any(ref_dir.glob("*.param")):
+        raise BenchError(f"--reference-graphs {ref_dir}: not a directory of ncnn benchmark graphs (*.param; e.g. "
+                         "../shared/reference/ncnn-benchmark)")
+    return ref_dir
+
+
 def _empty_net(param: Path):
     import ncnn
 
@@ -312,10 +320,7 @@ def measure_reference_graphs(targets: list[tuple[str, Path]], ref_dir: Path, run
 
     from litedet.benchmarks.reference_graphs import count_graph
 
-    ref_dir = Path(ref_dir)
-    if not ref_dir.is_dir():
-        raise BenchError(f"--reference-graphs {ref_dir}: not a directory (expected ncnn's benchmark/*.param, e.g. "
-                         "../shared/reference/ncnn-benchmark)")
+    ref_dir = check_reference_dir(ref_dir)
     pairs = []
     for label, bundle in targets:
         arch = load_manifest(bundle).architecture
@@ -362,6 +367,8 @@ def measure_qemu(targets: list[tuple[str, Path]], *, repeats: int, reference_gra
     from litedet.runtime import open_bundle
 
     env = ArmEnv.from_cache(None, cpu=DEFAULT_CPU)
+    if reference_graphs is not None:
+        reference_graphs = check_reference_dir(reference_graphs)
     image = standard_image()
     records = []
     for label, bundle in targets:
@@ -493,8 +500,8 @@ def run(args) -> int:
         res = run_merge(args.merge, out)
         print(f"merged {len(res.records)} records from {len(args.merge)} files into {out}/results.md")
         return 0
-    if args.runs < 1 or args.warmup < 0:
-        raise BenchError("--runs must be >= 1 and --warmup >= 0")
+    if args.runs < 1 or args.warmup < 0 or args.repeats < 1:
+        raise BenchError("--runs and --repeats must be >= 1, --warmup >= 0")
     threads = parse_threads(args.threads)
     remote = [n for n, v in (("--qemu", args.qemu), ("--adb", args.adb), ("--ssh", args.ssh)) if v]
     if len(remote) > 1:
@@ -502,6 +509,8 @@ def run(args) -> int:
     bad = [p for p in args.precisions.split(",") if p not in ("fp16", "fp32")]
     if bad or not args.precisions:
         raise BenchError(f"--precisions {args.precisions!r}: expected fp16, fp32 or fp16,fp32")
+    if args.reference_graphs is not None:
+        check_reference_dir(args.reference_graphs)  # before any conversion
     work = Path(args.bundles_dir) if args.bundles_dir else out / "bundles"
     work.mkdir(parents=True, exist_ok=True)
     machine = machine_info()

@@ -28,7 +28,7 @@ def cpu_model() -> tuple[str | None, list[str]]:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or None, []
-    model, flags = None, set()
+    model, flags, x86_keys = None, set(), False
     for line in text.splitlines():
         key, _, val = line.partition(":")
         key = key.strip().lower()
@@ -36,6 +36,10 @@ def cpu_model() -> tuple[str | None, list[str]]:
             model = val.strip()
         elif key in ("flags", "features") and not flags:
             flags = set(val.split())
+            x86_keys = x86_keys or key == "flags"
+    if x86_keys and platform.machine() in ("aarch64", "arm64", "armv7l", "armv8l"):
+        # qemu-user shows the host's /proc/cpuinfo to the guest: it says nothing about this CPU
+        return None, []
     return model, [f for f in _INTERESTING if f in flags]
 
 

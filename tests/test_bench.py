@@ -181,7 +181,10 @@ def test_two_stage_bench_splits_the_glue(thundernet_bundle, tmp_path):
     (["--threads", "0", "nanodet_m"], "--threads '0': expected thread counts >= 1"),
     ([], "name the models to measure"),
     (["--qemu", "--ssh", "a@b", "nanodet_m"], "--qemu and --ssh measure in different places"),
-    (["--runs", "0", "nanodet_m"], "--runs must be >= 1"),
+    (["--runs", "0", "nanodet_m"], "--runs and --repeats must be >= 1"),
+    (["--qemu", "--repeats", "0", "nanodet_m"], "--runs and --repeats must be >= 1"),
+    (["--reference-graphs", "/nonexistent", "shufflenet_v2_x0_5"], "not a directory of ncnn benchmark graphs"),
+    (["nanodet_m", "--merge", "a.json"], "--merge joins results files; measure models in a separate run"),
 ])
 def test_bad_arguments_give_one_line(args, msg, tmp_path, capsys):
     assert main(["bench", *args, "--out", str(tmp_path / "o"), "--quiet"]) == 2
