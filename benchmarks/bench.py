@@ -87,21 +87,25 @@ def resolve_targets(names: list[str], all_models: bool, work: Path, progress: bo
 
 
 # -- graph facts -----------------------------------------------------------------
+def head_input_shape(m) -> tuple[int, int, int]:
+    """A two-stage head's input [F, N, 1] (features_by_rois) on the most RoIs the RPN keeps,
+    rpn_post_nms_top_n: how the papers count the head's cost."""
+    p = m.postprocess
+    return p.psroi_groups * p.pooled_size ** 2, p.rpn_post_nms_top_n, 1
+
+
 def graph_facts(bundle: Path, chw_shape: list[int]) -> dict:
-    """params and MACs counted on the ncnn graphs (stage 1 on the network input; a two-stage
-    head on the most RoIs the RPN keeps, rpn_post_nms_top_n, as the papers count it), and the
-    size of the shipped weights (every graph's bin)."""
+    """params and MACs counted on the ncnn graphs (stage 1 on the network input, a two-stage
+    head on head_input_shape) and the size of the shipped weights."""
+    from litedet.benchmarks.pyrunner import bin_bytes
     from litedet.benchmarks.reference_graphs import count_graph
-    from litedet.runtime.manifest import load_manifest
 
     m = load_manifest(bundle)
     params, macs = count_graph(bundle / m.param, tuple(chw_shape))
-    p = m.postprocess
     for g in m.extra_graphs().values():
-        p2, m2 = count_graph(bundle / g.param, (p.psroi_groups * p.pooled_size ** 2, p.rpn_post_nms_top_n, 1))
+        p2, m2 = count_graph(bundle / g.param, head_input_shape(m))
         params, macs = params + p2, macs + m2
-    size = sum((bundle / path).stat().st_size for field, path, _ in m.graph_files() if field.endswith("bin"))
-    return {"params": params, "macs": macs, "bin_bytes": size}
+    return {"params": params, "macs": macs, "bin_bytes": bin_bytes(bundle, m)}
 
 
 # -- desktop ---------------------------------------------------------------------
@@ -301,35 +305,48 @@ def check_reference_dir(ref_dir: Path) -> Path:
     return ref_dir
 
 
-def _empty_net(param: Path):
-    import ncnn
+def reference_pair(bundle: Path, ref_dir: Path) -> tuple[str, Path, Path, int] | None:
+    """(ncnn's graph name, our param, its param, its input side) when ncnn ships a benchmark graph
+    of the bundle's architecture in ``ref_dir``, else None."""
+    m = load_manifest(bundle)
+    if m.architecture not in REFERENCE_PAIRS:
+        return None
+    ref, side = REFERENCE_PAIRS[m.architecture]
+    ref_param = Path(ref_dir) / f"{ref}.param"
+    return (ref, bundle / m.param, ref_param, side) if ref_param.is_file() else None
 
-    net = ncnn.Net()
-    net.opt.num_threads = 1
-    net.opt.use_vulkan_compute = False
-    net.load_param(str(param))
-    net.load_model(ncnn.DataReaderFromEmpty())  # zero weights, as benchncnn does
-    return net
+
+def pair_records(arch: str, ref: str, ref_param: Path, side: int, ours: dict, theirs: dict,
+                 records: list[Record]) -> list[Record]:
+    """Our graph and ncnn's, both with empty weights (``ours`` / ``theirs``: the Record fields
+    measured), as two ncnn-empty records. Ours ÷ theirs goes on ours and on our ncnn records of
+    the same place and precision at 1 thread."""
+    common = {"runtime": "ncnn-empty", "threads": 1, "input": [3, side, side], "reference_graph": ref}
+    o = Record(model=arch, note="empty weights, reference's input side", **common, **ours)
+    t = Record(model=f"ref:{ref}", note=f"ncnn's benchmark graph {ref_param.name}, empty weights", **common, **theirs)
+    o.reference_ratio = round(o.value / t.value, 4)
+    for r in records:
+        if (r.model, r.place, r.runtime, r.precision, r.threads) == (arch, o.place, "ncnn", o.precision, 1):
+            r.reference_graph, r.reference_ratio = ref, o.reference_ratio
+    return [o, t]
 
 
 def measure_reference_graphs(targets: list[tuple[str, Path]], ref_dir: Path, runs: int, warmup: int, device: str,
                              records: list[Record]) -> list[Record]:
     """Ours and ncnn's benchmark graph, both with empty weights at the reference's input side,
-    interleaved; the ratio goes on our ncnn-empty record (and on our ncnn fp32 1-thread record)."""
+    interleaved (fp32 weights, 1 thread)."""
     import ncnn
 
-    from litedet.benchmarks.reference_graphs import count_graph
+    from litedet.benchmarks.reference_graphs import count_graph, load_empty_weights
 
     ref_dir = check_reference_dir(ref_dir)
-    pairs = []
-    for label, bundle in targets:
-        arch = load_manifest(bundle).architecture
-        if arch in REFERENCE_PAIRS and (ref_dir / f"{REFERENCE_PAIRS[arch][0]}.param").is_file():
-            ref, side = REFERENCE_PAIRS[arch]
-            pairs.append((arch, bundle / load_manifest(bundle).param, ref, ref_dir / f"{ref}.param", side))
     out = []
-    for arch, ours, ref, ref_param, side in pairs:
-        nets = {"ours": _empty_net(ours), "ref": _empty_net(ref_param)}
+    for _, bundle in targets:
+        pair = reference_pair(bundle, ref_dir)
+        if pair is None:
+            continue
+        ref, ours, ref_param, side = pair
+        nets = {"ours": load_empty_weights(ours), "ref": load_empty_weights(ref_param)}
         x = np.zeros((3, side, side), np.float32)
         samples = {k: [] for k in nets}
         for rep in range(warmup + runs):
@@ -341,19 +358,13 @@ def measure_reference_graphs(targets: list[tuple[str, Path]], ref_dir: Path, run
                         ex.extract(o)
                 if rep >= warmup:
                     samples[k].append((time.perf_counter() - t0) * 1e3)
-        so, sr = stats(samples["ours"]), stats(samples["ref"])
-        ratio = round(so["median"] / sr["median"], 4)
-        op, om = count_graph(ours, (3, side, side))
-        rp, rm = count_graph(ref_param, (3, side, side))
-        out.append(Record(model=arch, place="desktop", runtime="ncnn-empty", precision="fp32", threads=1,
-                          device=device, input=[3, side, side], latency_ms=so, params=op, macs=om,
-                          reference_graph=ref, reference_ratio=ratio, note="empty weights, reference's input side"))
-        out.append(Record(model=f"ref:{ref}", place="desktop", runtime="ncnn-empty", precision="fp32", threads=1,
-                          device=device, input=[3, side, side], latency_ms=sr, params=rp, macs=rm,
-                          reference_graph=ref, note=f"ncnn's benchmark graph {ref_param.name}, empty weights"))
-        for r in records:
-            if r.model == arch and (r.runtime, r.precision, r.threads) == ("ncnn", "fp32", 1):
-                r.reference_graph, r.reference_ratio = ref, ratio
+        fields = {}
+        for k, param in (("ours", ours), ("ref", ref_param)):
+            params, macs = count_graph(param, (3, side, side))
+            fields[k] = {"place": "desktop", "precision": "fp32", "device": device, "latency_ms": stats(samples[k]),
+                         "params": params, "macs": macs}
+        out += pair_records(load_manifest(bundle).architecture, ref, ref_param, side, fields["ours"], fields["ref"],
+                            records)
     return out
 
 
@@ -369,6 +380,7 @@ def measure_qemu(targets: list[tuple[str, Path]], *, repeats: int, reference_gra
     env = ArmEnv.from_cache(None, cpu=DEFAULT_CPU)
     if reference_graphs is not None:
         reference_graphs = check_reference_dir(reference_graphs)
+    device = f"qemu-aarch64 -cpu {DEFAULT_CPU}"
     image = standard_image()
     records = []
     for label, bundle in targets:
@@ -387,39 +399,23 @@ def measure_qemu(targets: list[tuple[str, Path]], *, repeats: int, reference_gra
                 parts = {"inference": q["parts"]["stage1"] + q["parts"]["run"], "glue": q["parts"]["glue"]}
                 split = f" (stage 1 {q['parts']['stage1']:,}, head {q['parts']['run']:,})"
             records.append(Record(model=m.architecture, place="qemu", runtime="ncnn", precision=precision, threads=1,
-                                  unit="instructions", device=f"qemu-aarch64 -cpu {res['cpu']}",
-                                  input=list(chw.shape), instructions=q["inference_insns"],
-                                  stage_instructions=parts, repeats_identical=q["repeatable"],
-                                  params=facts["params"], macs=facts["macs"], bin_bytes=facts["bin_bytes"],
+                                  unit="instructions", device=device, input=list(chw.shape),
+                                  instructions=q["inference_insns"], stage_instructions=parts,
+                                  repeats_identical=q["repeatable"], **facts,
                                   note=f"run - load, {repeats} repeats; fixed pseudo-random input"
                                   + (f"; two-stage: inference = stage 1 + head{split}, the numpy glue apart"
                                      if two else "")))
-        if reference_graphs is not None and m.architecture in REFERENCE_PAIRS:
-            ref, side = REFERENCE_PAIRS[m.architecture]
-            ref_param = Path(reference_graphs) / f"{ref}.param"
-            if ref_param.is_file():
-                cnt = {}
-                for who, param in (("ours", bundle / m.param), ("ref", ref_param)):
-                    r = measure(param, env, repeats=repeats, width=side, height=side, progress=progress,
-                                precisions=("fp32", "fp16"))
-                    cnt[who] = r["precisions"]
-                for precision in ("fp32", "fp16"):
-                    o, rr = cnt["ours"][precision], cnt["ref"][precision]
-                    records.append(Record(model=m.architecture, place="qemu", runtime="ncnn-empty",
-                                          precision=precision, threads=1, unit="instructions",
-                                          device=f"qemu-aarch64 -cpu {DEFAULT_CPU}", input=[3, side, side],
-                                          instructions=o["inference_insns"], repeats_identical=o["repeatable"],
-                                          reference_graph=ref,
-                                          reference_ratio=round(o["inference_insns"] / rr["inference_insns"], 4),
-                                          note="empty weights, reference's input side"))
-                    for r in records:
-                        if (r.model, r.place, r.runtime, r.precision) == (m.architecture, "qemu", "ncnn", precision):
-                            r.reference_graph, r.reference_ratio = ref, records[-1].reference_ratio
-                    records.append(Record(model=f"ref:{ref}", place="qemu", runtime="ncnn-empty", precision=precision,
-                                          threads=1, unit="instructions", device=f"qemu-aarch64 -cpu {DEFAULT_CPU}",
-                                          input=[3, side, side], instructions=rr["inference_insns"],
-                                          repeats_identical=rr["repeatable"], reference_graph=ref,
-                                          note=f"ncnn's benchmark graph {ref_param.name}, empty weights"))
+        pair = reference_pair(bundle, reference_graphs) if reference_graphs is not None else None
+        if pair is None:
+            continue
+        ref, ours, ref_param, side = pair
+        counts = {who: measure(param, env, repeats=repeats, width=side, height=side, progress=progress)["precisions"]
+                  for who, param in (("ours", ours), ("ref", ref_param))}
+        for precision in ("fp32", "fp16"):
+            o, t = ({"place": "qemu", "precision": precision, "unit": "instructions", "device": device,
+                     "instructions": c[precision]["inference_insns"], "repeats_identical": c[precision]["repeatable"]}
+                    for c in (counts["ours"], counts["ref"]))
+            records += pair_records(m.architecture, ref, ref_param, side, o, t, records)
     return records, {"qemu": env.info.get("qemu_version"), "cpu": DEFAULT_CPU, "ncnn": env.info.get("ncnn")}
 
 

@@ -92,15 +92,11 @@ def _run(cmd: list[str]) -> None:
         raise CppError(f"building litedet_cpp failed: {' '.join(cmd[:3])} ...\n" + "\n".join(errs[:10]))
 
 
-def command(binary: Path, args: list[str], qemu: list[str] | None = None) -> list[str]:
-    """The command line; ``qemu`` (e.g. [qemu-aarch64, -cpu, cortex-a76]) for an aarch64 build."""
-    return [*(qemu or []), str(binary), *args]
-
-
 def run_cpp(binary: Path, args: list[str], qemu: list[str] | None = None, timeout: float = 900) -> list[dict]:
-    """Run litedet_cpp; its JSON lines. A failure raises CppError with litedet_cpp's own message."""
+    """Run litedet_cpp (under ``qemu``, e.g. [qemu-aarch64, -cpu, cortex-a76], for an aarch64
+    build); its JSON lines. A failure raises CppError with litedet_cpp's own message."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    p = subprocess.run(command(binary, args, qemu), capture_output=True, text=True, timeout=timeout, env=env)
+    p = subprocess.run([*(qemu or []), str(binary), *args], capture_output=True, text=True, timeout=timeout, env=env)
     if p.returncode != 0:
         raise CppError((p.stderr.strip() or p.stdout.strip() or f"litedet_cpp exited {p.returncode}").splitlines()[-1])
     return [json.loads(ln) for ln in p.stdout.splitlines() if ln.startswith("{")]

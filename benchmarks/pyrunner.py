@@ -91,13 +91,12 @@ def peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def bundle_facts(bundle: Path) -> dict:
-    """The architecture and the size of the shipped weights (every graph's bin)."""
+def bin_bytes(bundle: Path, m=None) -> int:
+    """The size of the shipped weights: every graph's bin."""
     from litedet.runtime.manifest import load_manifest
 
-    m = load_manifest(bundle)
-    size = sum((bundle / path).stat().st_size for field, path, _ in m.graph_files() if field.endswith("bin"))
-    return {"model": m.architecture, "bin_bytes": size}
+    m = m or load_manifest(bundle)
+    return sum((bundle / path).stat().st_size for field, path, _ in m.graph_files() if field.endswith("bin"))
 
 
 def bench_bundle(bundle: str | Path, image, *, threads: int = 1, precision: str = "fp16", runs: int = 20,
@@ -108,10 +107,9 @@ def bench_bundle(bundle: str | Path, image, *, threads: int = 1, precision: str 
     bundle = Path(bundle)
     runner = open_bundle(bundle, threads=threads, fp16=precision == "fp16")
     t = time_pipeline(runner, image, runs, warmup)
-    facts = bundle_facts(bundle)
-    return {"model": facts["model"], "place": place, "runtime": "ncnn", "precision": precision, "threads": threads,
+    return {"model": runner.manifest.architecture, "place": place, "runtime": "ncnn", "precision": precision, "threads": threads,
             "device": device, "input": t["input"], "latency_ms": t["latency_ms"], "stages_ms": t["stages_ms"],
-            "bin_bytes": facts["bin_bytes"]}
+            "bin_bytes": bin_bytes(bundle, runner.manifest)}
 
 
 def main(argv: list[str] | None = None) -> int:

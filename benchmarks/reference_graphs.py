@@ -61,7 +61,7 @@ def histogram(param: Path) -> dict[str, int]:
     return dict(Counter(layer.type for layer in parse_param(param)))
 
 
-def _load(param: Path, threads: int = 1) -> ncnn.Net:
+def load_empty_weights(param: Path, threads: int = 1) -> ncnn.Net:
     net = ncnn.Net()
     net.opt.num_threads = threads
     net.opt.use_vulkan_compute = False
@@ -82,7 +82,7 @@ def count(param: Path, side: int) -> tuple[int, int]:
 def count_graph(param: Path, shape: tuple[int, int, int], bin_path: Path | None = None) -> tuple[int, int]:
     """(params, MACs) of a graph's convs, deconvs and inner products on an input of ``shape``
     [C, H, W]: weight sizes from the param file, output sizes from ncnn itself."""
-    net = _load(param)
+    net = load_empty_weights(param)
     arr = np.zeros(shape, np.float32)
     params = macs = 0
     with net.create_extractor() as ex:
@@ -101,7 +101,7 @@ def count_graph(param: Path, shape: tuple[int, int, int], bin_path: Path | None 
 
 def latency_ms(params: dict[str, Path], sides: dict[str, int], repeats: int, warmup: int = 3) -> dict[str, float]:
     """Median single-thread latency per graph, runs interleaved so load hits all alike."""
-    nets = {k: _load(p) for k, p in params.items()}
+    nets = {k: load_empty_weights(p) for k, p in params.items()}
     inputs = {k: _input(n, sides[k]) for k, n in nets.items()}
     samples: dict[str, list[float]] = {k: [] for k in nets}
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from litedet.benchmarks.pyrunner import PROGRESS
+
 DEVICE_DIR = "/data/local/tmp/litedet"
 BENCHNCNN_LOOPS = 8
 
@@ -162,14 +164,13 @@ def _graph_inputs(bundle: Path, image: np.ndarray) -> list[tuple[str, Path, list
     from litedet.runtime import open_bundle
     from litedet.runtime.manifest import load_manifest
 
+    from litedet.benchmarks.bench import head_input_shape
+
     m = load_manifest(bundle)
-    runner = open_bundle(bundle, threads=1, fp16=False)
-    chw, _ = runner.preprocess_array(image)
+    chw, _ = open_bundle(bundle, threads=1, fp16=False).preprocess_array(image)
     out = [(m.architecture, bundle / m.param, list(chw.shape))]
-    p = m.postprocess
     for name, g in m.extra_graphs().items():
-        out.append((f"{m.architecture}:{name}", bundle / g.param,
-                    [p.psroi_groups * p.pooled_size ** 2, p.rpn_post_nms_top_n, 1]))
+        out.append((f"{m.architecture}:{name}", bundle / g.param, list(head_input_shape(m))))
     return out
 
 
@@ -281,8 +282,6 @@ def ssh_base(target: str, port: int | None, identity: Path | None, options: list
 
 def classify_ssh_error(stderr: str, target: str, port: int | None) -> str:
     """ssh's own words (exit 255) -> one line saying what to do."""
-    from litedet.benchmarks.pyrunner import PROGRESS
-
     s = "\n".join(ln for ln in stderr.strip().splitlines() if not ln.startswith(PROGRESS)).strip()
     where = f"{target}" + (f" port {port}" if port else "")
     if "Connection refused" in s:
@@ -374,8 +373,6 @@ def _bench_ssh(targets, target, remote_python, port, identity, options, runs, wa
         elif proc.returncode == 127:
             err = f"ssh {target}: the board has no {remote_python!r}: pass --remote-python PATH (python3 with numpy, ncnn)"
         else:
-            from litedet.benchmarks.pyrunner import PROGRESS
-
             lines = [ln for ln in stderr.strip().splitlines() if not ln.startswith(PROGRESS)]
             err = f"ssh {target}: " + (lines or [f"the runner exited {proc.returncode}"])[-1]
         if not records:

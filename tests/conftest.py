@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -15,14 +16,38 @@ NANODET_BIN = REFERENCE / "nanodet-m" / "nanodet-m.bin"
 NANODET416_PARAM = REFERENCE / "nanodet-m" / "nanodet-m-416.param"
 
 
+def unavailable(msg: str) -> NoReturn:
+    """A test's data or environment is missing: skip locally, fail when CI is set (CI sets up everything)."""
+    if os.environ.get("CI"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
 def need_reference(*paths: Path) -> None:
     """Skip locally when ../shared/reference is absent; fail when CI is set."""
     missing = [p for p in (paths or (REFERENCE,)) if not p.exists()]
     if missing:
-        msg = f"reference data missing: {', '.join(map(str, missing))} (expected ../shared/reference beside the repo)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        unavailable(f"reference data missing: {', '.join(map(str, missing))} (expected ../shared/reference beside "
+                    "the repo)")
+
+
+def need_ncnn_lib(arch: str) -> None:
+    """The ncnn C++ library of scripts/setup_ncnn_lib.sh for ``arch`` (litedet_cpp links it)."""
+    from litedet.benchmarks.cpp import CppError, ncnn_layers
+
+    try:
+        ncnn_layers(arch)
+    except CppError as e:
+        unavailable(str(e))
+
+
+def converted(tmp_path_factory, arch: str, folder: str, **kw) -> Path:
+    """``arch`` converted (seeded weights unless ``checkpoint``) into a fresh folder/bundle."""
+    from litedet.convert.pipeline import convert_model
+
+    out = tmp_path_factory.mktemp(folder) / "bundle"
+    convert_model(arch, out, progress=False, **kw)
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -38,11 +63,7 @@ def photos() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="session")
 def seeded_bundle(tmp_path_factory) -> Path:
     """NanoDet-m with seeded random weights, converted once per session."""
-    from litedet.convert.pipeline import convert_model
-
-    out = tmp_path_factory.mktemp("seeded") / "bundle"
-    convert_model("nanodet_m", out, progress=False)
-    return out
+    return converted(tmp_path_factory, "nanodet_m", "seeded")
 
 
 @pytest.fixture(scope="session")
@@ -60,21 +81,25 @@ def official_bundle(tmp_path_factory) -> Path:
 def reexported_bundle(tmp_path_factory) -> Path:
     """Official weights imported into our PyTorch NanoDet-m, re-exported as fp16."""
     need_reference(NANODET_PARAM, NANODET_BIN)
-    from litedet.convert.pipeline import convert_model
-
-    out = tmp_path_factory.mktemp("reexported") / "bundle"
-    convert_model("nanodet_m", out, checkpoint=NANODET_PARAM, progress=False)
-    return out
+    return converted(tmp_path_factory, "nanodet_m", "reexported", checkpoint=NANODET_PARAM)
 
 
 @pytest.fixture(scope="session")
 def thundernet_bundle(tmp_path_factory) -> Path:
     """ThunderNet-SNet49 with seeded random weights: two graphs, converted once per session."""
-    from litedet.convert.pipeline import convert_model
+    return converted(tmp_path_factory, "thundernet_snet49", "thundernet")
 
-    out = tmp_path_factory.mktemp("thundernet") / "bundle"
-    convert_model("thundernet_snet49", out, progress=False)
-    return out
+
+@pytest.fixture(scope="session")
+def arm_env():
+    """The qemu-aarch64 environment of scripts/setup_arm.sh; skip locally when missing, fail under CI.
+    (Session scope, listed first: a missing environment skips before any bundle is converted.)"""
+    from litedet.convert.verify.arm import ArmEnv, ArmEnvError
+
+    try:
+        return ArmEnv.from_cache()
+    except ArmEnvError as e:
+        unavailable(str(e))
 
 
 @pytest.fixture(scope="session")
@@ -83,10 +108,7 @@ def oracle():
     from oracle import ORACLE_DIR, Oracle, oracle_available
 
     if not oracle_available():
-        msg = f"the torchvision oracle is not set up in {ORACLE_DIR}: run bash scripts/setup_oracle.sh"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        unavailable(f"the torchvision oracle is not set up in {ORACLE_DIR}: run bash scripts/setup_oracle.sh")
     o = Oracle()
     yield o
     o.close()

@@ -17,7 +17,6 @@ Measured on the dev VM (qemu 7.2, ncnn 1.0.20261020, -cpu max), ARM fp16
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -31,18 +30,6 @@ from litedet.runtime.detector import Detector
 pytestmark = pytest.mark.arm
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "motorcycle_left")
-
-
-@pytest.fixture(scope="session")
-def arm_env() -> ArmEnv:
-    """The qemu-aarch64 environment; skip locally when missing, fail under CI.
-    (Session scope, listed first: a missing environment skips before any bundle is converted.)"""
-    try:
-        return ArmEnv.from_cache()
-    except ArmEnvError as e:
-        if os.environ.get("CI"):
-            pytest.fail(str(e))
-        pytest.skip(str(e))
 
 
 def _reference_input(bundle) -> np.ndarray:

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import REFERENCE, need_reference
+from conftest import REFERENCE, converted, need_ncnn_lib, need_reference, unavailable
 from litedet.benchmarks import remote
 from litedet.benchmarks.schema import Record, Results, SchemaError, load_results, markdown_table, merge, stats
 from litedet.cli import main
@@ -25,11 +25,7 @@ REF_GRAPHS = REFERENCE / "ncnn-benchmark"
 @pytest.fixture(scope="module")
 def small_bundle(tmp_path_factory) -> Path:
     """A small classifier (ShuffleNetV2 0.5x at 224), seeded weights."""
-    from litedet.convert.pipeline import convert_model
-
-    out = tmp_path_factory.mktemp("bench") / "shufflenet_v2_x0_5"
-    convert_model("shufflenet_v2_x0_5", out, progress=False)
-    return out
+    return converted(tmp_path_factory, "shufflenet_v2_x0_5", "bench")
 
 
 def _rec(**kw) -> dict:
@@ -154,14 +150,7 @@ def test_desktop_bench_measures_every_way_in_one_run(small_bundle, tmp_path):
 
 
 def test_two_stage_bench_splits_the_glue(thundernet_bundle, tmp_path):
-    from litedet.benchmarks.cpp import CppError, ncnn_layers
-
-    try:
-        ncnn_layers("x86_64")
-    except CppError as e:  # --cpp needs the ncnn library of scripts/setup_ncnn_lib.sh
-        if os.environ.get("CI"):
-            pytest.fail(str(e))
-        pytest.skip(str(e))
+    need_ncnn_lib("x86_64")  # --cpp links the app's C++ against it
     out = tmp_path / "out"
     assert main(["bench", str(thundernet_bundle), "--runs", "2", "--warmup", "0", "--out", str(out), "--cpp",
                  "--quiet"]) == 0
@@ -243,9 +232,7 @@ def test_adb_devices_listing_is_parsed():
 def _real_adb() -> str:
     exe = shutil.which("adb")
     if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("Debian's adb client is missing: scripts/setup_bench.sh installs it")
-        pytest.skip("adb not installed")
+        unavailable("Debian's adb client is missing: scripts/setup_bench.sh installs it")
     return exe
 
 
@@ -333,15 +320,7 @@ def test_adb_run_and_a_device_that_goes_away(fake_phone, small_bundle, tmp_path,
 
 # -- qemu --------------------------------------------------------------------------------
 @pytest.mark.arm
-def test_qemu_counts_repeat_exactly(small_bundle, tmp_path):
-    from litedet.convert.verify.arm import ArmEnv, ArmEnvError
-
-    try:
-        ArmEnv.from_cache()
-    except ArmEnvError as e:
-        if os.environ.get("CI"):
-            pytest.fail(str(e))
-        pytest.skip(str(e))
+def test_qemu_counts_repeat_exactly(arm_env, small_bundle, tmp_path):
     out = tmp_path / "q"
     assert main(["bench", str(small_bundle), "--qemu", "--repeats", "2", "--out", str(out), "--quiet"]) == 0
     res = load_results(out)
@@ -356,26 +335,14 @@ def test_qemu_counts_repeat_exactly(small_bundle, tmp_path):
 
 
 @pytest.mark.arm
-def test_adb_detector_runs_benchncnn_and_the_apps_cpp(fake_phone, tmp_path, capsys):
+def test_adb_detector_runs_benchncnn_and_the_apps_cpp(arm_env, fake_phone, tmp_path_factory, tmp_path):
     """A detector on the stand-in phone: benchncnn (fixture output) per graph, then the real
-    static aarch64 litedet_cpp, pushed with the assets and the photo, run under qemu-aarch64."""
-    from litedet.benchmarks.cpp import CppError, ncnn_layers
-    from litedet.convert.pipeline import convert_model
-
-    try:
-        ncnn_layers("aarch64")
-    except CppError as e:
-        if os.environ.get("CI"):
-            pytest.fail(str(e))
-        pytest.skip(str(e))
-    if shutil.which("qemu-aarch64") is None:
-        if os.environ.get("CI"):
-            pytest.fail("qemu-aarch64 missing: scripts/setup_arm.sh installs it")
-        pytest.skip("qemu-aarch64 missing")
+    static aarch64 litedet_cpp, pushed with the assets and the photo, run under qemu-aarch64
+    (the stand-in calls qemu-aarch64 from PATH, which scripts/setup_arm.sh installs)."""
+    need_ncnn_lib("aarch64")
     d, bench = fake_phone
     (d / "devices").write_text(_devices("AAA device model:Pixel_7"))
-    bundle = tmp_path / "nanodet96"
-    convert_model("nanodet_m", bundle, progress=False, input_size=96)
+    bundle = converted(tmp_path_factory, "nanodet_m", "nanodet96", input_size=96)
     out = tmp_path / "o"
     assert main(["bench", str(bundle), "--adb", "--benchncnn", str(bench), "--out", str(out), "--runs", "2",
                  "--warmup", "0", "--quiet"]) == 0

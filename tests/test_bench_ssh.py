@@ -16,19 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import converted, unavailable
 from litedet.benchmarks import remote
 from litedet.benchmarks.schema import load_results
 from litedet.cli import main
 
 pytestmark = pytest.mark.arm  # the board's python runs under qemu-aarch64
-
-
-def _need(what: str, ok: bool) -> None:
-    if not ok:
-        msg = f"{what} missing (scripts/setup_bench.sh installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
 
 
 def _free_port() -> int:
@@ -40,7 +33,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
     sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
-    _need("openssh-server (sshd)", Path(sshd_bin).is_file() and shutil.which("ssh") is not None)
+    if not Path(sshd_bin).is_file() or shutil.which("ssh") is None:
+        unavailable("openssh-server (sshd) missing (scripts/setup_bench.sh installs it)")
     d = tmp_path_factory.mktemp("sshd")
     for key in ("host_key", "user_key", "other_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
@@ -67,15 +61,10 @@ def sshd(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def board(sshd):
+def board(arm_env, sshd):
     """Remote pythons for the loopback board: the aarch64 runtime under qemu, one without
     numpy/ncnn, and one whose connection drops after the first measurement."""
-    from litedet.convert.verify.arm import ArmEnv, ArmEnvError
-
-    try:
-        env = ArmEnv.from_cache()
-    except ArmEnvError as e:
-        _need(f"the qemu-aarch64 environment ({e})", False)
+    env = arm_env
     d = sshd["dir"]
     run = (f'{env.qemu} -cpu cortex-a76 -L {env.sysroot} {env.python} -s "$@"')
     (d / "board-python").write_text(
@@ -99,11 +88,7 @@ def board(sshd):
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory) -> Path:
-    from litedet.convert.pipeline import convert_model
-
-    out = tmp_path_factory.mktemp("ssh") / "shufflenet_v2_x0_5"
-    convert_model("shufflenet_v2_x0_5", out, progress=False, input_size=96)
-    return out
+    return converted(tmp_path_factory, "shufflenet_v2_x0_5", "ssh", input_size=96)
 
 
 def _args(sshd, *extra, key="user_key", port=None, python=None):

@@ -5,13 +5,13 @@ bench output must be a litedet bench record."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import cv2
 import pytest
 
+from conftest import need_ncnn_lib
 from litedet.benchmarks.cpp import CppError, build_litedet_cpp, cpp_record, ncnn_layers, run_cpp
 from litedet.benchmarks.schema import Record
 from litedet.convert.verify.compare import match_detections
@@ -22,37 +22,16 @@ from litedet.runtime.devconfig import export_device_assets
 from litedet.runtime.manifest import load_manifest
 
 
-def _need_lib(arch: str) -> None:
-    try:
-        ncnn_layers(arch)
-    except CppError as e:
-        if os.environ.get("CI"):
-            pytest.fail(str(e))
-        pytest.skip(str(e))
-
-
 @pytest.fixture(scope="module")
 def cpp_x86() -> Path:
-    _need_lib("x86_64")
+    need_ncnn_lib("x86_64")
     return build_litedet_cpp("x86_64")
 
 
 @pytest.fixture(scope="module")
 def cpp_arm() -> Path:
-    _need_lib("aarch64")
+    need_ncnn_lib("aarch64")
     return build_litedet_cpp("aarch64")
-
-
-def _qemu() -> list[str]:
-    from litedet.convert.verify.arm import ArmEnv, ArmEnvError
-
-    try:
-        env = ArmEnv.from_cache()
-    except ArmEnvError as e:
-        if os.environ.get("CI"):
-            pytest.fail(str(e))
-        pytest.skip(str(e))
-    return [str(env.qemu), "-cpu", "cortex-a76"]
 
 
 def _assets(bundle: Path, tmp: Path) -> Path:
@@ -93,8 +72,8 @@ def _compare(bundle: Path, pngs: list[Path], cpp_out: list[dict], min_iou: float
 
 
 def test_ncnn_build_has_every_layer_our_bundles_use(reexported_bundle, thundernet_bundle):
-    _need_lib("x86_64")
-    _need_lib("aarch64")
+    need_ncnn_lib("x86_64")
+    need_ncnn_lib("aarch64")
     for arch in ("x86_64", "aarch64"):
         built = ncnn_layers(arch)
         assert {"Convolution", "ConvolutionDepthWise", "Packing", "Cast"} <= built
@@ -119,7 +98,7 @@ def _odd_sizes(photos: dict, tmp: Path) -> list[Path]:
 
 
 def test_litedet_cpp_compiles_without_warnings():
-    _need_lib("x86_64")
+    need_ncnn_lib("x86_64")
     from litedet.benchmarks.cpp import CPP, MAIN, ncnn_lib_dir
 
     r = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", f"-I{CPP}",
@@ -138,8 +117,8 @@ def test_x86_detections_equal_the_python_runtime(cpp_x86, reexported_bundle, thu
         assert _compare(bundle, pngs, out, min_iou=0.99, max_score=0.01) == []
 
 
-def test_aarch64_fp16_detections_match_under_qemu(cpp_arm, reexported_bundle, photos, tmp_path):
-    qemu = _qemu()
+def test_aarch64_fp16_detections_match_under_qemu(arm_env, cpp_arm, reexported_bundle, photos, tmp_path):
+    qemu = [str(arm_env.qemu), "-cpu", "cortex-a76"]
     pngs = _pngs(photos, tmp_path, ("astronaut", "coffee"))
     out = run_cpp(cpp_arm, ["detect", str(_assets(reexported_bundle, tmp_path)), *map(str, pngs)], qemu=qemu)
     # ARM fp16 arithmetic vs x86 (fp32 arithmetic): the ARM-parity bounds of the official weights

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_arm import arm_env  # noqa: F401  (the session fixture: skip locally, fail under CI)
 
 pytestmark = pytest.mark.arm
 
@@ -18,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT / "benchmarks" / "arm" / "two_stage_glue.cpp"
 
 
-def test_arm_parity_of_both_graphs_and_the_glue(arm_env, thundernet_bundle, photos, tmp_path):  # noqa: F811
+def test_arm_parity_of_both_graphs_and_the_glue(arm_env, thundernet_bundle, photos, tmp_path):
     """ARM fp16 vs x86 fp32 and torch end to end, the ARM head on x86's RoIs, and the ARM fp32
     control, which must be the same program as x86 fp32 (identical detections)."""
     from litedet.convert.verify.arm import arm_parity
@@ -37,7 +36,7 @@ def test_arm_parity_of_both_graphs_and_the_glue(arm_env, thundernet_bundle, phot
     assert rep.environment["asimdhp"] and (tmp_path / "arm_parity.txt").is_file()
 
 
-def test_cpp_glue_built_for_aarch64_equals_the_x86_build(arm_env, thundernet_bundle, photos, tmp_path):  # noqa: F811
+def test_cpp_glue_built_for_aarch64_equals_the_x86_build(arm_env, thundernet_bundle, photos, tmp_path):
     """Proposals and PSRoIAlign of the C++ core, compiled for aarch64 (the phone's flags) and run
     under qemu, print exactly what the x86-64 build prints (hexadecimal floats)."""
     from litedet.convert.verify.cpp_core import CPP_DIR
