@@ -493,7 +493,10 @@ def run(args) -> int:
     if args.merge:
         if args.models or args.all:
             raise BenchError("--merge joins results files; measure models in a separate run")
-        res = run_merge(args.merge, out)
+        from litedet.atomic import output_dir
+
+        with output_dir(out):
+            res = run_merge(args.merge, out)
         print(f"merged {len(res.records)} records from {len(args.merge)} files into {out}/results.md")
         return 0
     if args.runs < 1 or args.warmup < 0 or args.repeats < 1:
@@ -507,6 +510,13 @@ def run(args) -> int:
         raise BenchError(f"--precisions {args.precisions!r}: expected fp16, fp32 or fp16,fp32")
     if args.reference_graphs is not None:
         check_reference_dir(args.reference_graphs)  # before any conversion
+    from litedet.atomic import output_dir
+
+    with output_dir(out):  # made when the work starts; removed again if it fails before writing
+        return _measure(args, out, threads)
+
+
+def _measure(args, out: Path, threads: list[int]) -> int:
     work = Path(args.bundles_dir) if args.bundles_dir else out / "bundles"
     work.mkdir(parents=True, exist_ok=True)
     machine = machine_info()

@@ -113,6 +113,9 @@ def bench_bundle(bundle: str | Path, image, *, threads: int = 1, precision: str 
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    os.environ.setdefault("LITEDET_PROBE_CHILD", "0")  # on a board litedet runs from a zip: no probe child
     ap = argparse.ArgumentParser(prog="litedet_bench_runner", description="time bundles through litedet's runtime")
     ap.add_argument("image", help="the input image as a uint8 BGR .npy (litedet bench writes it)")
     ap.add_argument("bundles", nargs="+")

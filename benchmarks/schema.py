@@ -167,6 +167,10 @@ def load_results(path: str | Path) -> Results:
         raise SchemaError(f"{p}: no such file (expected a results.json written by litedet bench)") from None
     except json.JSONDecodeError as e:
         raise SchemaError(f"{p}: not JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError as e:
+        raise SchemaError(f"{p}: not UTF-8 text (byte {e.start}: {e.reason}); expected a results.json") from None
+    except IsADirectoryError:
+        raise SchemaError(f"{p}: a directory without results.json") from None
     return Results.from_dict(d, str(p))
 
 

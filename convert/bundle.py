@@ -8,6 +8,7 @@ existing bundle untouched and never leaves a half bundle behind.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -104,36 +105,60 @@ def check_destination(out: str | Path, force: bool) -> Path:
                            "bundle, never another directory: choose a new --out")
     if out.exists() and Path.cwd().resolve().is_relative_to(out.resolve()):
         raise ConvertError(f"{out} holds the current directory; run from elsewhere or choose another --out")
-    import os
-
     parent = next((p for p in out.parents if p.exists()), None)
     if parent is not None and not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
         raise ConvertError(f"cannot write {out}: {parent} is not a writable directory")
     return out
 
 
+def _identity(p: Path) -> tuple[int, int] | None:
+    """(device, inode) of what ``p`` names now, or None when nothing is there."""
+    try:
+        st = os.stat(p, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_writable(out: Path) -> None:
+    """--force onto an existing bundle: its folder must be writable (the old bundle is moved aside and
+    removed), checked by writing a probe file, before any work (mode bits say nothing to root)."""
+    probe = out / f".litedet-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConvertError(f"cannot replace {out}: it is not writable ({e.strerror}); the bundle stays as it is") from None
+
+
 @contextmanager
-def atomic_bundle_dir(out: Path, force: bool, verify=check_bundle_loads) -> Iterator[Path]:
-    """Yield a temp dir beside ``out``; once the body has filled it and ``verify(tmp)``
-    passes, it replaces ``out``. ``force`` may replace only an existing bundle, never
-    another directory. Temp dirs of dead runs are cleaned first (``litedet.atomic``)."""
-    import os
+def _parent_locked(parent: Path) -> Iterator[None]:
+    """An exclusive lock on the destination's folder (flock on the directory itself: no lock file
+    is left behind), held while a finished bundle is checked and renamed into place."""
+    import fcntl
+
+    fd = os.open(parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _put_in_place(tmp: Path, out: Path, before: tuple[int, int] | None) -> None:
+    """Rename ``tmp`` to ``out`` if ``out`` is still what it was when the run started: two runs
+    writing one --out never silently replace each other's bundle."""
     import secrets
 
-    from litedet.atomic import OWNER_FILE, cleanup_stale_dirs, make_temp_dir, mark_owned
+    from litedet.atomic import OWNER_FILE, mark_owned
 
-    out = check_destination(out, force)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConvertError(f"cannot create the folder for {out}: {e.strerror} ({e.filename})") from None
-    cleanup_stale_dirs(out.parent, out.name)
-    tmp = make_temp_dir(out.parent, out.name)
-    try:
-        yield tmp
-        if verify is not None:
-            verify(tmp)
-        if out.exists():
+    with _parent_locked(out.parent):
+        now = _identity(out)
+        if now != before:
+            raise ConvertError(f"{out} appeared while converting; pass --force to replace it (another run wrote it)"
+                               if before is None else
+                               f"{out} was replaced by another run while converting; run again to replace it")
+        if now is not None:
             mark_owned(out)  # so a run killed between the two renames can be undone by the next one
             old = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
             out.rename(old)
@@ -142,6 +167,30 @@ def atomic_bundle_dir(out: Path, force: bool, verify=check_bundle_loads) -> Iter
         else:
             tmp.rename(out)
         (out / OWNER_FILE).unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_bundle_dir(out: Path, force: bool, verify=check_bundle_loads) -> Iterator[Path]:
+    """Yield a temp dir beside ``out``; once the body has filled it and ``verify(tmp)``
+    passes, it replaces ``out``. ``force`` may replace only an existing bundle, never
+    another directory. Temp dirs of dead runs are cleaned first (``litedet.atomic``)."""
+    from litedet.atomic import cleanup_stale_dirs, make_temp_dir
+
+    out = check_destination(out, force)
+    if out.exists():
+        check_writable(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConvertError(f"cannot create the folder for {out}: {e.strerror} ({e.filename})") from None
+    before = _identity(out)
+    cleanup_stale_dirs(out.parent, out.name)
+    tmp = make_temp_dir(out.parent, out.name)
+    try:
+        yield tmp
+        if verify is not None:
+            verify(tmp)
+        _put_in_place(tmp, out, before)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

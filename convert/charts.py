@@ -9,6 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from litedet.runtime.visualize import drawable, save_image
+
 __all__ = ["log_bar_chart", "scatter_chart", "log_scatter_chart"]
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -16,7 +18,7 @@ _COLORS = [(200, 120, 40), (40, 140, 230), (60, 170, 60), (180, 60, 180), (30, 3
 
 
 def _text(img, s, org, scale=0.42, color=(30, 30, 30)):
-    cv2.putText(img, s, org, _FONT, scale, color, 1, cv2.LINE_AA)
+    cv2.putText(img, drawable(s), org, _FONT, scale, color, 1, cv2.LINE_AA)
 
 
 def log_bar_chart(path: str | Path, title: str, labels: list[str], series: dict[str, list[float]],
@@ -50,7 +52,7 @@ def log_bar_chart(path: str | Path, title: str, labels: list[str], series: dict[
     for j, name in enumerate(series):
         cv2.rectangle(img, (w - 170, 8 + 14 * j), (w - 160, 18 + 14 * j), _COLORS[j % len(_COLORS)], -1)
         _text(img, name, (w - 154, 17 + 14 * j), 0.38)
-    cv2.imwrite(str(path), img)
+    save_image(path, img)
 
 
 def scatter_chart(path: str | Path, title: str, x_label: str, y_label: str,
@@ -81,7 +83,7 @@ def scatter_chart(path: str | Path, title: str, x_label: str, y_label: str,
                 _text(img, lab, (px(x) + 7, py(y) - 6), 0.36)
         cv2.circle(img, (w - 160, 14 + 16 * j), 5, c, -1 if j == 0 else 2, cv2.LINE_AA)
         _text(img, name, (w - 150, 18 + 16 * j), 0.4)
-    cv2.imwrite(str(path), img)
+    save_image(path, img)
 
 
 def log_scatter_chart(path: str | Path, title: str, x_label: str, y_label: str,
@@ -126,5 +128,4 @@ def log_scatter_chart(path: str | Path, title: str, x_label: str, y_label: str,
             _text(img, lab, (px(x) + 7, py(y) - 6), 0.33, c)
         cv2.circle(img, (left + 20, top + 14 + 16 * j), 5, c, fill, cv2.LINE_AA)
         _text(img, name, (left + 30, top + 18 + 16 * j), 0.4)
-    if not cv2.imwrite(str(path), img):
-        raise OSError(f"could not write {path}")
+    save_image(path, img)

@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["OWNER_FILE", "make_temp_dir", "mark_owned", "owner_alive", "cleanup_stale_dirs", "replace_files"]
+__all__ = ["OWNER_FILE", "make_temp_dir", "mark_owned", "owner_alive", "cleanup_stale_dirs", "replace_files",
+           "write_bytes", "write_text", "output_dir"]
 
 OWNER_FILE = ".litedet-owner"
 
@@ -121,3 +122,42 @@ def replace_files(items: list[tuple[Path, Callable[[Path], None]]]) -> list[Path
         for p in tmps + [baks[i] for i in moved if baks[i].exists() and dests[i].exists()]:
             p.unlink(missing_ok=True)
     return dests
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """``data`` into ``path`` through a temp file and a rename: the old file stays until the new one
+    is whole. A path that exists and is not a regular file (a FIFO, a device) is refused."""
+    from litedet.paths import check_output_file
+
+    p = check_output_file(path, "output")
+    return replace_files([(p, lambda t: t.write_bytes(data))])[0]
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+class output_dir:
+    """``with output_dir(path):`` creates the folder (and missing parents) when the work starts, and
+    removes the folders it created when the body fails before writing anything into them: a refused
+    run leaves no empty folder behind."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.created: list[Path] = []
+
+    def __enter__(self) -> Path:
+        if self.path.exists() and not self.path.is_dir():
+            raise FileExistsError(f"{self.path} exists and is not a directory; an output folder is needed there")
+        missing = [p for p in [self.path, *self.path.parents] if not p.exists()]
+        for p in reversed(missing):
+            p.mkdir()
+            self.created.append(p)
+        return self.path
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None or not self.created:
+            return
+        top = self.created[0]  # the outermost folder this run made
+        if not any(p.is_file() or p.is_symlink() for p in top.rglob("*")):  # only empty folders in it
+            shutil.rmtree(top, ignore_errors=True)

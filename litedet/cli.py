@@ -12,6 +12,12 @@ from pathlib import Path
 
 # errors a user can fix: print the message, exit 2 (no traceback)
 _USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, KeyError)
+MAX_ERROR_LINE = 1000  # characters of an error line (values in it are quoted at most ~200 characters each)
+
+
+def _short(value: object, limit: int = 200) -> str:
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
@@ -49,14 +55,29 @@ def _print_convert(r) -> None:
     print("timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in r.timings.items()))
 
 
+MAX_TEXT_FILE = 16 << 20  # bytes of a text file the CLI reads whole (class names, results)
+
+
+def read_text_file(path: str | Path, what: str) -> str:
+    """A UTF-8 text file's text, or one line naming the file and what is wrong with it."""
+    from litedet.paths import check_input_file
+
+    p = check_input_file(path, what, "a text file")
+    if p.stat().st_size > MAX_TEXT_FILE:
+        raise ValueError(f"{what} {p} is {p.stat().st_size} bytes; at most {MAX_TEXT_FILE} are read")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{what} {p} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+
+
 def _read_class_names(path: str) -> list[str]:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"class names file not found: {p} (expected a text file, one name per line)")
-    names = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+    from litedet.runtime.manifest import check_class_names
+
+    names = [ln.strip() for ln in read_text_file(path, "--class-names file").splitlines() if ln.strip()]
     if not names:
-        raise ValueError(f"{p} holds no class names (expected one name per line)")
-    return names
+        raise ValueError(f"{path} holds no class names (expected one name per line)")
+    return check_class_names(names, f"--class-names {path}: name")
 
 
 def _options(a: argparse.Namespace) -> dict:
@@ -102,8 +123,11 @@ def _legacy_ncnn(param: Path) -> bool:
 
 def _cmd_wrap(a: argparse.Namespace) -> int:
     from litedet.convert.bundle import wrap_ncnn_model
+    from litedet.paths import check_input_file
 
-    param = Path(a.param)
+    param = check_input_file(a.param, "model file", "an ncnn .param or an .onnx file")
+    if a.bin:
+        check_input_file(a.bin, "--bin", "an ncnn .bin file")
     if param.suffix.lower() == ".onnx" or a.config or a.class_names or not _legacy_ncnn(param):
         # an export (ONNX, or ncnn made from one): import its weights, convert, keep the torch reference
         from litedet.convert.onnx_import import wrap_exported
@@ -122,21 +146,26 @@ def _cmd_wrap(a: argparse.Namespace) -> int:
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def _check_image_out(out: Path) -> None:
-    """Before any work: an image path OpenCV can write, in a folder that exists."""
+def _check_image_out(out: Path, inputs: tuple[Path, ...] = ()) -> None:
+    """Before any work: an image path OpenCV can write, in a folder that exists, that is neither a
+    special file nor one of the inputs."""
+    from litedet.paths import check_output_file, same_file
+
     if out.suffix.lower() not in _IMAGE_SUFFIXES:
         raise ValueError(f"--out {out}: the file name needs an image extension ({', '.join(_IMAGE_SUFFIXES)})")
     if out.is_dir():
         raise ValueError(f"--out {out} is a directory; give an image file name such as {out / 'vis.jpg'}")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"--out {out}: the folder {out.parent} does not exist")
+    check_output_file(out, "--out")
+    for i in inputs:
+        if out.exists() and same_file(out, i):
+            raise ValueError(f"--out {out} is the input {i}; writing there would replace it: choose another file name")
 
 
 def _cmd_detect(a: argparse.Namespace) -> int:
     from litedet.runtime.detector import Detector, load_image
 
     if a.out:
-        _check_image_out(Path(a.out))
+        _check_image_out(Path(a.out), (Path(a.image),))
     det = Detector.from_bundle(a.bundle, threads=a.threads, fp16=not a.fp32)
     img = load_image(a.image)
     dets = det.detect(img)
@@ -148,12 +177,9 @@ def _cmd_detect(a: argparse.Namespace) -> int:
         if not dets:
             print(f"no detections above score {det.manifest.postprocess.score_threshold}")
     if a.out:
-        import cv2
+        from litedet.runtime.visualize import draw_detections, save_image
 
-        from litedet.runtime.visualize import draw_detections
-
-        if not cv2.imwrite(str(a.out), draw_detections(img, dets)):
-            raise ValueError(f"could not write {a.out}")
+        save_image(a.out, draw_detections(img, dets))
         if not a.json:
             print(f"wrote {a.out}")
     return 0
@@ -175,20 +201,30 @@ def _thresholds(items: list[str] | None):
     for item in items or []:
         key, _, value = item.partition("=")
         if key not in known or not value:
-            raise ValueError(f"--threshold {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(known))}")
-        setattr(th, key, float(value))
+            raise ValueError(f"--threshold {_short(item)}: expected KEY=VALUE with KEY one of {', '.join(sorted(known))}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"--threshold {key}={_short(value)}: the value is not a number") from None
+        th.check(key, number)
+        setattr(th, key, number)
     return th
 
 
 def _cmd_parity(a: argparse.Namespace) -> int:
     from litedet.convert.verify.torch_parity import format_report, run_parity
 
+    from litedet.atomic import output_dir
+    from litedet.runtime.manifest import load_manifest
+
     bundle = Path(a.bundle)
     out = Path(a.out) if a.out else bundle.parent / f"{bundle.name}-parity"
+    thresholds = _thresholds(a.threshold)
+    load_manifest(bundle)  # a bad bundle is refused before any folder is made
     images = _load_images(a.images) if a.images is not None else None
-    out.mkdir(parents=True, exist_ok=True)  # an unwritable report folder fails now, not after the work
-    r = run_parity(bundle, images=images, thresholds=_thresholds(a.threshold), out_dir=out, threads=a.threads,
-                   progress=not a.quiet, cpp=a.cpp)
+    with output_dir(out):  # made when the work starts; removed again if it fails before writing
+        r = run_parity(bundle, images=images, thresholds=thresholds, out_dir=out, threads=a.threads,
+                       progress=not a.quiet, cpp=a.cpp)
     arm = None
     if a.arm:
         from litedet.convert.verify.arm import arm_parity, format_arm_report
@@ -226,26 +262,31 @@ def _cmd_android_push(a: argparse.Namespace) -> int:
 
 def _cmd_run(a: argparse.Namespace) -> int:
     """The main job: convert, check parity, write device assets, print the report."""
+    from litedet.atomic import output_dir
+    from litedet.convert.bundle import check_destination
+
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():  # checked before the conversion runs
+        raise ValueError(f"--out {out} exists and is not a directory; the main job writes a folder")
+    check_destination(out / "bundle", force=True)
+    names = _read_class_names(a.class_names) if a.class_names else None
+    with output_dir(out):  # made when the work starts; removed again if it fails before writing
+        return _run_steps(a, out, names)
+
+
+def _run_steps(a: argparse.Namespace, out: Path, names: list[str] | None) -> int:
     import cv2
 
     from litedet.convert.pipeline import convert_model
     from litedet.convert.verify.torch_parity import format_report, run_parity
     from litedet.runtime.detector import Detector
     from litedet.runtime.devconfig import export_device_assets
-    from litedet.runtime.visualize import draw_detections
+    from litedet.runtime.visualize import draw_detections, save_image
 
-    from litedet.convert.bundle import check_destination
-
-    out = Path(a.out)
     bundle = out / "bundle"
-    if out.exists() and not out.is_dir():  # checked before the conversion runs
-        raise ValueError(f"--out {out} exists and is not a directory; the main job writes a folder")
-    check_destination(bundle, force=True)
-    out.mkdir(parents=True, exist_ok=True)
     arch = a.arch or (None if a.config else "nanodet_m")
     print(f"== 1/4 convert {arch or a.config} "
           f"({'checkpoint ' + a.checkpoint if a.checkpoint else 'seeded random weights, untrained'})")
-    names = _read_class_names(a.class_names) if a.class_names else None
     r = convert_model(arch, bundle, checkpoint=a.checkpoint, input_size=a.input_size, fp32=a.fp32,
                       route=a.route, force=True, seed=a.seed, progress=not a.quiet, class_names=names,
                       trust_checkpoint=a.trust_checkpoint, config=a.config, options=_options(a))
@@ -264,7 +305,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     (out / "detections").mkdir(exist_ok=True)
     for name, img in imgs:
         dets = det.detect(img)
-        cv2.imwrite(str(out / "detections" / f"{name}.jpg"), draw_detections(img, dets))
+        save_image(out / "detections" / f"{name}.jpg", draw_detections(img, dets))
         print(f"{name:<16} " + (", ".join(f"{d.name} {d.score:.2f}" for d in dets) or "(none)"))
     print(f"\nsummary: bundle {bundle}, parity {'PASS' if rep.passed else 'FAIL'} ({out / 'parity' / 'parity.json'}), "
           f"assets {out / 'android_assets'}, images {out / 'detections'}")
@@ -414,9 +455,42 @@ _EXTRAS = {"torch": "convert", "torchvision": "convert", "pnnx": "convert", "onn
            "onnxruntime": "convert", "tqdm": "convert", "skimage": "photos"}
 
 
+# after SIGTERM, the seconds the main thread has to unwind (removing its temp files) before the
+# process ends anyway: a thread blocked in C code (a FIFO's open, a long ncnn call) never runs
+# Python's handler, and a process that cannot be stopped is worse than a stale temp dir, which
+# the next run removes (litedet.atomic.cleanup_stale_dirs)
+TERM_GRACE_S = 3.0
+_WATCHING = False
+
+
 def _on_sigterm(signum, frame) -> None:
     # unwind like Ctrl-C, so temp outputs are removed by the same finally blocks
     raise SystemExit(128 + signum)
+
+
+def _watch_signals(where: str) -> None:
+    """SIGTERM ends the process within TERM_GRACE_S, even when the main thread cannot unwind."""
+    import signal
+
+    global _WATCHING
+    if _WATCHING:
+        return
+    _WATCHING = True
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+    def watch() -> None:
+        while True:
+            got = os.read(r, 64)
+            if signal.SIGTERM in got:
+                threading.Event().wait(TERM_GRACE_S)
+                os.write(2, f"{where} terminated (SIGTERM) while blocked; temp files are left for the next run "
+                            "to remove\n".encode())
+                os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="litedet-sigterm").start()
 
 
 def _os_error_text(e: OSError) -> str:
@@ -427,14 +501,16 @@ def _os_error_text(e: OSError) -> str:
 def main(argv: list[str] | None = None) -> int:
     """The CLI's one error boundary: known errors become one line on stderr and exit 2;
     only real bugs show a traceback."""
-    import signal
 
     args = build_parser().parse_args(argv)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
     where = f"litedet {args.cmd}: error:"
+    if threading.current_thread() is threading.main_thread():
+        _watch_signals(where)
     try:
         return args.fn(args)
+    except KeyboardInterrupt:
+        print(f"{where} interrupted (Ctrl-C); nothing was left half-written", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # the reader went away (`litedet detect ... | head`): nothing more to say to it
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -451,14 +527,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     except OSError as e:  # unwritable, missing or wrong-kind paths
-        print(f"{where} {_os_error_text(e)}", file=sys.stderr)
+        print(f"{where} {_short(_os_error_text(e), MAX_ERROR_LINE)}", file=sys.stderr)
         return 2
     except Exception as e:
         if not isinstance(e, _USER_ERRORS) and type(e).__name__ not in ("PnnxError", "ArmEnvError", "ArmRunError", "CppError",
                                                                             "RemoteError"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"{where} {msg}", file=sys.stderr)
+        print(f"{where} {_short(msg, MAX_ERROR_LINE)}", file=sys.stderr)
         return 2
 
 

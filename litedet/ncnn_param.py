@@ -7,6 +7,7 @@ use it, so it must not need torch.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,43 @@ def _num(tok: str) -> int | float | str:
         return tok.strip('"')
 
 
+def _parse_layer(ln: str, path: Path, lineno: int) -> NcnnLayer:
+    """One layer line; anything malformed (counts, key=value pairs, non-finite or huge numbers,
+    names ncnn cannot hold) is an NcnnImportError naming the line."""
+    def bad(why: str) -> NcnnImportError:
+        return NcnnImportError(f"{path}: line {lineno} ({ln[:60]!r}{'...' if len(ln) > 60 else ''}) {why}")
+
+    tok = ln.split()
+    try:
+        ltype, name, nin, nout = tok[0], tok[1], int(tok[2]), int(tok[3])
+    except (IndexError, ValueError):
+        raise bad("is not '<type> <name> <inputs> <outputs> ...'") from None
+    if not (0 <= nin <= 256 and 0 <= nout <= 256) or len(tok) < 4 + nin + nout:
+        raise bad(f"lists {nin} inputs and {nout} outputs, which its blobs do not fit")
+    if any(len(t) > 255 or not t.isascii() for t in tok[:4 + nin + nout]):
+        raise bad("has a name ncnn cannot hold (ASCII, at most 255 characters)")
+    params: dict[int, object] = {}
+    for kv in tok[4 + nin + nout:]:
+        k, eq, v = kv.partition("=")
+        try:
+            key = int(k)
+        except ValueError:
+            raise bad(f"has the parameter {kv[:40]!r}; expected KEY=VALUE with an integer key") from None
+        vals = v.split(",") if key <= -23300 else [v]
+        if not eq or not v or not -23400 < key < 64:
+            raise bad(f"has the parameter {kv[:40]!r}; expected KEY=VALUE with a key ncnn reads")
+        nums = [_num(t) for t in vals]
+        if any(isinstance(x, float) and not math.isfinite(x) or isinstance(x, int) and abs(x) > 1 << 31 for x in nums):
+            raise bad(f"has the parameter {kv[:40]!r}, a number ncnn cannot hold")
+        if key <= -23300:  # array of parameter id (-key - 23300): count,v0,v1,...
+            if not isinstance(nums[0], int) or nums[0] != len(nums) - 1:
+                raise bad(f"has the array {kv[:40]!r} whose count is not its length")
+            params[-key - 23300] = nums[1:]
+        else:
+            params[key] = nums[0]
+    return NcnnLayer(ltype, name, tok[4:4 + nin], tok[4 + nin:4 + nin + nout], params)
+
+
 def parse_param(path: str | Path) -> list[NcnnLayer]:
     """Parse a text ncnn .param file into layers (arrays keep their base key)."""
     path = Path(path)
@@ -54,21 +92,7 @@ def parse_param(path: str | Path) -> list[NcnnLayer]:
         n_layers, _n_blobs = (int(t) for t in lines[1].split())
     except (IndexError, ValueError) as e:
         raise NcnnImportError(f"{path}: line 2 must be '<layer count> <blob count>'") from e
-    layers = []
-    for ln in lines[2:]:
-        tok = ln.split()
-        ltype, name, nin, nout = tok[0], tok[1], int(tok[2]), int(tok[3])
-        ins, outs = tok[4:4 + nin], tok[4 + nin:4 + nin + nout]
-        params: dict[int, object] = {}
-        for kv in tok[4 + nin + nout:]:
-            k, v = kv.split("=", 1)
-            key = int(k)
-            if key <= -23300:  # array of parameter id (-key - 23300): count,v0,v1,...
-                vals = v.split(",")
-                params[-key - 23300] = [_num(t) for t in vals[1:]]
-            else:
-                params[key] = _num(v)
-        layers.append(NcnnLayer(ltype, name, ins, outs, params))
+    layers = [_parse_layer(ln, path, i + 3) for i, ln in enumerate(lines[2:])]
     if len(layers) < n_layers:
         raise NcnnImportError(f"{path}: header says {n_layers} layers but only {len(layers)} were found (truncated?)")
     # ncnn reads exactly the declared count and ignores lines after it (ncnn's own benchmark

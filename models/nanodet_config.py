@@ -52,16 +52,53 @@ def _get(d: Any, path: str, where: str) -> Any:
     return cur
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a NanoDet config is a few KB
+MAX_CONFIG_NODES = 100_000  # values in the loaded config, aliases counted as often as they are used
+MAX_NAME = 128  # characters of a class name
+
+
+def _check_size(d: Any, where: str) -> None:
+    """Refuse a config whose aliases expand past MAX_CONFIG_NODES values (a YAML 'billion laughs'):
+    counted without expanding anything, so a bomb costs nothing to refuse."""
+    todo, seen = [d], 0
+    while todo:
+        x = todo.pop()
+        seen += 1
+        if seen > MAX_CONFIG_NODES:
+            raise ConfigError(f"{where} expands to more than {MAX_CONFIG_NODES} values (YAML aliases repeated "
+                              "inside each other?); a NanoDet config has a few hundred")
+        if isinstance(x, dict):
+            todo.extend(x.values())
+        elif isinstance(x, list):
+            todo.extend(x)
+
+
+def _class_names(names: Any, where: str) -> list[str]:
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        bad = next((n for n in names if not isinstance(n, str)), names) if isinstance(names, list) else names
+        raise ConfigError(f"{where}: class_names must be a list of strings; it holds {str(bad)[:80]!r} "
+                          f"({type(bad).__name__})")
+    for n in names:
+        if not (0 < len(n.strip()) <= MAX_NAME) or not n.isprintable() or "," in n:
+            raise ConfigError(f"{where}: class name {n[:80]!r} must be 1 to {MAX_NAME} printable characters "
+                              "without commas")
+    return [n.strip() for n in names]
+
+
 def read_nanodet_config(path: str | Path) -> NanoDetConfig:
     import yaml
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {path}" if not path.exists() else
+                          f"config {path} is not a regular file")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is {path.stat().st_size} bytes; a NanoDet config is at most {MAX_CONFIG_BYTES}")
     try:
         d = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not a YAML file: {str(e).splitlines()[0]}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
+        raise ConfigError(f"{path} is not a YAML file: {str(e).splitlines()[0][:200]}") from None
+    _check_size(d, str(path))
     if not isinstance(d, dict) or "model" not in d:
         raise ConfigError(f"{path} is not a NanoDet config (no 'model' section)")
     w = str(path)
@@ -84,9 +121,10 @@ def read_nanodet_config(path: str | Path) -> NanoDetConfig:
             raise ConfigError(f"{w}: {field} is {got!r}; {arch} has {want!r}")
     num_classes = _get(d, "model.arch.head.num_classes", w)
     names = d.get("class_names")
-    if names is None:
-        names = [f"class_{i}" for i in range(num_classes)]
-    if not isinstance(num_classes, int) or num_classes < 1 or len(names) != num_classes:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or not 1 <= num_classes <= 100_000:
+        raise ConfigError(f"{w}: model.arch.head.num_classes is {str(num_classes)[:80]!r}; expected a class count")
+    names = [f"class_{i}" for i in range(num_classes)] if names is None else _class_names(names, w)
+    if len(names) != num_classes:
         raise ConfigError(f"{w}: model.arch.head.num_classes is {num_classes!r} but class_names has {len(names)} names")
     size = _get(d, "data.val.input_size", w)
     if not (isinstance(size, list) and len(size) == 2 and size[0] == size[1]):

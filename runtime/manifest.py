@@ -11,14 +11,16 @@ kind registers the dataclass that describes it.
 from __future__ import annotations
 
 import json
+import math
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from litedet.hashing import sha256_file
+from litedet.paths import file_kind
 
-from .kinds import GraphFiles, KindSpec, kind_names, postprocess_kind
+from .kinds import BundleError, GraphFiles, KindSpec, kind_names, postprocess_kind, rng
 
 __all__ = [
     "MANIFEST_VERSION", "MAX_INPUT_SIZE", "ManifestError", "InputSpec", "ResizeSpec", "OutputSpec", "KindSpec",
@@ -34,17 +36,50 @@ PAD_MODES = ("stride_multiple", "fixed")
 RESIZE_POLICIES = ("letterbox", "letterbox_top_left", "stretch", "center_crop")
 
 
-class ManifestError(ValueError):
+class ManifestError(BundleError):
     """The manifest is missing something or contradicts itself."""
+
+
+# Every number in a manifest has a finite range; a field states it as field(metadata=rng(lo, hi))
+# (for a list, of each item). A field without one is an integer in [-INT_LIMIT, INT_LIMIT] or a
+# finite float. NaN and infinities are refused everywhere.
+INT_LIMIT = 2 ** 31 - 1
+MAX_STRING = 4096  # characters of any string in a manifest (a blob name, a path)
+MAX_CLASS_NAME = 128  # characters of a class name (drawn on images, written into NAME.cfg)
+MAX_CLASSES = 100_000
+QUOTE = 200  # characters of a value quoted in an error message
+MAX_MANIFEST_BYTES = 16 << 20
+
+
+def short(value: Any, limit: int = QUOTE) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error line never quotes a huge value whole."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def check_class_names(names: Any, where: str = "class_names") -> list[str]:
+    """A non-empty list of printable strings of at most MAX_CLASS_NAME characters, without commas
+    (NAME.cfg lists them comma-separated) or surrogates (OpenCV cannot draw them)."""
+    if not isinstance(names, list) or not names:
+        raise ManifestError(f"{where} is {short(names)}; expected a non-empty list of strings")
+    if len(names) > MAX_CLASSES:
+        raise ManifestError(f"{where} has {len(names)} names; at most {MAX_CLASSES}")
+    for i, n in enumerate(names):
+        if not isinstance(n, str):
+            raise ManifestError(f"{where}[{i}] is {short(n)} ({type(n).__name__}); class names must be strings")
+        if not (0 < len(n) <= MAX_CLASS_NAME) or not n.isprintable() or "," in n or n != n.strip():
+            raise ManifestError(f"{where}[{i}] is {short(n)}; a class name is 1 to {MAX_CLASS_NAME} printable "
+                                "characters, without commas or surrounding spaces")
+    return names
 
 
 @dataclass
 class InputSpec:
     blob: str
     pixel_format: str  # channel order the network expects
-    mean: list[float]  # per channel, in pixel_format order, subtracted first
-    norm: list[float]  # per channel, multiplied after the mean is subtracted
-    channels: int = 3
+    mean: list[float] = field(metadata=rng(-1e4, 1e4))  # per channel, in pixel_format order, subtracted first
+    norm: list[float] = field(metadata=rng(1e-8, 1e4))  # per channel, multiplied after the mean is subtracted
+    channels: int = field(default=3, metadata=rng(1, 4))
 
 
 @dataclass
@@ -60,12 +95,12 @@ class ResizeSpec:
     ``target`` x ``target`` (= resize the short side to target/crop_fraction,
     then centre-crop target)."""
 
-    target: int
-    pad_multiple: int
+    target: int = field(metadata=rng(1, MAX_INPUT_SIZE))
+    pad_multiple: int = field(metadata=rng(1, MAX_INPUT_SIZE))
     pad_mode: str = "stride_multiple"
-    pad_value: float = 0.0
+    pad_value: float = field(default=0.0, metadata=rng(-1e4, 1e4))
     policy: str = "letterbox"
-    crop_fraction: float = 0.875
+    crop_fraction: float = field(default=0.875, metadata=rng(0.01, 1.0))
     # False: pad_value is a raw pixel value, padded before mean/norm; True: it is in
     # normalised units, padded after them (upstream NanoDet pads its batches with 0 there)
     pad_normalized: bool = False
@@ -75,8 +110,8 @@ class ResizeSpec:
 class OutputSpec:
     blob: str
     role: str  # what the postprocess kind reads it as (cls_scores, dist_logits, logits, ...)
-    stride: int  # 0 for outputs that are not per-stride maps
-    channels: int  # columns of the [H*W, channels] matrix (classes for logits)
+    stride: int = field(metadata=rng(0, MAX_INPUT_SIZE))  # 0 for outputs that are not per-stride maps
+    channels: int = field(metadata=rng(1, 1 << 24))  # columns of the [H*W, channels] matrix (classes for logits)
     # cls_scores only: "sigmoid" means the graph already applied it (never apply it again)
     activation: str = "none"
 
@@ -98,7 +133,7 @@ class Manifest:
     class_names: list[str]
     provenance: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)
-    version: int = MANIFEST_VERSION
+    version: int = field(default=MANIFEST_VERSION, metadata=rng(0, 1000))
 
     @property
     def num_classes(self) -> int:
@@ -139,10 +174,10 @@ class Manifest:
         need(self.version == MANIFEST_VERSION,
              f"manifest version {self.version!r} is not supported; this litedet reads version {MANIFEST_VERSION}")
         for what, rel, _ in self.graph_files():
-            bundle_path(Path("."), rel, what)  # confined to the bundle
+            check_relative(rel, what)  # confined to the bundle
         for name, g in self.extra_graphs().items():
             if g.fp32_bin:
-                bundle_path(Path("."), g.fp32_bin, f"postprocess.{name}.fp32_bin")
+                check_relative(g.fp32_bin, f"postprocess.{name}.fp32_bin")
         need(self.input.pixel_format in PIXEL_FORMATS, f"input.pixel_format is {self.input.pixel_format!r}; expected one of {PIXEL_FORMATS}")
         need(len(self.input.mean) == self.input.channels and len(self.input.norm) == self.input.channels,
              f"input.mean and input.norm need {self.input.channels} values each")
@@ -154,7 +189,11 @@ class Manifest:
         need(r.target <= MAX_INPUT_SIZE, f"resize.target {r.target} is larger than {MAX_INPUT_SIZE}, the largest input litedet runs")
         need(r.target % r.pad_multiple == 0, f"resize.target {r.target} must be a multiple of resize.pad_multiple {r.pad_multiple}")
         need(0.0 < r.crop_fraction <= 1.0, f"resize.crop_fraction {r.crop_fraction} must be in (0, 1]")
-        need(len(self.class_names) > 0, "class_names is empty")
+        check_class_names(self.class_names)
+        roles = [(o.role, o.stride) for o in self.outputs]
+        need(len(set(roles)) == len(roles), f"outputs list a role at a stride twice: {short(roles)}")
+        blobs = [o.blob for o in self.outputs]
+        need(len(set(blobs)) == len(blobs), f"outputs name a blob twice: {short(blobs)}")
         kind = postprocess_kind(self.postprocess.kind)
         need(isinstance(self.postprocess, kind.spec),
              f"postprocess is a {type(self.postprocess).__name__}; kind {kind.name!r} needs a {kind.spec.__name__}")
@@ -173,9 +212,9 @@ class Manifest:
         if not isinstance(d, dict):
             raise ManifestError(f"a manifest is a JSON object; this one is a JSON {type(d).__name__}")
         if d.get("format") != "litedet-bundle":
-            raise ManifestError(f"not a litedet manifest (format is {d.get('format')!r}, expected 'litedet-bundle')")
+            raise ManifestError(f"not a litedet manifest (format is {short(d.get('format'))}, expected 'litedet-bundle')")
         if "version" in d and d["version"] != MANIFEST_VERSION:  # before the field checks: another layout
-            raise ManifestError(f"manifest version {d['version']!r} is not supported; this litedet reads version "
+            raise ManifestError(f"manifest version {short(d['version'])} is not supported; this litedet reads version "
                                 f"{MANIFEST_VERSION}")
         d = {k: v for k, v in d.items() if k != "format"}
         post = d.get("postprocess")
@@ -184,8 +223,8 @@ class Manifest:
                                 f"(one of {', '.join(kind_names())})")
         try:
             spec = postprocess_kind(post["kind"]).spec
-        except KeyError as e:
-            raise ManifestError(str(e.args[0])) from None
+        except (KeyError, TypeError):
+            raise ManifestError(f"postprocess.kind is {short(post['kind'])}; expected one of {', '.join(kind_names())}") from None
         return _build(cls, d, "", {"postprocess": spec}).validate()
 
 
@@ -193,8 +232,22 @@ def _type_name(t: Any) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(t, str(t))
 
 
-def _check_value(value: Any, t: Any, where: str) -> Any:
-    """``value`` as type ``t`` (int, float, str, bool, list[X], dict, a dataclass), or ManifestError."""
+def _check_number(value: Any, t: Any, where: str, limits: tuple[float, float] | None) -> Any:
+    ok = isinstance(value, int) and not isinstance(value, bool) if t is int else \
+        isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        raise ManifestError(f"manifest field '{where}' is {short(value)} ({type(value).__name__}); expected {_type_name(t)}")
+    if t is float and not math.isfinite(value):
+        raise ManifestError(f"manifest field '{where}' is {value!r}; expected a finite number")
+    lo, hi = limits if limits is not None else ((-INT_LIMIT, INT_LIMIT) if t is int else (-math.inf, math.inf))
+    if not lo <= value <= hi:
+        raise ManifestError(f"manifest field '{where}' is {short(value)}; expected a number in [{lo:g}, {hi:g}]")
+    return float(value) if t is float else value
+
+
+def _check_value(value: Any, t: Any, where: str, limits: tuple[float, float] | None = None) -> Any:
+    """``value`` as type ``t`` (int, float, str, bool, list[X], dict, a dataclass), or ManifestError.
+    ``limits``: the field's documented range (of each item, for a list of numbers)."""
     origin = typing.get_origin(t)
     if is_dataclass(t):
         return _build(t, value, where + ".", {})
@@ -203,26 +256,29 @@ def _check_value(value: Any, t: Any, where: str) -> Any:
     if origin is list:
         (item,) = typing.get_args(t)
         if not isinstance(value, list):
-            raise ManifestError(f"manifest field '{where}' is {value!r}; expected a list")
-        return [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+            raise ManifestError(f"manifest field '{where}' is {short(value)}; expected a list")
+        if len(value) > MAX_CLASSES:
+            raise ManifestError(f"manifest field '{where}' has {len(value)} items; at most {MAX_CLASSES}")
+        return [_check_value(v, item, f"{where}[{i}]", limits) for i, v in enumerate(value)]
     if origin is dict or t is dict:
         if not isinstance(value, dict):
-            raise ManifestError(f"manifest field '{where}' is {value!r}; expected an object")
+            raise ManifestError(f"manifest field '{where}' is {short(value)}; expected an object")
         return value
-    ok = {bool: isinstance(value, bool),
-          int: isinstance(value, int) and not isinstance(value, bool),
-          float: isinstance(value, (int, float)) and not isinstance(value, bool),
-          str: isinstance(value, str)}[t]
+    if t in (int, float):
+        return _check_number(value, t, where, limits)
+    ok = {bool: isinstance(value, bool), str: isinstance(value, str)}[t]
     if not ok:
-        raise ManifestError(f"manifest field '{where}' is {value!r} ({type(value).__name__}); expected {_type_name(t)}")
-    return float(value) if t is float else value
+        raise ManifestError(f"manifest field '{where}' is {short(value)} ({type(value).__name__}); expected {_type_name(t)}")
+    if t is str and (len(value) > MAX_STRING or not value.isprintable()):
+        raise ManifestError(f"manifest field '{where}' is {short(value)}; expected at most {MAX_STRING} printable characters")
+    return value
 
 
 def _build(cls: type, d: Any, prefix: str, overrides: dict[str, type]) -> Any:
     """A dataclass from a dict whose keys are exactly its fields, each type-checked."""
     name = prefix.rstrip(".") or "manifest"
     if not isinstance(d, dict):
-        raise ManifestError(f"manifest field '{name}' is {d!r}; expected an object")
+        raise ManifestError(f"manifest field '{name}' is {short(d)}; expected an object")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
     missing = [n for n in names if n not in d]
@@ -231,17 +287,31 @@ def _build(cls: type, d: Any, prefix: str, overrides: dict[str, type]) -> Any:
         raise ManifestError(f"manifest is missing the field '{prefix}{missing[0]}'"
                             + (f" (and {len(missing) - 1} more: {', '.join(prefix + m for m in missing[1:])})" if len(missing) > 1 else ""))
     if unknown:
-        raise ManifestError(f"manifest has an unknown field '{prefix}{unknown[0]}'; {name} has the fields {', '.join(names)}")
-    return cls(**{n: _check_value(d[n], overrides.get(n, hints[n]), prefix + n) for n in names})
+        raise ManifestError(f"manifest has an unknown field '{prefix}{short(unknown[0])[1:-1]}'; {name} has the fields "
+                            f"{', '.join(names)}")
+    limits = {f.name: f.metadata.get("range") for f in fields(cls)}
+    return cls(**{n: _check_value(d[n], overrides.get(n, hints[n]), prefix + n, limits[n]) for n in names})
+
+
+def check_relative(rel: str, what: str) -> Path:
+    """``rel`` as a path that stays inside a bundle on its face: relative, without '..'."""
+    p = Path(rel)
+    if not rel or p.is_absolute() or ".." in p.parts:
+        raise ManifestError(f"manifest field '{what}' is {short(rel)}; it must be a path inside the bundle "
+                            "(relative, without '..')")
+    return p
 
 
 def bundle_path(bundle_dir: Path, rel: str, what: str) -> Path:
-    """``bundle_dir / rel``, refused when ``rel`` is absolute or leaves the bundle."""
-    p = Path(rel)
-    if not rel or p.is_absolute() or ".." in p.parts:
-        raise ManifestError(f"manifest field '{what}' is {rel!r}; it must be a path inside the bundle "
-                            "(relative, without '..')")
-    return bundle_dir / p
+    """``bundle_dir / rel``, refused when ``rel`` is absolute, leaves the bundle, or resolves (through
+    a symbolic link anywhere on the way) to a place outside the bundle."""
+    full = Path(bundle_dir) / check_relative(rel, what)
+    root = Path(bundle_dir).resolve()
+    real = full.resolve()
+    if not real.is_relative_to(root):
+        raise ManifestError(f"manifest field '{what}': {full} is a link to {real}, outside the bundle {root}; "
+                            "a bundle's files must be inside it")
+    return full
 
 
 def load_manifest(bundle_dir: str | Path) -> Manifest:
@@ -249,12 +319,19 @@ def load_manifest(bundle_dir: str | Path) -> Manifest:
     path = bundle_dir / "manifest.json"
     if not bundle_dir.is_dir():
         raise ManifestError(f"bundle directory not found: {bundle_dir}")
-    if not path.is_file():
+    if not path.exists():
         raise ManifestError(f"{bundle_dir} is not a bundle: it has no manifest.json")
+    if not path.is_file():
+        raise ManifestError(f"{path} is {file_kind(path)}, not a regular file")
+    bundle_path(bundle_dir, "manifest.json", "manifest.json")  # not a link out of the bundle
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{path} is {path.stat().st_size} bytes; a manifest is at most {MAX_MANIFEST_BYTES}")
     try:
         d = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ManifestError(f"{path} is not valid JSON: {e}") from None
+        raise ManifestError(f"{path} is not valid JSON: {short(str(e))}") from None
+    except RecursionError:
+        raise ManifestError(f"{path} nests too deeply to be a manifest") from None
     return Manifest.from_dict(d)
 
 
@@ -264,7 +341,8 @@ def verify_bundle_files(bundle_dir: str | Path, m: Manifest) -> None:
     for what, name, want in m.graph_files():
         p = bundle_path(bundle_dir, name, what)
         if not p.is_file():
-            raise ManifestError(f"bundle file missing: {p}")
+            raise ManifestError(f"bundle file missing: {p}" if not p.exists() else
+                                f"bundle file {p} is {file_kind(p)}, not a regular file")
         got = sha256_file(p)
         if got != want:
             raise ManifestError(f"{p} has sha256 {got[:16]}… but the manifest says {want[:16]}…; the bundle was modified")

@@ -20,13 +20,30 @@ from .kinds import postprocess_kind
 from .manifest import Manifest, ManifestError, bundle_path, load_manifest, verify_bundle_files
 from .postprocess import center_crop_geometry, letterbox_geometry
 
-__all__ = ["BundleRunner", "ImageError", "as_pixels", "load_image", "to_uint8", "make_net", "open_bundle", "MAX_THREADS"]
+__all__ = ["BundleRunner", "ImageError", "InferenceError", "extract_copy", "as_pixels", "load_image", "to_uint8", "make_net", "open_bundle", "MAX_THREADS"]
 
 MAX_THREADS = 256
 
 
 class ImageError(ValueError):
     """The image cannot be used (empty, unreadable, unsupported channel count)."""
+
+
+class InferenceError(ValueError):
+    """ncnn could not run a graph of the bundle (the message names the graph, the blob and ncnn's code)."""
+
+
+def extract_copy(ex: "ncnn.Extractor", blob: str, graph: str) -> np.ndarray:
+    """One output as a numpy copy. The Mat never leaves this function: a Mat from ``extract`` lives in
+    its net's pool allocator, and one kept alive by a traceback past its net makes ncnn abort
+    ('pool allocator destroyed too early')."""
+    ret, mat = ex.extract(blob)
+    arr = np.array(mat).copy() if ret == 0 else None
+    del mat
+    if arr is None:
+        raise InferenceError(f"ncnn failed to compute output {blob!r} of {graph} (ncnn error {ret}): the graph does "
+                             "not run as its param file says; convert the bundle again")
+    return arr
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -37,11 +54,14 @@ def load_image(path: str | Path) -> np.ndarray:
     float range or pixel type is refused, never cast."""
     import cv2
 
+    from litedet.paths import file_kind
+
     path = Path(path)
-    if path.is_dir():
-        raise ImageError(f"{path} is a directory, not an image file")
-    if not path.is_file():
+    kind = file_kind(path)
+    if kind == "missing":
         raise ImageError(f"image not found: {path}")
+    if kind != "a regular file":
+        raise ImageError(f"{path} is {kind}, not an image file")
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ImageError(f"could not decode {path} as an image (expected a JPEG, PNG, BMP, TIFF, ... file)")
@@ -55,6 +75,8 @@ def to_uint8(img: np.ndarray, what: str = "image") -> np.ndarray:
     if img.dtype == np.uint16:
         return (img / 257).astype(np.uint8)
     if np.issubdtype(img.dtype, np.floating):
+        if img.size and np.isnan(img).any():
+            raise ImageError(f"{what} has NaN pixels ({img.dtype}); float images must hold numbers in [0, 1]")
         if img.size == 0 or not np.isfinite(img).all() or img.min() < 0.0 or img.max() > 1.0:
             lo, hi = (float(np.nanmin(img)), float(np.nanmax(img))) if img.size else (0.0, 0.0)
             raise ImageError(f"{what} has {img.dtype} pixels in [{lo:g}, {hi:g}]; float images must hold values in "
@@ -100,11 +122,107 @@ def make_net(param: str | Path, bin_path: str | Path, threads: int = 1, fp16: bo
     net.opt.use_fp16_packed = fp16
     net.opt.use_fp16_arithmetic = fp16
     net.opt.use_bf16_storage = False
-    if net.load_param(str(param)) != 0:
-        raise ManifestError(f"ncnn could not parse {param}")
-    if net.load_model(str(bin_path)) != 0:
-        raise ManifestError(f"ncnn could not load the weights {bin_path} (truncated, or not the bin for {Path(param).name})")
+    from litedet.ncnn_param import NcnnImportError, parse_param
+
+    try:  # ncnn's own parser reads past bad layers and may crash on them: ours names the problem first
+        parse_param(param)
+    except (NcnnImportError, ValueError, OSError) as e:
+        raise ManifestError(f"{param} is not a valid ncnn param file: {e}") from None
+    with ncnn_messages() as said:
+        ok_param = net.load_param(str(param)) == 0
+        ok_bin = ok_param and net.load_model(str(bin_path)) == 0
+    if not ok_param:
+        raise ManifestError(f"ncnn could not parse {param}" + (f" ({said[0]})" if said else ""))
+    if not ok_bin:
+        raise ManifestError(f"ncnn could not load the weights {bin_path} (truncated, or not the bin for "
+                            f"{Path(param).name})" + (f": {said[0]}" if said else ""))
     return net
+
+
+class ncnn_messages:
+    """``with ncnn_messages() as said:`` collects what ncnn prints to stderr from C (its own error
+    lines) into ``said`` instead of the terminal, so a failure is reported as one line."""
+
+    def __enter__(self) -> list[str]:
+        import os
+        import sys
+        import tempfile
+
+        self.lines: list[str] = []
+        try:
+            sys.stderr.flush()
+            self.fd = os.dup(2)
+            self.tmp = tempfile.TemporaryFile()
+            os.dup2(self.tmp.fileno(), 2)
+        except (OSError, ValueError):  # no real stderr (embedded): leave it as it is
+            self.fd = None
+        return self.lines
+
+    def __exit__(self, *exc) -> None:
+        import os
+
+        if self.fd is None:
+            return
+        os.dup2(self.fd, 2)
+        os.close(self.fd)
+        self.tmp.seek(0)
+        text = self.tmp.read(64 << 10).decode("utf-8", "replace")
+        self.tmp.close()
+        self.lines.extend(ln.strip() for ln in text.splitlines() if ln.strip())
+
+
+# ncnn itself crashes (SIGSEGV) on some param files that parse: a layer parameter out of its range,
+# a weight count that disagrees with the bin. A bundle is therefore first loaded and probed in a
+# child process; a crash there is one error line here, and a bundle that passed is remembered by the
+# sha256 of its manifest (which holds those of its graphs), so this costs one child per bundle.
+PROBE_ENV = "LITEDET_PROBE_CHILD"  # "0": load in-process only (the aarch64 child under qemu sets it)
+PROBE_TIMEOUT_S = 300
+
+
+def _probe_cache(key: str) -> Path | None:
+    import os
+
+    base = os.environ.get("LITEDET_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "litedet")
+    return Path(base) / "probed" / key
+
+
+def probe_in_child(bundle_dir: Path, param: str, fp16: bool, bin_override: str | Path | None) -> None:
+    """Load and probe the bundle in a child process first; a crash there becomes a ManifestError."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    if os.environ.get(PROBE_ENV) == "0":
+        return
+    h = hashlib.sha256((bundle_dir / "manifest.json").read_bytes())
+    h.update(f"{fp16}|{bin_override and sha256_of(Path(bin_override))}".encode())
+    mark = _probe_cache(h.hexdigest())
+    if mark is not None and mark.exists():
+        return
+    cmd = [sys.executable, "-m", "litedet.runtime.runner", str(bundle_dir), "1" if fp16 else "0", str(bin_override or "")]
+    try:
+        r = subprocess.run(cmd, capture_output=True, timeout=PROBE_TIMEOUT_S, env={**os.environ, PROBE_ENV: "0"})
+    except (OSError, subprocess.TimeoutExpired):
+        return  # no child can run here (an emulated python): load in-process as before
+    if r.returncode < 0:
+        import signal as _signal
+
+        raise ManifestError(f"ncnn crashed ({_signal.Signals(-r.returncode).name}) loading or running "
+                            f"{bundle_dir / param}: the graph is corrupt although the manifest's sha256 matches; "
+                            "convert the bundle again")
+    if r.returncode == 0 and mark is not None:
+        try:
+            mark.parent.mkdir(parents=True, exist_ok=True)
+            mark.touch()
+        except OSError:
+            pass  # not remembered: probed again next time
+
+
+def sha256_of(p: Path) -> str:
+    from litedet.hashing import sha256_file
+
+    return sha256_file(p) if p.is_file() else str(p)
 
 
 class BundleRunner:
@@ -139,6 +257,25 @@ class BundleRunner:
                 raise ManifestError(f"graph {name!r} ({g.param}) has inputs {sorted(gin)} and outputs {sorted(gout)}; "
                                     f"the manifest says input {blobs[0]!r} and outputs {blobs[1]}")
             self._graph_blobs[name] = blobs
+        self.probe()
+
+    def probe(self) -> None:
+        """Run every graph once on a blank input of the target size and decode it: an output whose
+        shape disagrees with the manifest (levels, channels, the head's class count) is refused
+        when the bundle is opened, not at the first image."""
+        r = self.manifest.resize
+        g = self.geometry(r.target, r.target)
+        w, h = g.input_size
+        where = self.bundle_dir or "the bundle"
+        try:
+            outputs = BundleRunner.run_array(self, np.zeros((self.manifest.input.channels, h, w), np.float32))
+            self.kind.decode(self.manifest, outputs, g)
+            if self.kind.probe is not None:
+                self.kind.probe(self.manifest, self.run_graph)
+        except InferenceError as e:
+            raise ManifestError(f"{where}: {e}") from None
+        except (ValueError, KeyError, IndexError) as e:
+            raise ManifestError(f"{where}: the graph {self.manifest.param} disagrees with its manifest: {e}") from None
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path, threads: int = 1, fp16: bool = True, verify: bool = True,
@@ -151,6 +288,7 @@ class BundleRunner:
             raise ManifestError(f"{bundle_dir} holds a {m.task!r} model; {cls.__name__} runs {cls.task!r} bundles")
         if verify:
             verify_bundle_files(bundle_dir, m)
+        probe_in_child(bundle_dir, m.param, fp16, bin_override)
         net = make_net(bundle_path(bundle_dir, m.param, "param"),
                        bin_override or bundle_path(bundle_dir, m.bin, "bin"), threads, fp16)
         graphs = {}
@@ -198,15 +336,10 @@ class BundleRunner:
         """Run one of the bundle's further graphs on a 2-D input [rows, cols] (all rows in one extract)."""
         in_blob, out_blobs = self._graph_blobs[name]
         arr = np.ascontiguousarray(x, dtype=np.float32)
-        out = {}
+        graph = self.manifest.extra_graphs()[name].param
         with self.graphs[name].create_extractor() as ex:
             ex.input(in_blob, ncnn.Mat(arr).clone())
-            for b in out_blobs:
-                ret, m = ex.extract(b)
-                if ret != 0:
-                    raise RuntimeError(f"ncnn failed to compute output {b!r} of graph {name!r} (error {ret})")
-                out[b] = np.array(m).copy()
-        return out
+            return {b: extract_copy(ex, b, f"graph {name!r} ({graph})") for b in out_blobs}
 
     def complete(self, outputs: dict[str, np.ndarray], in_w: int, in_h: int, **kw) -> dict[str, np.ndarray]:
         """The later stages' tensors (two-stage kinds), added to a copy of the stage-1 outputs."""
@@ -216,15 +349,10 @@ class BundleRunner:
 
     def run_stage1(self, mat: ncnn.Mat) -> dict[str, np.ndarray]:
         """The first (for most kinds the only) graph's outputs."""
-        out = {}
         with self.net.create_extractor() as ex:
             ex.input(self.manifest.input.blob, mat)
-            for o in self.manifest.outputs:
-                ret, m = ex.extract(o.blob)
-                if ret != 0:
-                    raise RuntimeError(f"ncnn failed to compute output {o.blob!r} (error {ret})")
-                out[o.blob] = np.array(m).copy()  # copy before the extractor goes away
-        return out
+            # copied before the extractor goes away
+            return {o.blob: extract_copy(ex, o.blob, self.manifest.param) for o in self.manifest.outputs}
 
     def run_mat(self, mat: ncnn.Mat) -> dict[str, np.ndarray]:
         """Every tensor the kind decodes: the graph's outputs, and for two-stage kinds the later stages'."""
@@ -254,3 +382,12 @@ def open_bundle(bundle_dir: str | Path, threads: int = 1, fp16: bool = True, ver
                 bin_override: str | Path | None = None) -> BundleRunner:
     """The runner for any bundle: its postprocess kind decides what ``run`` returns."""
     return BundleRunner.from_bundle(bundle_dir, threads, fp16, verify, bin_override)
+
+
+if __name__ == "__main__":  # the child of probe_in_child: exit 0 (fine), 2 (a clean error) or a signal
+    import sys
+
+    try:
+        open_bundle(sys.argv[1], fp16=sys.argv[2] == "1", bin_override=sys.argv[3] or None)
+    except (ValueError, OSError):
+        sys.exit(2)

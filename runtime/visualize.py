@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
 from .detector import Detection
 
-__all__ = ["draw_detections"]
+__all__ = ["draw_detections", "drawable", "save_image"]
+
+
+def drawable(text: str) -> str:
+    """``text`` as OpenCV's Hershey fonts can draw it: printable ASCII, others as '?'."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)
+
+
+def save_image(path: str | Path, image: np.ndarray) -> Path:
+    """Encode by the file's extension and write through a temp file and a rename."""
+    from litedet.atomic import write_bytes
+
+    ext = Path(path).suffix.lower()
+    try:
+        ok, buf = cv2.imencode(ext, image)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise ValueError(f"cannot write {path} as an image: use an extension OpenCV encodes (.jpg, .png, .bmp, ...)")
+    return write_bytes(path, buf.tobytes())
 
 
 def _color(label: int) -> tuple[int, int, int]:
@@ -27,7 +48,7 @@ def draw_detections(image: np.ndarray, dets: list[Detection]) -> np.ndarray:
         c = _color(d.label)
         p1, p2 = (int(round(d.x1)), int(round(d.y1))), (int(round(d.x2)), int(round(d.y2)))
         cv2.rectangle(vis, p1, p2, c, 2)
-        text = f"{d.name} {d.score * 100:.1f}%"
+        text = drawable(f"{d.name} {d.score * 100:.1f}%")
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
         y = max(p1[1], th + base)
         cv2.rectangle(vis, (p1[0], y - th - base), (p1[0] + tw, y), c, -1)

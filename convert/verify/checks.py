@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from litedet.runtime.visualize import drawable, save_image
+
 from .compare import (CppMatch, DetectionMatch, Limits, TensorStats, TopKMatch, cpp_match, detection_failure,
                       match_detections, topk_match)
 
@@ -62,20 +64,26 @@ class DetectionCheck(ResultCheck):
     """Detections matched by label and IoU (``match_detections``)."""
 
     has_cpp = True
-    header = f"{'dets r/t':>8} {'match':>5} {'miss':>4} {'extra':>5} {'bord':>4} {'flip':>4} {'minIoU':>6} {'dScore':>7}"
+    uses_candidates = True  # compare takes ``candidates``: outputs -> detections before NMS
+    header = (f"{'dets r/t':>8} {'match':>5} {'miss':>4} {'extra':>5} {'bord':>4} {'flip':>4} {'minIoU':>6} {'dScore':>7} "
+              f"{'nmsflip':>7}")
 
-    def compare(self, m, name, key, ref_out, test_out, ref_res, test_res, stats, lim, same=None):
+    def compare(self, m, name, key, ref_out, test_out, ref_res, test_res, stats, lim, same=None, candidates=None):
         p = m.postprocess
+        both = (lambda: (candidates(ref_out), candidates(test_out))) if candidates else None
         dm = match_detections(ref_res, test_res, lim.match_iou, p.score_threshold, lim.borderline_margin,
-                              p.max_detections)
+                              p.max_detections, candidates=both)
         return dm, detection_failure(name, key, dm, lim)
 
     def row(self, dm: DetectionMatch) -> str:
         return (f"{dm.reference:>3}/{dm.test:<4} {dm.matched:>5} {dm.missed:>4} {dm.extra:>5} {dm.borderline:>4} "
-                f"{dm.label_flips:>4} {dm.min_iou:>6.3f} {dm.max_score_diff:>7.4f}")
+                f"{dm.label_flips:>4} {dm.min_iou:>6.3f} {dm.max_score_diff:>7.4f} {dm.nms_order_flips:>7}")
 
     def notes(self, m, any_results):
         notes = seeded_note(m, "tensor and detection parity are meaningful, but its detections are not real objects")
+        notes.append("nmsflip: matched pairs of two different boxes (IoU < 0.9) that both sides had before NMS "
+                     "(scores within the borderline margin): near-equal scores in another order made NMS keep another "
+                     "box on each side; not held to min IoU or the score limit")
         if not any_results:
             notes.append(f"no image produced a detection above score_threshold {m.postprocess.score_threshold}: "
                          "detection parity is vacuous")
@@ -89,11 +97,11 @@ class DetectionCheck(ResultCheck):
         for dets, color, thick in ((ref_res, (0, 200, 0), 3), (test_res, (0, 0, 255), 1)):
             for d in dets:
                 cv2.rectangle(vis, (int(d.x1), int(d.y1)), (int(d.x2), int(d.y2)), color, thick)
-                cv2.putText(vis, f"{d.name} {d.score:.2f}", (int(d.x1) + 2, int(d.y1) + 14 + (0 if thick == 3 else 16)),
+                cv2.putText(vis, drawable(f"{d.name} {d.score:.2f}"), (int(d.x1) + 2, int(d.y1) + 14 + (0 if thick == 3 else 16)),
                             cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1, cv2.LINE_AA)
         cv2.putText(vis, "green: torch fp32   red: ncnn fp16", (4, vis.shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                     (255, 255, 255), 1, cv2.LINE_AA)
-        cv2.imwrite(str(path), vis)
+        save_image(path, vis)
 
     def cpp(self, core, m, outputs, geometry):
         from litedet.runtime.kinds.gfl import postprocess_outputs
@@ -153,7 +161,7 @@ class TwoStageCheck(DetectionCheck):
     header = (f"{'props r/t':>9} {'recall':>6} {'e2e r/t':>7} {'e2e match':>9} | same RoIs: "
               f"{DetectionCheck.header}")
 
-    def compare(self, m, name, key, ref_out, test_out, ref_res, test_res, stats, lim, same=None):
+    def compare(self, m, name, key, ref_out, test_out, ref_res, test_res, stats, lim, same=None, candidates=None):
         from litedet.runtime.kinds.rpn_psroi import PROPOSALS
 
         p = m.postprocess
@@ -163,8 +171,9 @@ class TwoStageCheck(DetectionCheck):
         rec = TwoStageMatch(len(pr), len(pt), match_boxes(pr, pt, PROPOSAL_IOU), e2e, None)
         why = []
         if same is not None:
+            both = (lambda: (candidates(ref_out), candidates(same[0]))) if candidates else None
             rec.same_rois = match_detections(ref_res, same[1], lim.match_iou, p.score_threshold, lim.borderline_margin,
-                                             p.max_detections, nms_iou=p.nms_threshold)
+                                             p.max_detections, nms_iou=p.nms_threshold, candidates=both)
             bad = detection_failure(name, f"{key} (head on the reference's proposals)", rec.same_rois, lim)
             why += [bad] if bad else []
         if rec.proposal_recall < lim.min_proposal_recall:

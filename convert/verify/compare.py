@@ -6,7 +6,7 @@ limits that turn them into failures. Pure numpy; no torch, no ncnn.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from litedet.runtime.kinds.gfl import Detection
 
 __all__ = ["Limits", "TensorStats", "DetectionMatch", "TopKMatch", "CppMatch", "tensor_stats", "output_stats", "align_outputs",
-           "tensor_failures", "match_detections", "detection_failure", "topk_match", "cpp_match", "box_iou_det"]
+           "tensor_failures", "match_detections", "nms_order_flip", "detection_failure", "topk_match", "cpp_match", "box_iou_det"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,9 @@ class DetectionMatch:
     mean_iou: float
     min_iou: float
     max_score_diff: float
+    # matched pairs that are two different boxes: near-equal scores swapped order, so NMS kept
+    # the other one on each side (both boxes are among each side's candidates before NMS)
+    nms_order_flips: int = 0
 
 
 @dataclass
@@ -137,12 +140,24 @@ def detection_failure(name: str, key: str, dm: DetectionMatch, lim: Limits) -> s
     return None
 
 
+def _interval_iou(a1: float, a2: float, b1: float, b2: float) -> float:
+    inter = max(0.0, min(a2, b2) - max(a1, b1))
+    union = (a2 - a1) + (b2 - b1) - inter
+    return inter / union if union > 0 else float(abs(a1 - b1) <= 1e-3 and abs(a2 - b2) <= 1e-3)
+
+
 def box_iou_det(a: "Detection", b: "Detection") -> float:
+    """IoU of two detections. Boxes clipped to zero width or height in the image (they lay in the
+    letterbox padding) have no area: two such boxes on the same line compare by their extent along
+    it, so identical degenerate boxes have IoU 1, not 0."""
     iw = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
     ih = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
     inter = iw * ih
     union = (a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - inter
-    return inter / union if union > 0 else 0.0
+    if union > 0:
+        return inter / union
+    x_iou, y_iou = _interval_iou(a.x1, a.x2, b.x1, b.x2), _interval_iou(a.y1, a.y2, b.y1, b.y2)
+    return min(x_iou, y_iou)
 
 
 def _cut(dets: list["Detection"], score_threshold: float, max_detections: int | None) -> float:
@@ -166,10 +181,29 @@ def nms_survivors_near_tie(dets: list["Detection"], nms_iou: float, margin: floa
     return out
 
 
+# a box of one side counts as present on the other side at this IoU (and scores within the margin)
+TWIN_IOU = 0.9
+
+
+def _has_twin(d: "Detection", candidates: list["Detection"], margin: float) -> bool:
+    return any(c.label == d.label and abs(c.score - d.score) <= margin and box_iou_det(c, d) >= TWIN_IOU
+               for c in candidates)
+
+
+def nms_order_flip(r: "Detection", t: "Detection", ref_candidates: list["Detection"],
+                   test_candidates: list["Detection"], margin: float) -> bool:
+    """Whether a matched pair of two different boxes comes from NMS deciding differently: each
+    side had both boxes before NMS (IoU >= TWIN_IOU, scores within ``margin``), so the sides agree
+    on every candidate that matters and only the order of near-equal scores (directly, or through
+    a cascade of suppressions) kept another box on each side."""
+    return _has_twin(r, test_candidates, margin) and _has_twin(t, ref_candidates, margin)
+
+
 def match_detections(ref: list["Detection"], test: list["Detection"], match_iou: float = 0.5,
                      score_threshold: float = 0.0, borderline_margin: float = 0.0,
                      max_detections: int | None = None, nms_iou: float | None = None,
-                     nms_margin: float = 0.05) -> DetectionMatch:
+                     nms_margin: float = 0.05,
+                     candidates: Callable[[], tuple[list, list]] | None = None) -> DetectionMatch:
     """Greedy one-to-one matching by label and IoU, best reference score first.
 
     An unmatched detection whose score is within ``borderline_margin`` of the
@@ -177,13 +211,25 @@ def match_detections(ref: list["Detection"], test: list["Detection"], match_iou:
     it flipped across a threshold, which is not a conversion error. With
     ``nms_iou`` (the NMS threshold), an unmatched detection that survived NMS on
     its side by less than ``nms_margin`` of IoU is borderline too: on the other
-    side the same rounding may have suppressed it."""
+    side the same rounding may have suppressed it. With ``candidates`` (each
+    side's detections before NMS) a matched pair of two different boxes that is an
+    NMS order flip (``nms_order_flip``) is counted as such, not held to min IoU or the score
+    limit; ``candidates()`` is called only when a pair needs it."""
+    cands: list = []
+
+    def is_flip(r: "Detection", t: "Detection") -> bool:
+        if candidates is None:
+            return False
+        if not cands:
+            cands.extend(candidates())
+        return nms_order_flip(r, t, cands[0], cands[1], borderline_margin)
+
     near_r = {id(ref[i]) for i in nms_survivors_near_tie(ref, nms_iou, nms_margin)} if nms_iou is not None else set()
     near_t = {id(test[i]) for i in nms_survivors_near_tie(test, nms_iou, nms_margin)} if nms_iou is not None else set()
     cut = max(_cut(ref, score_threshold, max_detections), _cut(test, score_threshold, max_detections))
     used = [False] * len(test)
     ious, sdiffs = [], []
-    missed = borderline = 0
+    missed = borderline = order_flips = 0
     matched_ref: list = []
     for r in sorted(ref, key=lambda d: -d.score):
         best, best_iou = -1, match_iou
@@ -200,6 +246,10 @@ def match_detections(ref: list["Detection"], test: list["Detection"], match_iou:
             continue
         used[best] = True
         matched_ref.append(r)
+        t = test[best]
+        if best_iou < TWIN_IOU and is_flip(r, t):
+            order_flips += 1
+            continue
         if max(r.score, test[best].score) >= cut + borderline_margin and not ({id(r), id(test[best])} & (near_r | near_t)):
             # two boxes at the score cut (or NMS near-tie survivors) may pair up after each one's
             # twin was dropped: their IoU says nothing about the conversion, so it is not held to min IoU
@@ -227,7 +277,7 @@ def match_detections(ref: list["Detection"], test: list["Detection"], match_iou:
                 extra += 1
     return DetectionMatch(len(ref), len(test), len(matched_ref), missed, extra, borderline, flips,
                           float(np.mean(ious)) if ious else 1.0, float(min(ious)) if ious else 1.0,
-                          float(max(sdiffs)) if sdiffs else 0.0)
+                          float(max(sdiffs)) if sdiffs else 0.0, order_flips)
 
 
 def topk_match(t: np.ndarray, n: np.ndarray, max_abs: float) -> TopKMatch:

@@ -49,10 +49,12 @@ class ParityReport:
 
 def write_report(out_dir: str | Path, stem: str, data: dict, text: str) -> None:
     """STEM.json and STEM.txt side by side in ``out_dir``."""
+    from litedet.atomic import replace_files
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(data, indent=2) + "\n")
-    (out / f"{stem}.txt").write_text(text + "\n")
+    replace_files([(out / f"{stem}.json", lambda p: p.write_text(json.dumps(data, indent=2) + "\n")),
+                   (out / f"{stem}.txt", lambda p: p.write_text(text + "\n"))])
 
 
 def format_table(r: ParityReport, check, keys: list[str], title: list[str], key_width: int = 10) -> str:

@@ -51,6 +51,14 @@ class ParityThresholds:
     borderline_margin: float = 0.02
     max_label_flip_frac: float = 0.05
 
+    def check(self, key: str, value: float) -> None:
+        """A finite number in the key's range, or ValueError naming both."""
+        import math
+
+        lo, hi = (0.0, 10.0) if key.endswith("max_rel") else (0.0, 1.0)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi):
+            raise ValueError(f"--threshold {key}={value!r}: a threshold must be a finite number in [{lo:g}, {hi:g}]")
+
     def limits(self, key: str) -> Limits:
         p = "fp16" if key == "ncnn_fp16" else "fp32"
         return Limits(getattr(self, f"{p}_min_cosine"), getattr(self, f"{p}_max_rel"), getattr(self, f"{p}_min_iou"),
@@ -128,6 +136,17 @@ def load_torchscript(path: Path):
         raise ManifestError(f"{path} is not a loadable TorchScript ({str(e).splitlines()[0]})") from None
 
 
+def before_nms(runner: BundleRunner, geometry):
+    """outputs -> the kind's detections before NMS (the same decode with NMS at IoU 1 and no cap):
+    what lets the matcher tell an NMS order flip from a moved box."""
+    import dataclasses
+
+    m = runner.manifest
+    loose = dataclasses.replace(m, postprocess=dataclasses.replace(m.postprocess, nms_threshold=1.0,
+                                                                   max_detections=10 ** 7))
+    return lambda outputs: runner.kind.decode(loose, outputs, geometry)
+
+
 def run_parity(bundle: str | Path, images: list[tuple[str, np.ndarray]] | None = None,
                thresholds: ParityThresholds | None = None, out_dir: str | Path | None = None,
                threads: int = 1, progress: bool = True, cpp: bool = False) -> ParityReport:
@@ -179,6 +198,8 @@ def run_parity(bundle: str | Path, images: list[tuple[str, np.ndarray]] | None =
             ip.test_results[key] = [x.to_dict() for x in n_res]
             # ``same`` only for multi-stage kinds: a single-graph family's check need not know it
             extra = {"same": (same, runner.postprocess(same, g))} if same else {}
+            if getattr(check, "uses_candidates", False):
+                extra["candidates"] = before_nms(runner, g)
             ip.results[key], why = check.compare(m, name, key, t, n, t_res, n_res, stats, lim, **extra)
             if why:
                 failures.append(why)

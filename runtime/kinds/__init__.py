@@ -21,7 +21,18 @@ from litedet.registry import Registry
 if TYPE_CHECKING:
     from litedet.runtime.manifest import Manifest
 
-__all__ = ["GraphFiles", "KindSpec", "PostprocessKind", "register_kind", "unregister_kind", "postprocess_kind", "kind_names"]
+__all__ = ["BundleError", "rng", "GraphFiles", "KindSpec", "PostprocessKind", "register_kind", "unregister_kind", "postprocess_kind", "kind_names"]
+
+
+class BundleError(ValueError):
+    """A bundle's parts disagree: its graph's outputs and its manifest, or two of its files
+    (``ManifestError`` is one)."""
+
+
+def rng(lo: float, hi: float) -> dict:
+    """Field metadata: the documented range [lo, hi] of a number (or of each number of a list),
+    checked when a manifest is read (``runtime/manifest.py``)."""
+    return {"range": (lo, hi)}
 
 
 @dataclass
@@ -63,6 +74,9 @@ class PostprocessKind:
     # ``graphs``); with ``reference`` (another side's completed outputs) the later stages run
     # on that side's intermediate inputs (the same RoIs), so the two can be compared tensor by tensor
     complete: Callable[..., dict] | None = None
+    # (manifest, run_graph) -> None: runs the further graphs on a dummy input when a bundle is
+    # opened and raises ValueError where their outputs disagree with the manifest
+    probe: Callable[..., None] | None = None
 
 
 _KINDS: Registry[PostprocessKind] = Registry("postprocess kind")

@@ -7,13 +7,13 @@ in the graph, and ``dist_logits`` [H*W, 4*(reg_max+1)]. Decoding is
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..postprocess import RESIZE_ALIGNS, Candidates, Letterbox, clamp_boxes, decode_level, map_boxes_back, nms
-from . import KindSpec, PostprocessKind, register_kind
+from . import BundleError, KindSpec, PostprocessKind, register_kind, rng
 
 if TYPE_CHECKING:
     from litedet.runtime.manifest import Manifest
@@ -38,13 +38,14 @@ class Detection:
 @dataclass(kw_only=True)
 class GflSpec(KindSpec):
     kind: str = "gfl"
-    strides: list[int]
-    reg_max: int
-    center_offset: float  # cell centre = (index + center_offset) * stride: no default anywhere
-    score_threshold: float = 0.35
-    nms_threshold: float = 0.6
+    strides: list[int] = field(metadata=rng(1, 1024))
+    reg_max: int = field(metadata=rng(0, 64))
+    # cell centre = (index + center_offset) * stride: no default anywhere
+    center_offset: float = field(metadata=rng(-1.0, 1.0))
+    score_threshold: float = field(default=0.35, metadata=rng(0.0, 1.0))
+    nms_threshold: float = field(default=0.6, metadata=rng(0.0, 1.0))
     class_agnostic_nms: bool = False
-    max_detections: int = 100
+    max_detections: int = field(default=100, metadata=rng(1, 100_000))
     multi_label: bool = False  # False: one label per cell (argmax), as upstream's ncnn demo; True: upstream's evaluation
     clamp_to_input: bool = True  # clip boxes to the network input before NMS, as upstream NanoDet does
 
@@ -60,9 +61,14 @@ def _validate(m: "Manifest") -> None:
     need(p.reg_max >= 0, "postprocess.reg_max must be >= 0")
     need(len(p.strides) > 0, "postprocess.strides is empty")
     need(all(s > 0 for s in p.strides), f"postprocess.strides {p.strides} must be positive")
+    need(len(set(p.strides)) == len(p.strides), f"postprocess.strides {p.strides} repeats a stride")
+    out_strides = sorted({o.stride for o in m.outputs})
+    need(out_strides == sorted(p.strides), f"postprocess.strides {p.strides} must name every output level: the outputs "
+                                           f"have strides {out_strides}")
     # a stride above pad_multiple (NanoDet-Plus's extra stride-64 level on a 32-padded input)
     # gives ceil(size / stride) cells, which the decoder counts the same way
-    need(all(r.pad_multiple % s == 0 or s % r.pad_multiple == 0 for s in p.strides),
+    need(r.pad_multiple % min(p.strides) == 0 and
+         all(r.pad_multiple % s == 0 or s % r.pad_multiple == 0 for s in p.strides),
          f"resize.pad_multiple {r.pad_multiple} and postprocess.strides {p.strides} must divide one another")
     need(0.0 <= p.score_threshold <= 1.0, f"postprocess.score_threshold {p.score_threshold} is outside [0, 1]")
     need(0.0 <= p.nms_threshold <= 1.0, f"postprocess.nms_threshold {p.nms_threshold} is outside [0, 1]")
@@ -89,7 +95,7 @@ def postprocess_outputs(m: "Manifest", outputs: dict[str, np.ndarray], lb: Lette
         scores = scores.reshape(-1, scores.shape[-1])
         dists = dists.reshape(-1, dists.shape[-1])
         if scores.shape != (feat_w * feat_h, cls_o.channels):
-            raise ValueError(f"output {cls_o.blob!r} has shape {scores.shape}; a {lb.in_w}x{lb.in_h} input at stride "
+            raise BundleError(f"output {cls_o.blob!r} has shape {scores.shape}; a {lb.in_w}x{lb.in_h} input at stride "
                              f"{stride} needs ({feat_w * feat_h}, {cls_o.channels})")
         parts.append(decode_level(scores, dists, feat_w, stride, p.reg_max, p.center_offset,
                                   p.score_threshold, p.multi_label))

@@ -17,20 +17,21 @@ and benchmarks see every step; ``decode`` turns them into detections.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from ..postprocess import RESIZE_ALIGNS, Letterbox, map_boxes_back
 from ..two_stage import Proposals, make_anchors, ps_roi_align, rcnn_detections, select_proposals
-from . import GraphFiles, KindSpec, PostprocessKind, register_kind
+from . import BundleError, GraphFiles, KindSpec, PostprocessKind, register_kind, rng
 from .gfl import Detection, _describe
 
 if TYPE_CHECKING:
     from litedet.runtime.manifest import Manifest
 
-__all__ = ["HeadGraph", "RpnPsroiSpec", "rpn_maps", "proposals_of", "pool_rois", "head_input", "complete_outputs", "detections_of",
+__all__ = ["HeadGraph", "RpnPsroiSpec", "rpn_maps", "proposals_of", "pool_rois", "head_input", "run_head", "probe_head",
+           "complete_outputs", "detections_of",
            "PROPOSALS", "PROPOSAL_SCORES", "POOLED", "RCNN_SCORES", "RCNN_DELTAS"]
 
 # keys ``complete`` adds to the outputs (never blob names of a graph: those are pnnx's in0/out0 ...)
@@ -48,7 +49,7 @@ class HeadGraph(GraphFiles):
 
     layout: str
     input_blob: str
-    in_features: int  # groups * pooled * pooled
+    in_features: int = field(metadata=rng(1, 1 << 24))  # groups * pooled * pooled
     scores_blob: str  # [N, num_classes + 1], softmax applied in the graph, background first
     deltas_blob: str  # [N, 4] class-agnostic, or [N, 4 * (num_classes + 1)]
 
@@ -59,25 +60,25 @@ class HeadGraph(GraphFiles):
 @dataclass(kw_only=True)
 class RpnPsroiSpec(KindSpec):
     kind: str = "rpn_psroi"
-    stride: int  # of the RPN and PSRoIAlign feature map
-    anchor_sizes: list[float]  # px, at the network input
-    anchor_ratios: list[float]  # h / w
-    anchor_offset: float  # anchor centre = (index + anchor_offset) * stride; torchvision: 0, Detectron: 0.5
-    rpn_box_weights: list[float]  # 1 / std of the RPN deltas (torchvision: 1, 1, 1, 1)
-    rpn_pre_nms_top_n: int
-    rpn_post_nms_top_n: int
-    rpn_nms_threshold: float
-    rpn_min_size: float
-    rpn_score_threshold: float
-    pooled_size: int
-    psroi_groups: int  # output channels of PSRoIAlign (ThunderNet 5, Light-Head 10)
-    sampling_ratio: int  # samples per bin side; 0: adaptive, ceil(roi / pooled)
-    rcnn_box_weights: list[float]  # 1 / std (stds 0.1, 0.1, 0.2, 0.2 -> 10, 10, 5, 5)
-    box_clip: float  # largest dw/dh before exp (torchvision: log(1000 / 16))
-    score_threshold: float
-    nms_threshold: float
-    max_detections: int
-    min_size: float  # final boxes narrower or shorter than this are dropped (torchvision: 0.01)
+    stride: int = field(metadata=rng(1, 1024))  # of the RPN and PSRoIAlign feature map
+    anchor_sizes: list[float] = field(metadata=rng(1e-3, 1e4))  # px, at the network input
+    anchor_ratios: list[float] = field(metadata=rng(1e-3, 1e3))  # h / w
+    anchor_offset: float = field(metadata=rng(-1.0, 1.0))  # anchor centre = (index + anchor_offset) * stride; torchvision: 0, Detectron: 0.5
+    rpn_box_weights: list[float] = field(metadata=rng(1e-6, 1e4))  # 1 / std of the RPN deltas (torchvision: 1, 1, 1, 1)
+    rpn_pre_nms_top_n: int = field(metadata=rng(1, 1_000_000))
+    rpn_post_nms_top_n: int = field(metadata=rng(1, 100_000))
+    rpn_nms_threshold: float = field(metadata=rng(0.0, 1.0))
+    rpn_min_size: float = field(metadata=rng(0.0, 1e4))
+    rpn_score_threshold: float = field(metadata=rng(0.0, 1.0))
+    pooled_size: int = field(metadata=rng(1, 64))
+    psroi_groups: int = field(metadata=rng(1, 4096))  # output channels of PSRoIAlign (ThunderNet 5, Light-Head 10)
+    sampling_ratio: int = field(metadata=rng(0, 64))  # samples per bin side; 0: adaptive, ceil(roi / pooled)
+    rcnn_box_weights: list[float] = field(metadata=rng(1e-6, 1e4))  # 1 / std (stds 0.1, 0.1, 0.2, 0.2 -> 10, 10, 5, 5)
+    box_clip: float = field(metadata=rng(1e-6, 20.0))  # largest dw/dh before exp (torchvision: log(1000 / 16))
+    score_threshold: float = field(metadata=rng(0.0, 1.0))
+    nms_threshold: float = field(metadata=rng(0.0, 1.0))
+    max_detections: int = field(metadata=rng(1, 100_000))
+    min_size: float = field(metadata=rng(0.0, 1e4))  # final boxes narrower or shorter than this are dropped (torchvision: 0.01)
     class_agnostic_boxes: bool  # one box delta per RoI for every class (ThunderNet), or one per class
     head: HeadGraph
 
@@ -135,7 +136,7 @@ def _map(m: "Manifest", outputs: dict[str, np.ndarray], role: str, in_w: int, in
     o = m.outputs_with_role(role)[0]
     a = np.asarray(outputs[o.blob], np.float32)
     if a.size != o.channels * fw * fh:
-        raise ValueError(f"output {o.blob!r} ({role}) has shape {a.shape}; a {in_w}x{in_h} input at stride "
+        raise BundleError(f"output {o.blob!r} ({role}) has shape {a.shape}; a {in_w}x{in_h} input at stride "
                          f"{p.stride} needs ({o.channels}, {fh}, {fw})")
     return a.reshape(o.channels, fh, fw)
 
@@ -175,34 +176,45 @@ def head_input(pooled: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pooled.T[:, :, None], dtype=np.float32)
 
 
+def run_head(m: "Manifest", pooled: np.ndarray, run_graph: RunGraph) -> tuple[np.ndarray, np.ndarray]:
+    """The head graph on pooled RoIs [N, F] -> (class probabilities [N, C + 1], deltas [N, D]), their
+    sizes checked against the manifest's class count."""
+    p = m.postprocess
+    c1 = m.num_classes + 1
+    d = 4 if p.class_agnostic_boxes else 4 * c1
+    n = len(pooled)
+    if not n:  # nothing above the RPN's thresholds: no second stage, no detections
+        return np.zeros((0, c1), np.float32), np.zeros((0, d), np.float32)
+    head = run_graph("head", head_input(pooled))
+    sc, dl = (np.asarray(head[b], np.float32) for b in (p.head.scores_blob, p.head.deltas_blob))
+    if sc.size != c1 * n or dl.size != d * n:
+        raise BundleError(f"the head graph gives {sc.size / n:g} scores and {dl.size / n:g} deltas per RoI; "
+                         f"{m.num_classes} class names + background need {c1} and "
+                         f"{d} ({'class-agnostic' if p.class_agnostic_boxes else 'per class'})")
+    sc, dl = sc.reshape(c1, n).T, dl.reshape(d, n).T  # features_by_rois: one column per RoI
+    if not np.isfinite(sc).all() or sc.min() < 0 or sc.max() > 1:
+        raise BundleError(f"head output {p.head.scores_blob!r} is not probabilities in [0, 1]: the graph must "
+                         "apply the softmax (never applied a second time)")
+    return sc, dl
+
+
+def probe_head(m: "Manifest", run_graph: RunGraph) -> None:
+    """The head graph on one all-zero RoI: its outputs must fit the manifest (checked at open)."""
+    run_head(m, np.zeros((1, m.postprocess.head.in_features), np.float32), run_graph)
+
+
 def complete_outputs(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in_h: int, run_graph: RunGraph,
                      reference: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Proposals, pooled RoIs and the head's outputs from stage 1's outputs. With ``reference``
     (another side's completed outputs) its proposals replace the RPN's, so two sides' heads can
     be compared on the same RoIs."""
-    p = m.postprocess
     if reference is None:
         props = proposals_of(m, outputs, in_w, in_h)
         boxes, scores = props.boxes, props.scores
     else:
         boxes, scores = reference[PROPOSALS], reference[PROPOSAL_SCORES]
     pooled = pool_rois(m, outputs, boxes, in_w, in_h)
-    c1 = m.num_classes + 1
-    d = 4 if p.class_agnostic_boxes else 4 * c1
-    n = len(boxes)
-    if n:
-        head = run_graph("head", head_input(pooled))
-        sc, dl = (np.asarray(head[b], np.float32) for b in (p.head.scores_blob, p.head.deltas_blob))
-        if sc.size != c1 * n or dl.size != d * n:
-            raise ValueError(f"the head graph gives {sc.size // n} scores and {dl.size // n} deltas per RoI; "
-                             f"{m.num_classes} classes + background need {c1} and "
-                             f"{d} ({'class-agnostic' if p.class_agnostic_boxes else 'per class'})")
-        sc, dl = sc.reshape(c1, n).T, dl.reshape(d, n).T  # features_by_rois: one column per RoI
-        if not np.isfinite(sc).all() or sc.min() < 0 or sc.max() > 1:
-            raise ValueError(f"head output {p.head.scores_blob!r} is not probabilities in [0, 1]: the graph must "
-                             "apply the softmax (never applied a second time)")
-    else:  # nothing above the RPN's thresholds: no second stage, no detections
-        sc, dl = np.zeros((0, c1), np.float32), np.zeros((0, d), np.float32)
+    sc, dl = run_head(m, pooled, run_graph)
     return {PROPOSALS: boxes, PROPOSAL_SCORES: scores, POOLED: pooled, RCNN_SCORES: sc, RCNN_DELTAS: dl}
 
 
@@ -225,4 +237,4 @@ def postprocess_outputs(m: "Manifest", outputs: dict[str, np.ndarray], lb: Lette
 
 KIND = register_kind(PostprocessKind(
     "rpn_psroi", "detection", RpnPsroiSpec, ("rpn_objectness", "rpn_deltas", "psroi_features"), _validate,
-    postprocess_outputs, _describe, graphs=_graphs, complete=complete_outputs))
+    postprocess_outputs, _describe, graphs=_graphs, complete=complete_outputs, probe=probe_head))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..postprocess import softmax, top_k
-from . import KindSpec, PostprocessKind, register_kind
+from . import BundleError, KindSpec, PostprocessKind, register_kind, rng
 
 if TYPE_CHECKING:
     from litedet.runtime.manifest import Manifest
@@ -29,7 +29,7 @@ class Classification:
 @dataclass(kw_only=True)
 class SoftmaxTopkSpec(KindSpec):
     kind: str = "softmax_topk"
-    top_k: int = 5
+    top_k: int = field(default=5, metadata=rng(1, 100_000))
 
 
 def _validate(m: "Manifest") -> None:
@@ -53,7 +53,7 @@ def classify_outputs(m: "Manifest", outputs: dict[str, np.ndarray], geometry: An
     (o,) = m.outputs_with_role("logits")
     logits = outputs[o.blob].reshape(-1)
     if logits.size != o.channels:
-        raise ValueError(f"output {o.blob!r} has {logits.size} values; the manifest says {o.channels} classes")
+        raise BundleError(f"output {o.blob!r} has {logits.size} values; the manifest says {o.channels} classes")
     probs = softmax(logits)
     return [Classification(int(i), m.class_names[int(i)], float(probs[i])) for i in top_k(probs, k or m.postprocess.top_k)]
 

@@ -37,7 +37,10 @@ def _bootstrap_litedet(root: Path) -> None:
 def _child_main(job_path: str) -> int:
     import platform
 
+    import os
+
     t0 = time.perf_counter()
+    os.environ["LITEDET_PROBE_CHILD"] = "0"  # litedet is not installed in this python: no probe child
     _bootstrap_litedet(ROOT)
     import ncnn
 
