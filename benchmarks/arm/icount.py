@@ -105,7 +105,10 @@ def python_argv(env: ArmEnv, *args: str) -> list[str]:
 
 
 def python_env(env: ArmEnv) -> dict[str, str]:
-    return {"PYTHONPATH": str(env.site), "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
+    # LITEDET_PROBE_CHILD=0: no probe in a forked child (litedet.runtime.runner), whose count and
+    # cache would make repeats differ
+    return {"PYTHONPATH": str(env.site), "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8",
+            "LITEDET_PROBE_CHILD": "0"}
 
 
 def make_input(path: Path, width: int, height: int, seed: int = 0) -> np.ndarray:
