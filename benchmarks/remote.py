@@ -246,7 +246,8 @@ def _bench_adb(targets, serial, benchncnn, runs, warmup, work: Path, progress: b
 
 
 # -- ssh --------------------------------------------------------------------------
-_RUNTIME_HELPERS = ("__init__.py", "atomic.py", "hashing.py", "registry.py")
+# the shared helpers litedet.runtime imports (tests/test_bench_ssh.py runs the zip on a board)
+_RUNTIME_HELPERS = ("__init__.py", "atomic.py", "hashing.py", "ncnn_param.py", "paths.py", "registry.py")
 _BENCH_FILES = ("__init__.py", "schema.py", "machine.py", "pyrunner.py")
 
 

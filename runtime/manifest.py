@@ -224,7 +224,8 @@ class Manifest:
         try:
             spec = postprocess_kind(post["kind"]).spec
         except (KeyError, TypeError):
-            raise ManifestError(f"postprocess.kind is {short(post['kind'])}; expected one of {', '.join(kind_names())}") from None
+            raise ManifestError(f"unknown postprocess kind {short(post['kind'])} (manifest field postprocess.kind); "
+                                f"expected one of {', '.join(kind_names())}") from None
         return _build(cls, d, "", {"postprocess": spec}).validate()
 
 

@@ -152,7 +152,9 @@ class ncnn_messages:
         try:
             sys.stderr.flush()
             self.fd = os.dup(2)
-            self.tmp = tempfile.TemporaryFile()
+            # memfd: no random temp name (whose generation would make instruction counts vary)
+            self.tmp = (os.fdopen(os.memfd_create("litedet-ncnn-messages"), "w+b") if hasattr(os, "memfd_create")
+                        else tempfile.TemporaryFile())
             os.dup2(self.tmp.fileno(), 2)
         except (OSError, ValueError):  # no real stderr (embedded): leave it as it is
             self.fd = None
