@@ -1,4 +1,4 @@
-"""Write bundles atomically (the pipeline's and ``wrap``'s), and wrap an existing ncnn model.
+"""Write bundles atomically (the pipeline's and ``wrap``'s): no family code here.
 
 A bundle is built in a temp directory beside the destination and renamed into
 place only after it has been verified, so a failure at any step leaves an
@@ -17,9 +17,9 @@ from typing import Iterator
 
 import numpy as np
 
-from litedet.runtime.manifest import MAX_INPUT_SIZE, Manifest, sha256_file
+from litedet.runtime.manifest import MAX_INPUT_SIZE, Manifest
 
-__all__ = ["ConvertError", "ConvertResult", "wrap_ncnn_model", "atomic_bundle_dir", "assemble_manifest", "is_bundle",
+__all__ = ["ConvertError", "ConvertResult", "atomic_bundle_dir", "assemble_manifest", "is_bundle",
            "check_bundle_loads", "check_destination", "check_input_size",
            "reference_image", "tool_versions", "PARAM_NAME", "BIN_NAME", "REF_DIR"]
 
@@ -229,54 +229,3 @@ def assemble_manifest(arch: str, input_size: int, deploy, fp16: bool, param_sha:
 
 def now_utc() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def wrap_ncnn_model(param: str | Path, bin_path: str | Path, out: str | Path, arch: str = "nanodet_m",
-                    input_size: int | None = None, force: bool = False, score_threshold: float | None = None,
-                    options: dict | None = None) -> Manifest:
-    """Make a bundle from an existing NanoDet ncnn model with legacy per-stride
-    outputs (``cls_pred_stride_{s}`` with sigmoid, ``dis_pred_stride_{s}``).
-    ``input_size`` defaults to the architecture's (the model registry's)."""
-    from litedet.models import create_model, model_info
-    from litedet.ncnn_param import first_weight_storage, parse_param
-
-    from .families import GraphIO
-    from .families.nanodet import gfl_deploy_spec
-
-    param, bin_path = Path(param), Path(bin_path)
-    for p in (param, bin_path):
-        if not p.is_file():
-            raise ConvertError(f"ncnn model file not found: {p}")
-    info = model_info(arch)
-    if info.family != "nanodet":
-        raise ConvertError(f"wrap makes bundles from NanoDet ncnn models; {arch} is a {info.family!r} model "
-                           "(convert it from its checkpoint with 'litedet convert')")
-    input_size = info.input_size if input_size is None else input_size
-    check_input_size(input_size)
-    check_destination(out, force)
-    spec = create_model(arch).spec
-    layers = parse_param(param)
-    inputs = [layer.name for layer in layers if layer.type == "Input"]
-    blobs = {b for layer in layers for b in layer.inputs + layer.outputs}
-    cls_b = [f"cls_pred_stride_{s}" for s in spec.strides]
-    dis_b = [f"dis_pred_stride_{s}" for s in spec.strides]
-    missing = [b for b in cls_b + dis_b if b not in blobs]
-    if len(inputs) != 1 or missing:
-        raise ConvertError(f"{param.name} is not a legacy NanoDet ncnn model: expected one Input and blobs "
-                           f"{cls_b + dis_b}; missing {missing}, inputs {inputs}")
-    # a Reshape with a fixed first dimension means the graph only runs at one size
-    fixed = any(layer.type == "Reshape" and isinstance(layer.p(0, -1), int) and layer.p(0, -1) > 0 for layer in layers)
-    with atomic_bundle_dir(Path(out), force) as tmp:
-        shutil.copyfile(param, tmp / PARAM_NAME)
-        shutil.copyfile(bin_path, tmp / BIN_NAME)
-        deploy = gfl_deploy_spec(spec, arch, input_size, GraphIO(inputs[0], cls_b + dis_b, not fixed),
-                                 list(spec.class_names), options)
-        if score_threshold is not None:
-            deploy.postprocess.score_threshold = score_threshold
-        m = assemble_manifest(arch, input_size, deploy, first_weight_storage(bin_path) == "fp16",
-                              sha256_file(tmp / PARAM_NAME), sha256_file(tmp / BIN_NAME))
-        m.provenance = {"weights": "ncnn-wrapped", "source_checkpoint": str(param.resolve()),
-                        "source_sha256": sha256_file(param) + ":" + sha256_file(bin_path), "route": "wrap",
-                        "tools": tool_versions(), "created": now_utc()}
-        m.validate().write(tmp / "manifest.json")
-    return m

@@ -11,8 +11,7 @@ from torch import nn
 
 from litedet.models.ncnn_import import NcnnImportError, SourceConv, import_conv_weights
 
-__all__ = ["read_onnx_convs", "import_onnx_weights", "onnx_last_conv_out", "onnx_input_size", "architectures_for_convs",
-           "wrap_exported", "wrap_onnx"]
+__all__ = ["read_onnx_convs", "import_onnx_weights", "onnx_last_conv_out", "onnx_input_size", "architectures_for_convs"]
 
 
 def read_onnx_convs(path: str | Path) -> list[SourceConv]:
@@ -88,40 +87,3 @@ def architectures_for_convs(convs: list[SourceConv], candidates: list[str], sour
             continue
         fits.append(arch)
     return fits
-
-
-def wrap_exported(path: str | Path, out: str | Path, arch: str | None = None, config: str | Path | None = None,
-                  input_size: int | None = None, force: bool = False, class_names: list[str] | None = None,
-                  options: dict | None = None, progress: bool = True):
-    """An exported NanoDet (an ONNX from upstream's tools/export_onnx.py, or an ncnn param/bin made
-    from one, as in upstream's ncnn demos) -> a bundle: its weights are imported into litedet's
-    definition (an ONNX is also checked against onnxruntime on itself), which is then converted, so
-    the bundle has its PyTorch reference and parity works."""
-    from litedet.models import list_models, model_info
-    from litedet.models.ncnn_import import _ncnn_convs
-
-    from .bundle import ConvertError
-    from .pipeline import convert_model
-
-    path = Path(path)
-    is_onnx = path.suffix.lower() == ".onnx"
-    if not path.is_file():
-        raise ConvertError(f"{'ONNX' if is_onnx else 'ncnn'} model not found: {path}")
-    if arch is None and config is None:
-        nanodets = [a for a in list_models() if model_info(a).family == "nanodet"]
-        try:
-            convs = read_onnx_convs(path) if is_onnx else _ncnn_convs(path, path.with_suffix(".bin"))
-        except (NcnnImportError, FileNotFoundError) as e:
-            raise ConvertError(str(e)) from None
-        fits = architectures_for_convs(convs, nanodets, path.name)
-        if len(fits) != 1:
-            raise ConvertError(f"{path.name} fits {', '.join(fits) if fits else 'no registered NanoDet'}; "
-                               f"name the architecture with --arch or --config")
-        arch = fits[0]
-    if input_size is None and config is None and is_onnx:
-        input_size = onnx_input_size(path)
-    return convert_model(arch, out, checkpoint=path, input_size=input_size, force=force, class_names=class_names,
-                         config=config, options=options, progress=progress)
-
-
-wrap_onnx = wrap_exported

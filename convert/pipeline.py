@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from litedet.runtime.manifest import sha256_file
+from litedet.runtime.manifest import Manifest, sha256_file
 
 from .bundle import (BIN_NAME, PARAM_NAME, REF_DIR, ConvertError, ConvertResult, assemble_manifest, atomic_bundle_dir,
                      check_destination, check_input_size, now_utc, reference_image, tool_versions)
@@ -35,12 +37,12 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 class _Steps:
     """Progress bar and per-step timings of one conversion."""
 
-    def __init__(self, arch: str, progress: bool) -> None:
+    def __init__(self, arch: str, progress: bool, t0: float | None = None) -> None:
         from tqdm import tqdm
 
         self.timings: dict[str, float] = {}
         self.bar = tqdm(total=6, desc=f"convert {arch}", disable=not progress, leave=False)
-        self.t0 = self.t = time.perf_counter()
+        self.t0 = self.t = time.perf_counter() if t0 is None else t0
 
     def done(self, name: str) -> None:
         now = time.perf_counter()
@@ -190,6 +192,20 @@ def _resolve(arch, config, checkpoint, class_names, trust: bool, options):
         raise ConvertError(str(e)) from None
 
 
+@dataclass
+class _Job:
+    """What a conversion writes, resolved before any work."""
+
+    arch: str
+    info: Any
+    adapter: Any
+    prepared: Any
+    model: Any
+    names: list[str]
+    input_size: int
+    provenance: dict
+
+
 def convert_model(arch: str | None, out: str | Path, checkpoint: str | Path | None = None,
                   input_size: int | None = None, fp32: bool = False, route: str = "pnnx", force: bool = False,
                   seed: int = 0, progress: bool = True, class_names: list[str] | None = None,
@@ -204,18 +220,27 @@ def convert_model(arch: str | None, out: str | Path, checkpoint: str | Path | No
     ``options`` are the family's deploy options (NanoDet: ``decode``,
     ``preprocess``). ``trust_checkpoint`` unpickles the whole checkpoint, which
     runs code from it (default: tensors only)."""
-    import torch
-
-    from litedet.models import create_model
-
-    from .export import trace_deploy
-    from .families import GraphIO
-
-    out = Path(out)
-    arch, info, adapter, prepared = _resolve(arch, config, checkpoint, class_names, trust_checkpoint, options)
-    input_size = input_size if input_size is not None else (prepared.input_size or info.input_size)
     if route not in ROUTES:
         raise ConvertError(f"unknown route {route!r}; expected one of {', '.join(ROUTES)}")
+    out = Path(out)
+    t0 = time.perf_counter()
+    job = _prepare(arch, out, checkpoint, input_size, force, seed, class_names, model_kwargs, trust_checkpoint,
+                   config, options)
+    steps = _Steps(job.arch, progress, t0)
+    steps.done("load")
+    with atomic_bundle_dir(out, force) as tmp:
+        manifest, verify = _write_bundle(job, tmp, route, fp32, seed, steps)
+    return ConvertResult(out, manifest, steps.close(), verify)
+
+
+def _prepare(arch, out: Path, checkpoint, input_size, force: bool, seed: int, class_names, model_kwargs,
+             trust: bool, config, options) -> _Job:
+    """Resolve the architecture, check every input and the destination, build the model with its
+    weights (loaded, imported or seeded): all before the first conversion step."""
+    from litedet.models import create_model
+
+    arch, info, adapter, prepared = _resolve(arch, config, checkpoint, class_names, trust, options)
+    input_size = input_size if input_size is not None else (prepared.input_size or info.input_size)
     check_input_size(input_size)
     check_destination(out, force)
     model = create_model(arch, **{**prepared.model_kwargs, **(model_kwargs or {})})
@@ -223,61 +248,65 @@ def convert_model(arch: str | None, out: str | Path, checkpoint: str | Path | No
         names = adapter.class_names(model, info, class_names)
     except ValueError as e:
         raise ConvertError(str(e)) from None
-    steps = _Steps(arch, progress)
-    provenance = _weights(adapter, model, info, checkpoint, seed, input_size, trust_checkpoint)
+    provenance = _weights(adapter, model, info, checkpoint, seed, input_size, trust)
     provenance["deploy_options"] = prepared.options
     if config is not None:
         provenance["config"] = {"path": str(Path(config).resolve()), "sha256": sha256_file(config)}
     if prepared.notes:
         provenance["inferred"] = prepared.notes
     model.eval()
-    steps.done("load")
+    return _Job(arch, info, adapter, prepared, model, names, input_size, provenance)
 
-    shapes = adapter.trace_shapes(info, input_size)
+
+def _write_bundle(job: _Job, tmp: Path, route: str, fp32: bool, seed: int, steps: "_Steps") -> tuple[Manifest, dict]:
+    """Trace, pnnx, manifest, reference and verification into the temp bundle ``tmp``."""
+    import torch
+
+    from .export import trace_deploy
+    from .families import GraphIO
+
+    adapter, info, model = job.adapter, job.info, job.model
+    shapes = adapter.trace_shapes(info, job.input_size)
     out_names = adapter.output_names(model, info)
-    extras = adapter.extra_graphs(model, info, input_size)
-    with atomic_bundle_dir(out, force) as tmp:
-        work = tmp / ".work"
-        work.mkdir()
-        (tmp / REF_DIR).mkdir()
-        example = torch.rand(shapes[0], generator=torch.Generator().manual_seed(seed))
-        ts = trace_deploy(model, example)
-        ts.save(str(tmp / REF_DIR / "model.torchscript.pt"))
-        steps.done("trace")
-        res, ref_bin = _pnnx(model, example, tmp / REF_DIR / "model.torchscript.pt", work, tmp, shapes, route, fp32,
-                             out_names)
-        extra_io, extra_files = _extra_graphs(extras, work, tmp, fp32, seed)
-        steps.done("pnnx")
-
-        try:
-            graph = GraphIO(res.input_name, res.output_names, res.dynamic_shape, extra_io)
-            deploy = adapter.deploy_spec(model, info, input_size, graph, names, prepared.options)
-            manifest = assemble_manifest(arch, input_size, deploy, not fp32, sha256_file(tmp / PARAM_NAME),
-                                         sha256_file(tmp / BIN_NAME))
-        except ValueError as e:
-            raise ConvertError(str(e)) from None
-        manifest.provenance = {**provenance, "route": route, "tools": tool_versions(), "created": now_utc(),
-                               "deploy_outputs": dict(zip(res.output_names, out_names))}
-        manifest.write(tmp / "manifest.json")
-        runner32, tref, n32 = _reference(tmp, ts, res.output_names, ref_bin, extras)
-        steps.done("reference")
-
-        try:
-            adapter.check_graph(runner32, deploy, input_size)
-        except ValueError as e:
-            raise ConvertError(str(e)) from None
-        verify = _verify(tref, n32)
-        steps.done("verify")
-
-        files = {"image": f"{REF_DIR}/image.png", "input": f"{REF_DIR}/input.npy",
-                 "outputs": f"{REF_DIR}/outputs.npz", "torchscript": f"{REF_DIR}/model.torchscript.pt",
-                 "fp32_bin": ref_bin, **extra_files}
-        manifest.reference = {**files, "sha256": {k: sha256_file(tmp / v) for k, v in files.items() if v},
-                              "verify_fp32": verify}
-        manifest.write(tmp / "manifest.json")
-        shutil.rmtree(work)
-        steps.done("write")
-    return ConvertResult(out, manifest, steps.close(), verify)
+    extras = adapter.extra_graphs(model, info, job.input_size)
+    work = tmp / ".work"
+    work.mkdir()
+    (tmp / REF_DIR).mkdir()
+    example = torch.rand(shapes[0], generator=torch.Generator().manual_seed(seed))
+    ts = trace_deploy(model, example)
+    ts.save(str(tmp / REF_DIR / "model.torchscript.pt"))
+    steps.done("trace")
+    res, ref_bin = _pnnx(model, example, tmp / REF_DIR / "model.torchscript.pt", work, tmp, shapes, route, fp32,
+                         out_names)
+    extra_io, extra_files = _extra_graphs(extras, work, tmp, fp32, seed)
+    steps.done("pnnx")
+    try:
+        graph = GraphIO(res.input_name, res.output_names, res.dynamic_shape, extra_io)
+        deploy = adapter.deploy_spec(model, info, job.input_size, graph, job.names, job.prepared.options)
+        manifest = assemble_manifest(job.arch, job.input_size, deploy, not fp32, sha256_file(tmp / PARAM_NAME),
+                                     sha256_file(tmp / BIN_NAME))
+    except ValueError as e:
+        raise ConvertError(str(e)) from None
+    manifest.provenance = {**job.provenance, "route": route, "tools": tool_versions(), "created": now_utc(),
+                           "deploy_outputs": dict(zip(res.output_names, out_names))}
+    manifest.write(tmp / "manifest.json")
+    runner32, tref, n32 = _reference(tmp, ts, res.output_names, ref_bin, extras)
+    steps.done("reference")
+    try:
+        adapter.check_graph(runner32, deploy, job.input_size)
+    except ValueError as e:
+        raise ConvertError(str(e)) from None
+    verify = _verify(tref, n32)
+    steps.done("verify")
+    files = {"image": f"{REF_DIR}/image.png", "input": f"{REF_DIR}/input.npy",
+             "outputs": f"{REF_DIR}/outputs.npz", "torchscript": f"{REF_DIR}/model.torchscript.pt",
+             "fp32_bin": ref_bin, **extra_files}
+    manifest.reference = {**files, "sha256": {k: sha256_file(tmp / v) for k, v in files.items() if v},
+                          "verify_fp32": verify}
+    manifest.write(tmp / "manifest.json")
+    shutil.rmtree(work)
+    steps.done("write")
+    return manifest, verify
 
 
 def registered_models() -> list[dict]:

@@ -110,28 +110,15 @@ def _cmd_classify(a: argparse.Namespace) -> int:
     return 0
 
 
-def _legacy_ncnn(param: Path) -> bool:
-    """An ncnn model with the legacy per-stride outputs (wrapped as it is)."""
-    from litedet.ncnn_param import NcnnImportError, parse_param
-
-    try:
-        blobs = {b for layer in parse_param(param) for b in layer.outputs}
-    except (NcnnImportError, OSError, ValueError):
-        return True  # let wrap_ncnn_model name the problem
-    return any(b.startswith("cls_pred_stride_") for b in blobs)
-
-
 def _cmd_wrap(a: argparse.Namespace) -> int:
-    from litedet.convert.bundle import wrap_ncnn_model
+    from litedet.convert.families.nanodet_wrap import is_legacy_ncnn, wrap_exported, wrap_ncnn_model
     from litedet.paths import check_input_file
 
     param = check_input_file(a.param, "model file", "an ncnn .param or an .onnx file")
     if a.bin:
         check_input_file(a.bin, "--bin", "an ncnn .bin file")
-    if param.suffix.lower() == ".onnx" or a.config or a.class_names or not _legacy_ncnn(param):
+    if param.suffix.lower() == ".onnx" or a.config or a.class_names or not is_legacy_ncnn(param):
         # an export (ONNX, or ncnn made from one): import its weights, convert, keep the torch reference
-        from litedet.convert.onnx_import import wrap_exported
-
         names = _read_class_names(a.class_names) if a.class_names else None
         r = wrap_exported(param, a.out, arch=a.arch, config=a.config, input_size=a.input_size, force=a.force,
                           class_names=names, options=_options(a), progress=not a.quiet)
@@ -312,45 +299,48 @@ def _run_steps(a: argparse.Namespace, out: Path, names: list[str] | None) -> int
     return 0 if rep.passed else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="litedet", description="PyTorch checkpoint -> verified fp16 ncnn bundle for ARM phones")
-    sub = p.add_subparsers(dest="cmd", required=True)
+def _convert_options(s: argparse.ArgumentParser) -> None:
+    """The conversion options `run` and `convert` share."""
+    s.add_argument("--checkpoint", help=".pth/.ckpt, or an ncnn .param (its .bin beside it) to import")
+    s.add_argument("--input-size", type=int, default=None,
+                   help="network input side, a multiple of 32 (default: the architecture's, 320 for NanoDet-m, 224 for backbones)")
+    s.add_argument("--fp32", action="store_true", help="store fp32 weights instead of fp16")
+    s.add_argument("--route", choices=("pnnx", "onnx"), default="pnnx")
+    s.add_argument("--seed", type=int, default=0, help="seed for initial weights when no checkpoint is given")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--config", help="NanoDet's own .yml config: architecture, classes, input size, normalisation, "
+                                    "val resize (keep_ratio)")
+    s.add_argument("--decode", choices=("device", "upstream"), default=None,
+                   help="detectors: 'device' (default) one class per cell, score 0.35, as on the phone; 'upstream' "
+                        "upstream NanoDet's evaluation (every class above 0.05, NMS 0.6, 100 boxes)")
+    s.add_argument("--preprocess", choices=("letterbox", "upstream_keep_ratio", "upstream_stretch"), default=None,
+                   help="detectors: 'letterbox' (default; centred padding) or upstream NanoDet's val pipeline, "
+                        "keep_ratio (pad right/bottom after normalisation) or stretch; --config picks the upstream one")
+    s.add_argument("--class-names", help="a text file with one class name per line (as many as the model has classes)")
+    s.add_argument("--trust-checkpoint", action="store_true",
+                   help="DANGEROUS: unpickle the whole checkpoint, which runs code from the file (default: "
+                        "tensors only, other classes read as inert placeholders); only for files you trust")
 
-    def conv_opts(s: argparse.ArgumentParser) -> None:
-        s.add_argument("--checkpoint", help=".pth/.ckpt, or an ncnn .param (its .bin beside it) to import")
-        s.add_argument("--input-size", type=int, default=None,
-                       help="network input side, a multiple of 32 (default: the architecture's, 320 for NanoDet-m, 224 for backbones)")
-        s.add_argument("--fp32", action="store_true", help="store fp32 weights instead of fp16")
-        s.add_argument("--route", choices=("pnnx", "onnx"), default="pnnx")
-        s.add_argument("--seed", type=int, default=0, help="seed for initial weights when no checkpoint is given")
-        s.add_argument("--quiet", action="store_true", help="no progress bars")
-        s.add_argument("--config", help="NanoDet's own .yml config: architecture, classes, input size, normalisation, "
-                                        "val resize (keep_ratio)")
-        s.add_argument("--decode", choices=("device", "upstream"), default=None,
-                       help="detectors: 'device' (default) one class per cell, score 0.35, as on the phone; 'upstream' "
-                            "upstream NanoDet's evaluation (every class above 0.05, NMS 0.6, 100 boxes)")
-        s.add_argument("--preprocess", choices=("letterbox", "upstream_keep_ratio", "upstream_stretch"), default=None,
-                       help="detectors: 'letterbox' (default; centred padding) or upstream NanoDet's val pipeline, "
-                            "keep_ratio (pad right/bottom after normalisation) or stretch; --config picks the upstream one")
-        s.add_argument("--class-names", help="a text file with one class name per line (as many as the model has classes)")
-        s.add_argument("--trust-checkpoint", action="store_true",
-                       help="DANGEROUS: unpickle the whole checkpoint, which runs code from the file (default: "
-                            "tensors only, other classes read as inert placeholders); only for files you trust")
 
+def _add_run(sub) -> None:
     s = sub.add_parser("run", help="main job: convert, parity, device assets, report (default: NanoDet-m, seeded weights)")
     s.add_argument("--arch", default=None, help="default: the --config's architecture, else nanodet_m")
     s.add_argument("--out", default="out")
     s.add_argument("--name", default=None, help="asset name (default: the variant, e.g. nanodet_m-320)")
-    conv_opts(s)
+    _convert_options(s)
     s.set_defaults(fn=_cmd_run)
 
+
+def _add_convert(sub) -> None:
     s = sub.add_parser("convert", help="checkpoint -> bundle directory")
     s.add_argument("arch", nargs="?", help="a registered architecture (litedet list); optional with --config")
     s.add_argument("--out", required=True)
     s.add_argument("--force", action="store_true", help="replace an existing bundle (atomically)")
-    conv_opts(s)
+    _convert_options(s)
     s.set_defaults(fn=_cmd_convert)
 
+
+def _add_classify(sub) -> None:
     s = sub.add_parser("classify", help="run a classification bundle on an image (softmax top-k)")
     s.add_argument("bundle")
     s.add_argument("image")
@@ -360,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fp32", action="store_true", help="turn ncnn's fp16 storage/arithmetic off")
     s.set_defaults(fn=_cmd_classify)
 
+
+def _add_wrap(sub) -> None:
     s = sub.add_parser("wrap", help="make a bundle from an existing NanoDet model: ncnn (legacy per-stride outputs) "
                                      "or ONNX (upstream's tools/export_onnx.py)")
     s.add_argument("param", help="model.param (its .bin beside it) or model.onnx")
@@ -376,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true")
     s.set_defaults(fn=_cmd_wrap)
 
+
+def _add_detect(sub) -> None:
     s = sub.add_parser("detect", help="run a detection bundle on an image")
     s.add_argument("bundle")
     s.add_argument("image")
@@ -385,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fp32", action="store_true", help="turn ncnn's fp16 storage/arithmetic off")
     s.set_defaults(fn=_cmd_detect)
 
+
+def _add_parity(sub) -> None:
     s = sub.add_parser("parity", help="torch vs ncnn fp32 vs ncnn fp16, per output and per detection")
     s.add_argument("bundle")
     s.add_argument("--images", nargs="+", help="image files (default: scikit-image's real photos)")
@@ -402,12 +398,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=_cmd_parity)
 
+
+def _add_assets(sub) -> None:
     s = sub.add_parser("assets", help="write NAME.param/.bin/.cfg for a device app from a bundle")
     s.add_argument("bundle")
     s.add_argument("dest")
     s.add_argument("--name")
     s.set_defaults(fn=_cmd_assets)
 
+
+def _add_android(sub) -> None:
     s = sub.add_parser("android", help="Android demo helpers")
     asub = s.add_subparsers(dest="android_cmd", required=True)
     s = asub.add_parser("push", help="copy a bundle's param/bin and its generated config into the demo's assets")
@@ -416,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="asset name (default: the variant, e.g. nanodet_m-320)")
     s.set_defaults(fn=_cmd_android_push)
 
+
+def _add_bench(sub) -> None:
     s = sub.add_parser("bench", help="latency / instructions of models on the desktop, under qemu, on a phone (adb) "
                                      "or a board (ssh), one result format (results.json/.md, latency_vs_macs.png)")
     s.add_argument("models", nargs="*", help="registered names (converted with seeded weights) or bundle directories")
@@ -444,9 +446,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.set_defaults(fn=_cmd_bench)
 
+
+def _add_list(sub) -> None:
     s = sub.add_parser("list", help="registered architectures, parameters and MACs at their default input size")
     s.add_argument("names", nargs="*", help="only these architectures (default: all)")
     s.set_defaults(fn=_cmd_list)
+
+
+# each command adds its own parser and arguments, in the order `litedet --help` lists them
+_COMMANDS = (_add_run, _add_convert, _add_classify, _add_wrap, _add_detect, _add_parity, _add_assets, _add_android, _add_bench, _add_list)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="litedet", description="PyTorch checkpoint -> verified fp16 ncnn bundle for ARM phones")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for add in _COMMANDS:
+        add(sub)
     return p
 
 

@@ -21,24 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from litedet.datasets import COCO_CLASSES, NANODET_MEAN_BGR, NANODET_STD_BGR
+
 from .registry import register_model
 from .shufflenetv2 import STAGE_OUT_CHANNELS, STAGE_REPEATS, ShuffleNetV2
 
 __all__ = ["ClassPrior", "GFLDetector", "NanoDet", "NanoDetSpec", "nanodet_backbone", "DepthwiseConvModule", "Integral", "nanodet_m", "nanodet_m_1_5x", "COCO_CLASSES", "NANODET_M", "NANODET_M_1_5X",
            "deploy_layout"]
 
-COCO_CLASSES = [
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic_light", "fire_hydrant", "stop_sign", "parking_meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports_ball", "kite",
-    "baseball_bat", "baseball_glove", "skateboard", "surfboard", "tennis_racket", "bottle",
-    "wine_glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
-    "broccoli", "carrot", "hot_dog", "pizza", "donut", "cake", "chair", "couch", "potted_plant",
-    "bed", "dining_table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell_phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy_bear", "hair_drier", "toothbrush",
-]
 
 
 @dataclass(frozen=True)
@@ -53,8 +43,8 @@ class NanoDetSpec:
     num_classes: int = 80
     input_sizes: tuple[int, ...] = (320, 416)
     # NanoDet normalises BGR pixels with these (config: normalize).
-    mean_bgr: tuple[float, float, float] = (103.53, 116.28, 123.675)
-    std_bgr: tuple[float, float, float] = (57.375, 57.12, 58.395)
+    mean_bgr: tuple[float, float, float] = NANODET_MEAN_BGR
+    std_bgr: tuple[float, float, float] = NANODET_STD_BGR
     # Legacy NanoDet-m places a cell's centre at (x + 0.5) * stride.
     center_offset: float = 0.5
     class_names: tuple[str, ...] = field(default_factory=lambda: tuple(COCO_CLASSES))

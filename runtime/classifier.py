@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .kinds.softmax_topk import Classification, classify_outputs
+from .kinds.softmax_topk import classify_outputs
+from .results import Classification
 from .runner import BundleRunner
 
 __all__ = ["Classification", "Classifier", "classify_outputs"]

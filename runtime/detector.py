@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kinds.gfl import Detection, postprocess_outputs
-from .postprocess import Letterbox
+from .kinds.gfl import postprocess_outputs
+from .results import Detection
+from .letterbox import Letterbox
 from .runner import BundleRunner, ImageError, as_pixels, load_image, make_net
 
 __all__ = ["Detection", "Detector", "ImageError", "as_pixels", "load_image", "make_net", "postprocess_outputs"]

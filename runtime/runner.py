@@ -18,7 +18,7 @@ import numpy as np
 
 from .kinds import postprocess_kind
 from .manifest import Manifest, ManifestError, bundle_path, load_manifest, verify_bundle_files
-from .postprocess import center_crop_geometry, letterbox_geometry
+from .letterbox import center_crop_geometry, letterbox_geometry
 
 __all__ = ["BundleRunner", "ImageError", "InferenceError", "extract_copy", "as_pixels", "load_image", "to_uint8", "make_net", "open_bundle", "MAX_THREADS"]
 

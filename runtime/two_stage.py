@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .postprocess import clamp_boxes, nms
+from .boxes import clamp_boxes, nms
 
 __all__ = [
     "BOX_CLIP", "make_anchors", "decode_boxes", "encode_boxes", "sigmoid", "remove_small", "top_n_order",

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .detector import Detection
+from .results import Detection
 
 __all__ = ["draw_detections", "drawable", "save_image"]
 

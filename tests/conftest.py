@@ -70,7 +70,7 @@ def seeded_bundle(tmp_path_factory) -> Path:
 def official_bundle(tmp_path_factory) -> Path:
     """The official ncnn NanoDet-m, wrapped as a bundle (legacy per-stride outputs)."""
     need_reference(NANODET_PARAM, NANODET_BIN)
-    from litedet.convert.bundle import wrap_ncnn_model
+    from litedet.convert.families.nanodet_wrap import wrap_ncnn_model
 
     out = tmp_path_factory.mktemp("official") / "bundle"
     wrap_ncnn_model(NANODET_PARAM, NANODET_BIN, out)

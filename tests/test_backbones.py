@@ -13,7 +13,8 @@ from litedet.convert.verify.torch_parity import run_parity
 from litedet.models import create_model, list_models, model_info
 from litedet.models.profile import profile
 from litedet.runtime.classifier import Classifier
-from litedet.runtime.postprocess import center_crop_geometry, softmax, top_k
+from litedet.runtime.kinds.softmax_topk import softmax, top_k
+from litedet.runtime.letterbox import center_crop_geometry
 
 BACKBONES = [n for n in list_models() if model_info(n).task == "classification"]
 

@@ -11,7 +11,7 @@ from litedet.convert.bundle import ConvertError, atomic_bundle_dir
 from litedet.convert.pipeline import convert_model
 from litedet.convert.export import PnnxError, run_pnnx, unconverted_ops
 from litedet.convert.verify.compare import DetectionMatch, match_detections
-from litedet.runtime.detector import Detection
+from litedet.runtime.results import Detection
 from litedet.runtime.manifest import load_manifest, sha256_file
 
 

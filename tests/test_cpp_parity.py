@@ -28,10 +28,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import NANODET_BIN, NANODET_PARAM, need_reference
-from litedet.runtime.detector import Detection, Detector, postprocess_outputs
+from litedet.runtime.detector import Detector, postprocess_outputs
+from litedet.runtime.results import Detection
 from litedet.runtime.devconfig import device_config_text
 from litedet.runtime.manifest import Manifest, load_manifest
-from litedet.runtime.postprocess import RESIZE_ALIGNS, Letterbox, distribution_to_distance, letterbox_geometry, nms
+from litedet.runtime.boxes import nms
+from litedet.runtime.kinds.gfl import distribution_to_distance
+from litedet.runtime.letterbox import RESIZE_ALIGNS, Letterbox, letterbox_geometry
 
 PROPS = settings(max_examples=40, deadline=None, derandomize=True,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

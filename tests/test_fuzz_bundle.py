@@ -15,7 +15,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import traceback
 import typing
 from pathlib import Path

@@ -50,7 +50,7 @@ def test_class_names_opencv_cannot_draw_are_refused_at_load(tmp_path, seeded_bun
 
 
 def test_drawing_never_crashes_on_any_name():
-    from litedet.runtime.detector import Detection
+    from litedet.runtime.results import Detection
     from litedet.runtime.visualize import draw_detections, drawable
 
     img = np.zeros((64, 64, 3), np.uint8)
@@ -359,7 +359,7 @@ def test_seeded_parity_passes_on_real_photos_outside_the_test_set(tmp_path_facto
 
 def test_an_nms_order_flip_is_recognised_and_reported():
     from litedet.convert.verify.compare import match_detections
-    from litedet.runtime.detector import Detection
+    from litedet.runtime.results import Detection
 
     a = Detection(0, 0, 100, 100, 0.500, 0, "x")
     b = Detection(20, 0, 120, 100, 0.499, 0, "x")  # IoU 0.667 with a: NMS keeps only one
@@ -374,7 +374,7 @@ def test_an_nms_order_flip_is_recognised_and_reported():
 
 def test_identical_boxes_clipped_to_zero_width_match():
     from litedet.convert.verify.compare import box_iou_det
-    from litedet.runtime.detector import Detection
+    from litedet.runtime.results import Detection
 
     a = Detection(0, 10, 0, 50, 0.3, 1, "x")
     assert box_iou_det(a, a) == 1.0

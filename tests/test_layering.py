@@ -34,9 +34,10 @@ def _module_name(root: Path, path: Path) -> str:
     return ".".join(p for p in parts if p != "__init__")
 
 
-def imports(root: Path, path: Path, top_level_only: bool = False) -> set[str]:
-    """Absolute names a module imports (relative imports resolved to litedet.*)."""
-    tree = ast.parse(path.read_text())
+def imports(root: Path, path: Path, top_level_only: bool = False, tree: ast.Module | None = None) -> set[str]:
+    """Absolute names a module imports (relative imports resolved to litedet.*); ``tree``: its
+    parsed source when the caller edited it."""
+    tree = tree or ast.parse(path.read_text())
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     mod = _module_name(root, path)
     package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]

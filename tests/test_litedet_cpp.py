@@ -17,7 +17,7 @@ from litedet.benchmarks.schema import Record
 from litedet.convert.verify.compare import match_detections
 from litedet.ncnn_param import parse_param
 from litedet.runtime import open_bundle
-from litedet.runtime.detector import Detection
+from litedet.runtime.results import Detection
 from litedet.runtime.devconfig import export_device_assets
 from litedet.runtime.manifest import load_manifest
 

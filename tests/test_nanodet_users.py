@@ -272,7 +272,7 @@ def test_a_custom_class_onnx_export_of_nanodet_m(tmp_path):
     onnx_path = export_upstream_onnx(seeded("nanodet_m", num_classes=3, class_names=("a", "b", "c")),
                                      tmp_path / "mine.onnx", size=416)
     (tmp_path / "names.txt").write_text("apple\npear\nplum\n")
-    from litedet.convert.onnx_import import wrap_onnx
+    from litedet.convert.families.nanodet_wrap import wrap_onnx
 
     r = wrap_onnx(onnx_path, tmp_path / "b", class_names=["apple", "pear", "plum"], progress=False)
     m = r.manifest
@@ -284,7 +284,7 @@ def test_an_onnx_of_another_network_is_refused(tmp_path):
     with torch.no_grad():
         torch.onnx.export(create_model("squeezenet1_1").eval(), torch.randn(1, 3, 224, 224), str(onnx_path),
                           dynamo=False, opset_version=11)
-    from litedet.convert.onnx_import import wrap_onnx
+    from litedet.convert.families.nanodet_wrap import wrap_onnx
 
     with pytest.raises(ConvertError, match="fits no registered NanoDet"):
         wrap_onnx(onnx_path, tmp_path / "b", progress=False)
@@ -309,7 +309,7 @@ def test_an_older_six_output_onnx_export_wraps(tmp_path):
     import warnings
 
     from litedet.convert.export import DeployWrapper, _channel_shuffle_symbolic
-    from litedet.convert.onnx_import import wrap_exported
+    from litedet.convert.families.nanodet_wrap import wrap_exported
 
     torch.onnx.register_custom_op_symbolic("aten::channel_shuffle", _channel_shuffle_symbolic, 9)
     m = seeded("nanodet_m")

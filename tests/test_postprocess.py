@@ -1,8 +1,9 @@
-"""Property tests for the pure numpy GFL postprocessing (runtime/postprocess.py).
+"""Property tests for the pure numpy postprocessing: GFL decoding (runtime/kinds/gfl.py), box maths
+(runtime/boxes.py) and letterbox geometry (runtime/letterbox.py).
 
 Every optimised function is checked against a deliberately naive reference
 written here (python loops, float64 or exact integer arithmetic), plus the
-conventions documented at the top of postprocess.py: sigmoid already applied,
+conventions documented at the top of runtime/kinds/gfl.py and runtime/boxes.py: sigmoid already applied,
 argmax ties -> lowest class, strict '>' for score and IoU thresholds, stable
 descending sort in NMS, per-class NMS unless class-agnostic.
 """
@@ -18,17 +19,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from litedet.runtime.postprocess import (
-    Candidates,
-    Letterbox,
-    box_iou,
-    decode_level,
-    distribution_to_distance,
-    grid_centers,
-    letterbox_geometry,
-    map_boxes_back,
-    nms,
-)
+from litedet.runtime.boxes import box_iou, nms
+from litedet.runtime.kinds.gfl import Candidates, decode_level, distribution_to_distance, grid_centers
+from litedet.runtime.letterbox import Letterbox, letterbox_geometry, map_boxes_back
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -747,7 +740,7 @@ def test_decode_level_refuses_nan_scores():
 def test_clamping_to_the_input_before_nms_changes_what_is_suppressed():
     """Upstream NanoDet clips decoded boxes to the network input before NMS; two boxes
     that only overlap once clipped are suppressed with clipping and both kept without."""
-    from litedet.runtime.postprocess import clamp_boxes, nms
+    from litedet.runtime.boxes import clamp_boxes, nms
 
     boxes = np.array([[-100, 0, 50, 50], [-20, 0, 50, 50]], np.float32)
     scores, labels = np.array([0.9, 0.8], np.float32), np.array([0, 0])
@@ -761,7 +754,7 @@ def test_clamping_to_the_input_before_nms_changes_what_is_suppressed():
                           st.floats(-1e4, 1e4, width=32), st.floats(-1e4, 1e4, width=32)), min_size=1, max_size=50),
        st.integers(1, 2048), st.integers(1, 2048))
 def test_clamped_boxes_lie_inside_the_input(rows, w, h):
-    from litedet.runtime.postprocess import clamp_boxes
+    from litedet.runtime.boxes import clamp_boxes
 
     b = clamp_boxes(np.array(rows, np.float32), w, h)
     assert (b[:, 0::2] >= 0).all() and (b[:, 0::2] <= w).all() and (b[:, 1::2] >= 0).all() and (b[:, 1::2] <= h).all()

@@ -152,7 +152,8 @@ def test_wrap_takes_the_default_input_size_from_the_registry(tmp_path):
 
 def test_wrap_refuses_an_architecture_of_another_family(tmp_path):
     need_reference(NANODET_PARAM)
-    from litedet.convert.bundle import ConvertError, wrap_ncnn_model
+    from litedet.convert.bundle import ConvertError
+    from litedet.convert.families.nanodet_wrap import wrap_ncnn_model
 
     with pytest.raises(ConvertError, match="mobilenet_v2 is a 'classifier' model"):
         wrap_ncnn_model(NANODET_PARAM, NANODET_BIN, tmp_path / "w", arch="mobilenet_v2")

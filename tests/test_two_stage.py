@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from litedet.models import create_model, list_models, model_info
-from litedet.runtime.manifest import ManifestError, load_manifest
+from litedet.runtime.manifest import load_manifest
 from litedet.runtime.runner import open_bundle
 
 from test_hostile import edited_bundle, litedet, refused, snapshot, stale

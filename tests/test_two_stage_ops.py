@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from litedet.runtime.two_stage import (BOX_CLIP, decode_boxes, encode_boxes, make_anchors, ps_roi_align,
                                        rcnn_detections, select_proposals)
-from litedet.runtime.postprocess import nms
+from litedet.runtime.boxes import nms
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -155,7 +155,7 @@ def test_upstream_checkpoint_converts_and_matches_upstream(upstream, config, arc
     if not upstream.torchvision:
         pytest.skip("torchvision is not importable here: upstream's get_bboxes (its NMS) cannot run")
     from litedet.runtime.kinds.gfl import postprocess_outputs
-    from litedet.runtime.postprocess import Letterbox
+    from litedet.runtime.letterbox import Letterbox
 
     with torch.no_grad():
         (boxes_scores, labels), = up.head.get_bboxes(torch.from_numpy(u[None, :, :n]), torch.from_numpy(u[None, :, n:]),
@@ -185,7 +185,7 @@ def test_an_onnx_exported_as_upstream_does_wraps_into_a_bundle(upstream, config,
     import onnx
     import onnxsim
 
-    from litedet.convert.onnx_import import wrap_onnx
+    from litedet.convert.families.nanodet_wrap import wrap_onnx
 
     up, c = upstream.build(config)
     up.load_state_dict({**up.state_dict(), **_seeded(arch).state_dict()})

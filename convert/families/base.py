@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from litedet.models.registry import ModelInfo
 
 __all__ = ["DeploySpec", "ExtraGraph", "ExtraGraphIO", "GraphIO", "Prepared", "FamilyAdapter", "adapter_for_config", "register_adapter", "unregister_adapter", "adapter_for",
-           "check_for_kind", "calibration_batch"]
+           "check_for_kind", "calibration_batch", "agreed_class_count"]
 
 Shape = tuple[int, int, int, int]
 
@@ -193,6 +193,14 @@ def check_for_kind(kind: str) -> ResultCheck:
         if a.kind == kind:
             return a.check
     raise KeyError(f"no family adapter writes postprocess kind {kind!r}, so parity cannot compare its results")
+
+
+def agreed_class_count(counts: dict[str, int]) -> int | None:
+    """The one class count every source states (config, checkpoint, --class-names), or None when
+    none does; sources that disagree are a ValueError naming each one and its count."""
+    if len(set(counts.values())) > 1:
+        raise ValueError("class counts disagree: " + ", ".join(f"{k} has {v}" for k, v in counts.items()))
+    return next(iter(counts.values()), None)
 
 
 def calibration_batch(mean, std, size: int, rgb: bool = False):

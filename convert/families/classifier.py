@@ -9,8 +9,7 @@ from ..verify.checks import TopKCheck
 from .base import DeploySpec, FamilyAdapter, GraphIO, calibration_batch, register_adapter
 
 # torchvision's ImageNet recipe: RGB, mean/std in 0..255 units, resize 256 + centre crop 224
-IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
-IMAGENET_STD_RGB = (58.395, 57.12, 57.375)
+from litedet.datasets import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 CROP_FRACTION = 0.875
 
 

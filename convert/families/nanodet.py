@@ -14,7 +14,7 @@ from litedet.runtime.kinds.gfl import GflSpec
 from litedet.runtime.manifest import InputSpec, OutputSpec, ResizeSpec
 
 from ..verify.checks import DetectionCheck
-from .base import DeploySpec, FamilyAdapter, GraphIO, Prepared, calibration_batch, register_adapter
+from .base import DeploySpec, FamilyAdapter, GraphIO, Prepared, agreed_class_count, calibration_batch, register_adapter
 
 # decode presets: litedet's device default (one class per cell, as upstream's ncnn demo) and
 # upstream's evaluation (every class score above 0.05 a candidate, NMS 0.6, 100 boxes)
@@ -61,8 +61,8 @@ class NanoDetAdapter(FamilyAdapter):
     def prepare(self, info, checkpoint, config, class_names, trust, options):
         """Class count from the checkpoint's head, classes / input size / normalisation /
         val resize from the config; every source that says a class count must agree."""
+        from litedet.datasets import COCO_CLASSES, default_class_names
         from litedet.models import create_model
-        from litedet.models.nanodet import COCO_CLASSES
 
         spec = create_model(info.name).spec
         kwargs: dict = {}
@@ -84,12 +84,11 @@ class NanoDetAdapter(FamilyAdapter):
             counts[f"the checkpoint's head ({Path(checkpoint).name})"] = inferred
         if class_names is not None:
             counts["--class-names"] = len(class_names)
-        if len(set(counts.values())) > 1:
-            raise ValueError("class counts disagree: " + ", ".join(f"{k} has {v}" for k, v in counts.items()))
-        n = next(iter(counts.values()), spec.num_classes)
+        agreed = agreed_class_count(counts)
+        n = spec.num_classes if agreed is None else agreed
         names = class_names or (list(cfg.class_names) if cfg else None)
         if names is None:
-            names = list(COCO_CLASSES) if n == len(COCO_CLASSES) else [f"class_{i}" for i in range(n)]
+            names = default_class_names(n)
             if n != len(COCO_CLASSES):
                 notes.append(f"{n} classes inferred from the checkpoint; named class_0..class_{n - 1} "
                              "(pass --class-names or --config for their names)")

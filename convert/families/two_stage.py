@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from litedet.datasets import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, default_class_names
 from litedet.runtime.kinds.rpn_psroi import RCNN_DELTAS, RCNN_SCORES, HeadGraph, RpnPsroiSpec
 from litedet.runtime.manifest import InputSpec, OutputSpec, ResizeSpec
 
 from ..verify.checks import TwoStageCheck
-from .base import DeploySpec, ExtraGraph, FamilyAdapter, GraphIO, calibration_batch, register_adapter
-from .classifier import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+from .base import DeploySpec, ExtraGraph, FamilyAdapter, GraphIO, agreed_class_count, calibration_batch, register_adapter
 
 # the head is traced with this many RoIs and half as many (both sides of the row count move)
 TRACE_ROIS = 200
@@ -64,10 +64,8 @@ class TwoStageAdapter(FamilyAdapter):
                 counts[f"the checkpoint's rcnn.cls_score ({Path(checkpoint).name})"] = int(w.shape[0]) - 1
         if class_names is not None:
             counts["--class-names"] = len(class_names)
-        if len(set(counts.values())) > 1:
-            raise ValueError("class counts disagree: " + ", ".join(f"{k} has {v}" for k, v in counts.items()))
-        if counts:
-            n = next(iter(counts.values()))
+        n = agreed_class_count(counts)
+        if n is not None:
             prepared.model_kwargs["num_classes"] = n
             if n != 80 and class_names is None:
                 prepared.notes.append(f"{n} classes inferred from the checkpoint; named class_0..class_{n - 1} "
@@ -86,10 +84,8 @@ class TwoStageAdapter(FamilyAdapter):
                            [RCNN_SCORES, RCNN_DELTAS])]
 
     def class_names(self, model, info, given):
-        from litedet.models.nanodet import COCO_CLASSES
-
         n = model.num_classes
-        names = list(given) if given else (list(COCO_CLASSES) if n == len(COCO_CLASSES) else [f"class_{i}" for i in range(n)])
+        names = list(given) if given else default_class_names(n)
         if len(names) != n:
             raise ValueError(f"{len(names)} class names given; {info.name} has {n} classes")
         return names

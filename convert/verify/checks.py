@@ -132,7 +132,7 @@ PROPOSAL_IOU = 0.9
 
 def match_boxes(ref: np.ndarray, test: np.ndarray, iou: float) -> int:
     """Greedy one-to-one matches of two box sets at IoU >= ``iou`` (reference order)."""
-    from litedet.runtime.postprocess import box_iou
+    from litedet.runtime.boxes import box_iou
 
     used = np.zeros(len(test), bool)
     hits = 0

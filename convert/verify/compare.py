@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 if TYPE_CHECKING:
-    from litedet.runtime.kinds.gfl import Detection
+    from litedet.runtime.results import Detection
 
 __all__ = ["Limits", "TensorStats", "DetectionMatch", "TopKMatch", "CppMatch", "tensor_stats", "output_stats", "align_outputs",
            "tensor_failures", "match_detections", "nms_order_flip", "detection_failure", "topk_match", "cpp_match", "box_iou_det"]
@@ -199,6 +199,66 @@ def nms_order_flip(r: "Detection", t: "Detection", ref_candidates: list["Detecti
     return _has_twin(r, test_candidates, margin) and _has_twin(t, ref_candidates, margin)
 
 
+@dataclass
+class _Tally:
+    """The running counts of one ``match_detections``."""
+
+    cut: float  # the score a detection had to beat (threshold or max_detections cut)
+    margin: float  # borderline margin
+    near: set  # ids of NMS near-tie survivors (either side)
+    used: list  # test detections already paired
+    matched_ref: list = field(default_factory=list)
+    ious: list = field(default_factory=list)
+    sdiffs: list = field(default_factory=list)
+    missed: int = 0
+    extra: int = 0
+    borderline: int = 0
+    label_flips: int = 0
+    order_flips: int = 0
+
+    def near_cut(self, d: "Detection") -> bool:
+        return d.score < self.cut + self.margin or id(d) in self.near
+
+
+def _best_partner(r: "Detection", test: list["Detection"], used: list[bool], match_iou: float) -> tuple[int, float]:
+    """The unused test detection of r's label with the highest IoU >= match_iou: (index or -1, IoU)."""
+    best, best_iou = -1, match_iou
+    for j, t in enumerate(test):
+        if not used[j] and t.label == r.label:
+            iou = box_iou_det(r, t)
+            if iou >= best_iou:
+                best, best_iou = j, iou
+    return best, best_iou
+
+
+def _pair(tally: _Tally, r: "Detection", t: "Detection", iou: float, is_flip: Callable) -> None:
+    """Record a matched pair: an NMS order flip, or a pair held to min IoU and the score limit."""
+    tally.matched_ref.append(r)
+    if iou < TWIN_IOU and is_flip(r, t):
+        tally.order_flips += 1
+        return
+    if max(r.score, t.score) >= tally.cut + tally.margin and not ({id(r), id(t)} & tally.near):
+        # two boxes at the score cut (or NMS near-tie survivors) may pair up after each one's
+        # twin was dropped: their IoU says nothing about the conversion, so it is not held to min IoU
+        tally.ious.append(iou)
+    tally.sdiffs.append(abs(r.score - t.score))
+
+
+def _label_flips(ref: list["Detection"], test: list["Detection"], tally: _Tally) -> None:
+    """An unmatched pair with the same box and score but another label is a label flip."""
+    for r in [r for r in ref if not any(m is r for m in tally.matched_ref)]:
+        for j, t in enumerate(test):
+            if (not tally.used[j] and t.label != r.label and box_iou_det(r, t) >= 0.9
+                    and abs(t.score - r.score) <= tally.margin):
+                tally.used[j] = True
+                tally.label_flips += 1
+                if r.score < tally.cut + tally.margin:
+                    tally.borderline -= 1
+                else:
+                    tally.missed -= 1
+                break
+
+
 def match_detections(ref: list["Detection"], test: list["Detection"], match_iou: float = 0.5,
                      score_threshold: float = 0.0, borderline_margin: float = 0.0,
                      max_detections: int | None = None, nms_iou: float | None = None,
@@ -224,60 +284,29 @@ def match_detections(ref: list["Detection"], test: list["Detection"], match_iou:
             cands.extend(candidates())
         return nms_order_flip(r, t, cands[0], cands[1], borderline_margin)
 
-    near_r = {id(ref[i]) for i in nms_survivors_near_tie(ref, nms_iou, nms_margin)} if nms_iou is not None else set()
-    near_t = {id(test[i]) for i in nms_survivors_near_tie(test, nms_iou, nms_margin)} if nms_iou is not None else set()
+    near = set()
+    if nms_iou is not None:
+        near = ({id(ref[i]) for i in nms_survivors_near_tie(ref, nms_iou, nms_margin)}
+                | {id(test[i]) for i in nms_survivors_near_tie(test, nms_iou, nms_margin)})
     cut = max(_cut(ref, score_threshold, max_detections), _cut(test, score_threshold, max_detections))
-    used = [False] * len(test)
-    ious, sdiffs = [], []
-    missed = borderline = order_flips = 0
-    matched_ref: list = []
+    tally = _Tally(cut, borderline_margin, near, [False] * len(test))
     for r in sorted(ref, key=lambda d: -d.score):
-        best, best_iou = -1, match_iou
-        for j, t in enumerate(test):
-            if not used[j] and t.label == r.label:
-                iou = box_iou_det(r, t)
-                if iou >= best_iou:
-                    best, best_iou = j, iou
+        best, best_iou = _best_partner(r, test, tally.used, match_iou)
         if best < 0:
-            if r.score < cut + borderline_margin or id(r) in near_r:
-                borderline += 1
-            else:
-                missed += 1
+            tally.borderline, tally.missed = (tally.borderline + 1, tally.missed) if tally.near_cut(r) else \
+                (tally.borderline, tally.missed + 1)
             continue
-        used[best] = True
-        matched_ref.append(r)
-        t = test[best]
-        if best_iou < TWIN_IOU and is_flip(r, t):
-            order_flips += 1
-            continue
-        if max(r.score, test[best].score) >= cut + borderline_margin and not ({id(r), id(test[best])} & (near_r | near_t)):
-            # two boxes at the score cut (or NMS near-tie survivors) may pair up after each one's
-            # twin was dropped: their IoU says nothing about the conversion, so it is not held to min IoU
-            ious.append(best_iou)
-        sdiffs.append(abs(r.score - test[best].score))
-    # an unmatched pair with the same box and score but another label is a flip
-    unmatched_ref = [r for r in ref if not any(used_r is r for used_r in matched_ref)]
-    flips = 0
-    for r in unmatched_ref:
-        for j, t in enumerate(test):
-            if not used[j] and t.label != r.label and box_iou_det(r, t) >= 0.9 and abs(t.score - r.score) <= borderline_margin:
-                used[j] = True
-                flips += 1
-                if r.score < cut + borderline_margin:
-                    borderline -= 1
-                else:
-                    missed -= 1
-                break
-    extra = 0
+        tally.used[best] = True
+        _pair(tally, r, test[best], best_iou, is_flip)
+    _label_flips(ref, test, tally)
     for j, t in enumerate(test):
-        if not used[j]:
-            if t.score < cut + borderline_margin or id(t) in near_t:
-                borderline += 1
-            else:
-                extra += 1
-    return DetectionMatch(len(ref), len(test), len(matched_ref), missed, extra, borderline, flips,
-                          float(np.mean(ious)) if ious else 1.0, float(min(ious)) if ious else 1.0,
-                          float(max(sdiffs)) if sdiffs else 0.0, order_flips)
+        if not tally.used[j]:
+            tally.borderline, tally.extra = (tally.borderline + 1, tally.extra) if tally.near_cut(t) else \
+                (tally.borderline, tally.extra + 1)
+    ious, sdiffs = tally.ious, tally.sdiffs
+    return DetectionMatch(len(ref), len(test), len(tally.matched_ref), tally.missed, tally.extra, tally.borderline,
+                          tally.label_flips, float(np.mean(ious)) if ious else 1.0, float(min(ious)) if ious else 1.0,
+                          float(max(sdiffs)) if sdiffs else 0.0, tally.order_flips)
 
 
 def topk_match(t: np.ndarray, n: np.ndarray, max_abs: float) -> TopKMatch:

@@ -32,10 +32,10 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from litedet.runtime.detector import Detection
+from litedet.runtime.results import Detection
 from litedet.runtime.devconfig import config_keys, device_config_text
 from litedet.runtime.manifest import Manifest
-from litedet.runtime.postprocess import RESIZE_ALIGNS, Letterbox
+from litedet.runtime.letterbox import RESIZE_ALIGNS, Letterbox
 
 __all__ = [
     "CPP_DIR", "SOURCES", "BASE_FLAGS", "CppBuildError", "CppCoreError", "CppConfigError",

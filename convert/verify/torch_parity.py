@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from litedet.runtime.manifest import Manifest, ManifestError, bundle_path, load_manifest
+from litedet.runtime.manifest import Manifest, ManifestError
 from litedet.runtime.runner import BundleRunner
 
-from .compare import Limits, align_outputs, output_stats, tensor_failures
+from .compare import Limits, align_outputs
+from .driver import Comparison, Sides, default_images, images_to_compare, judge, open_sides, reference_file
 from .report import ImageParity, ParityReport, error_chart, format_table, write_report
 
 __all__ = ["ParityThresholds", "run_parity", "format_report", "reference_file", "torch_outputs", "default_images"]
@@ -64,29 +65,6 @@ class ParityThresholds:
         return Limits(getattr(self, f"{p}_min_cosine"), getattr(self, f"{p}_max_rel"), getattr(self, f"{p}_min_iou"),
                       getattr(self, f"{p}_max_score_diff"), self.match_iou, self.borderline_margin,
                       self.max_label_flip_frac)
-
-
-def default_images():
-    from litedet.photos import default_images as photos
-
-    return photos()
-
-
-def reference_file(bundle: Path, m: Manifest, key: str) -> Path:
-    """A ``reference/`` file of the bundle, confined to it and checked against its sha256."""
-    from litedet.hashing import sha256_file
-
-    rel = m.reference.get(key)
-    if not rel:
-        raise ManifestError(f"{bundle} has no reference {key}; parity needs a bundle written by 'litedet convert' "
-                            "(a wrapped ncnn model has no PyTorch side)")
-    p = bundle_path(bundle, rel, f"reference.{key}")
-    if not p.is_file():
-        raise ManifestError(f"{bundle} is missing its reference file {rel}")
-    want = m.reference.get("sha256", {}).get(key)
-    if want and sha256_file(p) != want:
-        raise ManifestError(f"{p} does not match the sha256 in the manifest; the bundle's reference was modified")
-    return p
 
 
 def torch_outputs(ts, m: Manifest, chw: np.ndarray) -> dict[str, np.ndarray]:
@@ -136,87 +114,70 @@ def load_torchscript(path: Path):
         raise ManifestError(f"{path} is not a loadable TorchScript ({str(e).splitlines()[0]})") from None
 
 
-def before_nms(runner: BundleRunner, geometry):
-    """outputs -> the kind's detections before NMS (the same decode with NMS at IoU 1 and no cap):
-    what lets the matcher tell an NMS order flip from a moved box."""
-    import dataclasses
-
-    m = runner.manifest
-    loose = dataclasses.replace(m, postprocess=dataclasses.replace(m.postprocess, nms_threshold=1.0,
-                                                                   max_detections=10 ** 7))
-    return lambda outputs: runner.kind.decode(loose, outputs, geometry)
-
-
 def run_parity(bundle: str | Path, images: list[tuple[str, np.ndarray]] | None = None,
                thresholds: ParityThresholds | None = None, out_dir: str | Path | None = None,
                threads: int = 1, progress: bool = True, cpp: bool = False) -> ParityReport:
     """Parity report of a bundle. ``cpp=True`` also runs the on-device C++
     postprocessing core (built with g++) on the ncnn fp16 outputs and requires
     results identical to Python's (boxes and scores within 1e-4)."""
-    import cv2
     from tqdm import tqdm
 
-    from ..families import check_for_kind
-
-    bundle = Path(bundle)
+    s = open_sides(bundle, threads)
     th = thresholds or ParityThresholds()
-    m = load_manifest(bundle)
-    check = check_for_kind(m.postprocess.kind)
-    r16 = BundleRunner.from_bundle(bundle, threads=threads, fp16=True)
-    ts = load_torchscript(reference_file(bundle, m, "torchscript"))
-    graphs = torch_graphs(bundle, m)
-    fp32_bin = reference_file(bundle, m, "fp32_bin") if m.reference.get("fp32_bin") else bundle_path(bundle, m.bin, "bin")
-    r32 = BundleRunner.from_bundle(bundle, threads=threads, fp16=False, bin_override=fp32_bin)
-    ref_img = cv2.imread(str(reference_file(bundle, m, "image")), cv2.IMREAD_UNCHANGED)
-    todo = [("reference", ref_img)] + list(images if images is not None else default_images())
+    r16 = BundleRunner.from_bundle(s.bundle, threads=threads, fp16=True)
+    ts = load_torchscript(reference_file(s.bundle, s.manifest, "torchscript"))
+    graphs = torch_graphs(s.bundle, s.manifest)
+    todo = images_to_compare(s, images)
     out_dir = Path(out_dir) if out_dir else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
-    core = None
-    if cpp:
-        from .cpp_core import CppPostprocessor
-
-        if not check.has_cpp:
-            raise ValueError(f"--cpp: the C++ core has no postprocess kind {m.postprocess.kind!r}")
-        core = CppPostprocessor()
+    core = _cpp_core(s) if cpp else None
     results, failures = [], []
     for name, img in tqdm(todo, desc="parity", disable=not progress, leave=False):
-        chw, g = r32.preprocess_array(img)
-        t = torch_complete(bundle, m, torch_outputs(ts, m, chw), chw, graphs)
-        ip = ImageParity(name, [g.src_w, g.src_h], g.input_size)
-        t_res = r32.postprocess(t, g)
-        ip.reference_results = [x.to_dict() for x in t_res]
-        for key, runner in (("ncnn_fp32", r32), ("ncnn_fp16", r16)):
-            lim = th.limits(key)
-            n = align_outputs(t, runner.run_array(chw))
-            same = runner.complete(n, chw.shape[2], chw.shape[1], reference=t) if runner.kind.complete else None
-            stats = output_stats(m, t, n, same)
-            ip.tensors[key] = stats
-            if check.judge_tensors(key == "ncnn_fp16"):
-                failures += tensor_failures(name, key, stats, lim)
-            n_res = runner.postprocess(n, g)
-            ip.test_results[key] = [x.to_dict() for x in n_res]
-            # ``same`` only for multi-stage kinds: a single-graph family's check need not know it
-            extra = {"same": (same, runner.postprocess(same, g))} if same else {}
-            if getattr(check, "uses_candidates", False):
-                extra["candidates"] = before_nms(runner, g)
-            ip.results[key], why = check.compare(m, name, key, t, n, t_res, n_res, stats, lim, **extra)
-            if why:
-                failures.append(why)
-            if key == "ncnn_fp16" and out_dir:
-                check.draw(img, t_res, n_res, out_dir / f"parity_{name}.jpg")
-            if key == "ncnn_fp16" and core is not None:
-                ip.cpp, why = check.cpp(core, m, n, g)
-                if why:
-                    failures.append(f"{name}: {why}")
+        ip, bad = _parity_of_image(s, th, name, img, ts, graphs, r16, core, out_dir)
         results.append(ip)
-    notes = check.notes(m, any(ip.reference_results for ip in results))
-    report = ParityReport(str(bundle), m.architecture, m.postprocess.kind, m.provenance.get("weights", "?"), results, th,
-                          failures, notes)
+        failures += bad
+    m = s.manifest
+    notes = s.check.notes(m, any(ip.reference_results for ip in results))
+    report = ParityReport(str(s.bundle), m.architecture, m.postprocess.kind, m.provenance.get("weights", "?"), results,
+                          th, failures, notes)
     if out_dir:
         write_report(out_dir, "parity", report.to_dict(), format_report(report))
         error_chart(report, out_dir / "parity_errors.png", KEYS, th.fp32_max_rel)
     return report
+
+
+def _cpp_core(s: Sides):
+    from .cpp_core import CppPostprocessor
+
+    if not s.check.has_cpp:
+        raise ValueError(f"--cpp: the C++ core has no postprocess kind {s.manifest.postprocess.kind!r}")
+    return CppPostprocessor()
+
+
+def _parity_of_image(s: Sides, th: ParityThresholds, name: str, img: np.ndarray, ts, graphs, r16: BundleRunner,
+                     core, out_dir: Path | None) -> tuple[ImageParity, list[str]]:
+    """torch fp32 against ncnn fp32 and ncnn fp16 on one image (and the C++ core on fp16's outputs)."""
+    m, r32 = s.manifest, s.r32
+    chw, g = r32.preprocess_array(img)
+    t = torch_complete(s.bundle, m, torch_outputs(ts, m, chw), chw, graphs)
+    ip = ImageParity(name, [g.src_w, g.src_h], g.input_size)
+    t_res = r32.postprocess(t, g)
+    ip.reference_results = [x.to_dict() for x in t_res]
+    failures: list[str] = []
+    for key, runner in (("ncnn_fp32", r32), ("ncnn_fp16", r16)):
+        n = align_outputs(t, runner.run_array(chw))
+        same = runner.complete(n, chw.shape[2], chw.shape[1], reference=t) if runner.kind.complete else None
+        n_res = runner.postprocess(n, g)
+        ip.test_results[key] = [x.to_dict() for x in n_res]
+        c = Comparison(key, t, n, t_res, n_res, runner, same, fp16=key == "ncnn_fp16")
+        failures += judge(s, ip, c, th.limits(key), g)
+        if key == "ncnn_fp16" and out_dir:
+            s.check.draw(img, t_res, n_res, out_dir / f"parity_{name}.jpg")
+        if key == "ncnn_fp16" and core is not None:
+            ip.cpp, why = s.check.cpp(core, m, n, g)
+            failures += [f"{name}: {why}"] if why else []
+    return ip, failures
 
 
 def format_report(r: ParityReport) -> str:

@@ -4,7 +4,8 @@ A manifest's ``postprocess.kind`` names one entry here. A kind is a
 :class:`PostprocessKind`: the dataclass of its manifest section (every field
 required), the task it answers, the output roles it reads, a consistency check
 of a manifest, and ``decode`` (raw ncnn outputs + preprocessing geometry ->
-results). The maths stay in small pure functions (``runtime/postprocess.py``);
+results). The maths stay in small pure functions (the kind's own, ``runtime/boxes.py``,
+``runtime/letterbox.py``);
 a kind only wires them to the manifest. Built in: ``gfl`` (NanoDet),
 ``softmax_topk`` (classifiers) and ``rpn_psroi`` (two-stage detectors, two graphs). A new family registers its own kind with
 :func:`register_kind` from its own module, editing nothing here.

@@ -1,38 +1,95 @@
 """Postprocess kind ``gfl``: NanoDet's per-stride class scores + GFL distributions.
 
 Outputs: per stride, ``cls_scores`` [H*W, num_classes] with the sigmoid applied
-in the graph, and ``dist_logits`` [H*W, 4*(reg_max+1)]. Decoding is
-``runtime/postprocess.py``'s pure functions, mirrored by the C++ core.
+in the graph, and ``dist_logits`` [H*W, 4*(reg_max+1)]. Small pure functions in the
+order the C++ core runs them (android_demo/app/src/main/cpp/litedet_post.*):
+threshold -> decode distances -> boxes in network-input pixels -> clamp -> NMS ->
+top max_detections -> map back to the original image and clip.
+
+Conventions: scores arrive with the sigmoid already applied by the graph; values outside
+[0, 1] are refused rather than squashed a second time; argmax ties pick the lowest class
+index; a score must be > threshold (strict); NMS as ``runtime/boxes.py``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..postprocess import RESIZE_ALIGNS, Candidates, Letterbox, clamp_boxes, decode_level, map_boxes_back, nms
+from ..boxes import clamp_boxes, nms
+from ..letterbox import RESIZE_ALIGNS, Letterbox, map_boxes_back
+from ..results import Detection, describe_detection
 from . import BundleError, KindSpec, PostprocessKind, register_kind, rng
 
 if TYPE_CHECKING:
     from litedet.runtime.manifest import Manifest
 
-__all__ = ["Detection", "GflSpec", "postprocess_outputs"]
+__all__ = ["Detection", "GflSpec", "Candidates", "distribution_to_distance", "grid_centers", "decode_level",
+           "postprocess_outputs", "describe_detection"]
 
+
+def distribution_to_distance(logits: np.ndarray, reg_max: int) -> np.ndarray:
+    """[K, 4*(reg_max+1)] logits -> [K, 4] expected bin (softmax, then integral)."""
+    k = logits.shape[0]
+    x = logits.reshape(k, 4, reg_max + 1).astype(np.float32)
+    x = np.exp(x - x.max(axis=2, keepdims=True))
+    p = x / x.sum(axis=2, keepdims=True)
+    return (p * np.arange(reg_max + 1, dtype=np.float32)).sum(axis=2)
+
+def grid_centers(index: np.ndarray, feat_w: int, stride: int, center_offset: float) -> tuple[np.ndarray, np.ndarray]:
+    """Row-major cell index -> (cx, cy) in network-input pixels."""
+    cx = ((index % feat_w).astype(np.float32) + np.float32(center_offset)) * np.float32(stride)
+    cy = ((index // feat_w).astype(np.float32) + np.float32(center_offset)) * np.float32(stride)
+    return cx, cy
 
 @dataclass
-class Detection:
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-    score: float
-    label: int
-    name: str
+class Candidates:
+    boxes: np.ndarray  # [K, 4] x1 y1 x2 y2 in network-input pixels
+    scores: np.ndarray  # [K]
+    labels: np.ndarray  # [K] int
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    @classmethod
+    def empty(cls) -> "Candidates":
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+    @classmethod
+    def concat(cls, parts: list["Candidates"]) -> "Candidates":
+        if not parts:
+            return cls.empty()
+        return cls(np.concatenate([p.boxes for p in parts]), np.concatenate([p.scores for p in parts]),
+                   np.concatenate([p.labels for p in parts]))
+
+def decode_level(scores: np.ndarray, dists: np.ndarray, feat_w: int, stride: int, reg_max: int,
+                 center_offset: float, score_threshold: float, multi_label: bool = False) -> Candidates:
+    """One stride level: [H*W, C] scores and [H*W, 4*(reg_max+1)] logits -> candidates."""
+    n = scores.shape[0]
+    if dists.shape != (n, 4 * (reg_max + 1)):
+        raise ValueError(f"distribution map has shape {dists.shape}; expected ({n}, {4 * (reg_max + 1)}) for reg_max {reg_max}")
+    if n % feat_w:
+        raise ValueError(f"{n} cells do not fill rows of width {feat_w}")
+    if n and not np.isfinite(scores).all():
+        raise ValueError("class scores contain NaN or inf; the network output is broken")
+    if n and (scores.min() < 0.0 or scores.max() > 1.0):
+        raise ValueError("class scores are outside [0, 1]: the graph must apply the sigmoid (once); "
+                         "these look like raw logits")
+    scores = scores.astype(np.float32, copy=False)
+    thr = np.float32(score_threshold)
+    if multi_label:
+        idx, labels = np.nonzero(scores > thr)
+        sc = scores[idx, labels]
+    else:
+        labels = scores.argmax(axis=1)  # first maximum wins, like a strict '>' scan
+        sc = scores[np.arange(n), labels]
+        idx = np.nonzero(sc > thr)[0]
+        labels, sc = labels[idx], sc[idx]
+    if idx.size == 0:
+        return Candidates.empty()
+    cx, cy = grid_centers(idx, feat_w, stride, center_offset)
+    d = distribution_to_distance(dists[idx], reg_max) * np.float32(stride)
+    boxes = np.stack([cx - d[:, 0], cy - d[:, 1], cx + d[:, 2], cy + d[:, 3]], axis=1)
+    return Candidates(boxes.astype(np.float32), sc.astype(np.float32), labels.astype(np.int64))
 
 
 @dataclass(kw_only=True)
@@ -108,9 +165,5 @@ def postprocess_outputs(m: "Manifest", outputs: dict[str, np.ndarray], lb: Lette
             for b, s, lab in zip(boxes, c.scores[keep], c.labels[keep])]
 
 
-def _describe(d: Detection) -> str:
-    return f"{d.name:<16} {d.score:.3f}  [{d.x1:.1f}, {d.y1:.1f}, {d.x2:.1f}, {d.y2:.1f}]"
-
-
 KIND = register_kind(PostprocessKind("gfl", "detection", GflSpec, ("cls_scores", "dist_logits"), _validate,
-                                     postprocess_outputs, _describe))
+                                     postprocess_outputs, describe_detection))

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from ..postprocess import RESIZE_ALIGNS, Letterbox, map_boxes_back
+from ..letterbox import RESIZE_ALIGNS, Letterbox, map_boxes_back
+from ..results import Detection, describe_detection
 from ..two_stage import Proposals, make_anchors, ps_roi_align, rcnn_detections, select_proposals
 from . import BundleError, GraphFiles, KindSpec, PostprocessKind, register_kind, rng
-from .gfl import Detection, _describe
 
 if TYPE_CHECKING:
     from litedet.runtime.manifest import Manifest
@@ -237,4 +237,4 @@ def postprocess_outputs(m: "Manifest", outputs: dict[str, np.ndarray], lb: Lette
 
 KIND = register_kind(PostprocessKind(
     "rpn_psroi", "detection", RpnPsroiSpec, ("rpn_objectness", "rpn_deltas", "psroi_features"), _validate,
-    postprocess_outputs, _describe, graphs=_graphs, complete=complete_outputs, probe=probe_head))
+    postprocess_outputs, describe_detection, graphs=_graphs, complete=complete_outputs, probe=probe_head))

@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..postprocess import softmax, top_k
+from ..results import Classification, describe_classification
 from . import BundleError, KindSpec, PostprocessKind, register_kind, rng
 
 if TYPE_CHECKING:
     from litedet.runtime.manifest import Manifest
 
-__all__ = ["Classification", "SoftmaxTopkSpec", "classify_outputs"]
+__all__ = ["Classification", "SoftmaxTopkSpec", "softmax", "top_k", "classify_outputs"]
 
 
-@dataclass
-class Classification:
-    label: int
-    name: str
-    prob: float
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable softmax over the last axis, float32."""
+    x = logits.astype(np.float32)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+def top_k(probs: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values, best first; ties keep the lower index."""
+    return np.argsort(-probs, kind="stable")[: max(0, k)]
 
 
 @dataclass(kw_only=True)
@@ -58,9 +59,5 @@ def classify_outputs(m: "Manifest", outputs: dict[str, np.ndarray], geometry: An
     return [Classification(int(i), m.class_names[int(i)], float(probs[i])) for i in top_k(probs, k or m.postprocess.top_k)]
 
 
-def _describe(c: Classification) -> str:
-    return f"{c.prob:7.4f}  {c.label:>5}  {c.name}"
-
-
 KIND = register_kind(PostprocessKind("softmax_topk", "classification", SoftmaxTopkSpec, ("logits",), _validate,
-                                     classify_outputs, _describe))
+                                     classify_outputs, describe_classification))

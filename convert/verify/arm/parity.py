@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compare import Limits, align_outputs, output_stats, tensor_failures
+from ..compare import Limits, align_outputs
+from ..driver import Comparison, Sides, images_to_compare, judge, open_sides, reference_file
 from ..report import ImageParity, ParityReport, format_table, write_report
 from .env import ArmEnv, resolve_env
 from .protocol import ArmJob, Variant
@@ -53,118 +54,101 @@ def arm_parity(bundle_dir: str | Path, images: list[tuple[str, np.ndarray]] | No
     fp32 to ~1e-6, so any larger difference is fp16). ``include_reference=False``
     leaves the reference card out. Writes ``arm_parity.json`` and
     ``arm_parity.txt`` into ``out_dir`` if given."""
-    import cv2
-
-    from litedet.runtime.manifest import bundle_path, load_manifest
-    from litedet.runtime.runner import BundleRunner
-
-    from ...families import check_for_kind
-    from ..torch_parity import default_images, load_torchscript, reference_file, torch_complete, torch_graphs, torch_outputs
-
     env = resolve_env(env, cache_dir)
-    bundle = Path(bundle_dir).resolve()
     t0 = time.perf_counter()
-    m = load_manifest(bundle)
-    check = check_for_kind(m.postprocess.kind)
-    th = lim = thresholds or replace(ArmParityThresholds(), **check.arm_overrides)
-    fp32_bin = reference_file(bundle, m, "fp32_bin") if m.reference.get("fp32_bin") else bundle_path(bundle, m.bin, "bin")
-    r32 = BundleRunner.from_bundle(bundle, threads=threads, fp16=False, bin_override=fp32_bin)
-
-    notes: list[str] = []
-    todo: list[tuple[str, np.ndarray]] = []
-    if include_reference and m.reference.get("image"):
-        todo.append(("reference", cv2.imread(str(reference_file(bundle, m, "image")), cv2.IMREAD_UNCHANGED)))
-    todo += list(images if images is not None else default_images())
-    if not todo:
-        raise ValueError(f"nothing to compare: {bundle} has no reference image and no images were given "
-                         "(install litedet[photos] for the default photos)")
-    if len({n for n, _ in todo}) != len(todo):
-        raise ValueError(f"image names must be unique; got {[n for n, _ in todo]}")
-
-    prepared = {name: r32.preprocess_array(img) for name, img in todo}
-    variants = [Variant("arm_fp16", True, None)]
-    if arm_fp32:
-        variants.append(Variant("arm_fp32", False, str(fp32_bin)))
+    s = open_sides(Path(bundle_dir).resolve(), threads)
+    th = lim = thresholds or replace(ArmParityThresholds(), **s.check.arm_overrides)
+    todo = images_to_compare(s, images, include_reference)
+    prepared = {name: s.r32.preprocess_array(img) for name, img in todo}
+    variants = [Variant("arm_fp16", True, None)] + ([Variant("arm_fp32", False, str(s.fp32_bin))] if arm_fp32 else [])
     # multi-stage kinds: x86 first, so the ARM child also runs its later stages on x86's RoIs
-    x86 = {name: r32.run_array(chw) for name, (chw, _) in prepared.items()} if r32.kind.complete else {}
+    x86 = {name: s.r32.run_array(chw) for name, (chw, _) in prepared.items()} if s.r32.kind.complete else {}
     # the emulated child runs on one core while x86 ncnn and torch use the other
-    job = ArmJob(env, bundle, {n: c for n, (c, _) in prepared.items()}, variants, threads, None, references=x86 or None)
-    ts = None
+    job = ArmJob(env, s.bundle, {n: c for n, (c, _) in prepared.items()}, variants, threads, None,
+                 references=x86 or None)
+    notes: list[str] = []
     try:
-        if use_torch and m.reference.get("torchscript"):
-            try:
-                import torch  # noqa: F401
-            except ImportError:
-                notes.append("torch is not installed: no comparison with torch")
-            else:
-                ts = load_torchscript(reference_file(bundle, m, "torchscript"))
-                graphs = torch_graphs(bundle, m)
-        elif use_torch:
-            notes.append("the bundle has no reference TorchScript (a wrapped ncnn model?): no comparison with torch")
-        x86 = x86 or {name: r32.run_array(chw) for name, (chw, _) in prepared.items()}
-        torch_out = {name: torch_complete(bundle, m, torch_outputs(ts, m, chw), chw, graphs)
-                     for name, (chw, _) in prepared.items()} if ts is not None else {}
+        x86 = x86 or {name: s.r32.run_array(chw) for name, (chw, _) in prepared.items()}
+        torch_out = _torch_side(s, prepared, use_torch, notes)
         t_x86 = time.perf_counter() - t0
     except BaseException:
         job.kill()
         raise
     arm, meta = job.finish(progress)
-    meta["wall_s"] = round(time.perf_counter() - t0, 2)
-    meta["x86_wall_s"] = round(t_x86, 2)
-
-    failures: list[str] = []
-    if not meta.get("asimdhp"):
-        failures.append(f"ncnn on the emulated CPU ({env.cpu}) reports no asimdhp: the ARM run used fp32 arithmetic")
-    opt16 = meta["variants"]["arm_fp16"]["opt"]
-    if not (opt16["use_fp16_storage"] and opt16["use_fp16_arithmetic"]):
-        failures.append(f"the ARM fp16 net did not have fp16 storage and arithmetic on: {opt16}")
-
+    meta.update(wall_s=round(time.perf_counter() - t0, 2), x86_wall_s=round(t_x86, 2))
+    failures = _arm_setup_failures(env, meta)
     results = []
     for name, _ in todo:
-        chw, g = prepared[name]
-        arm_out = {v: arm[v][name] for v in arm}
-        ip, bad = _compare_image(m, check, lim, name, g, r32, x86[name], arm_out, torch_out.get(name))
+        ip, bad = _compare_image(s, lim, name, prepared[name][1], x86[name], {v: arm[v][name] for v in arm},
+                                 torch_out.get(name))
         results.append(ip)
         failures += bad
-
-    notes += check.notes(m, any(ip.reference_results for ip in results))
+    notes += s.check.notes(s.manifest, any(ip.reference_results for ip in results))
     notes.append("ARM timings are qemu (TCG) emulation times, not device speed")
-    report = ParityReport(str(bundle), m.architecture, m.postprocess.kind, m.provenance.get("weights", "?"), results,
+    m = s.manifest
+    report = ParityReport(str(s.bundle), m.architecture, m.postprocess.kind, m.provenance.get("weights", "?"), results,
                           th, failures, notes, environment=meta)
     if out_dir:
         write_report(out_dir, "arm_parity", report.to_dict(), format_arm_report(report))
     return report
 
 
-def _compare_image(m, check, lim: Limits, name: str, g, r32, ref32: dict, arm_out: dict, torch_out: dict | None):
+def _torch_side(s: Sides, prepared: dict, use_torch: bool, notes: list[str]) -> dict:
+    """torch's completed outputs per image, or {} (with a note) where torch or its reference is missing."""
+    from ..torch_parity import load_torchscript, torch_complete, torch_graphs, torch_outputs
+
+    m = s.manifest
+    if not use_torch:
+        return {}
+    if not m.reference.get("torchscript"):
+        notes.append("the bundle has no reference TorchScript (a wrapped ncnn model?): no comparison with torch")
+        return {}
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        notes.append("torch is not installed: no comparison with torch")
+        return {}
+    ts = load_torchscript(reference_file(s.bundle, m, "torchscript"))
+    graphs = torch_graphs(s.bundle, m)
+    return {name: torch_complete(s.bundle, m, torch_outputs(ts, m, chw), chw, graphs) for name, (chw, _) in prepared.items()}
+
+
+def _arm_setup_failures(env: ArmEnv, meta: dict) -> list[str]:
+    """The emulated CPU must have run fp16 arithmetic, with fp16 storage and arithmetic on."""
+    failures = []
+    if not meta.get("asimdhp"):
+        failures.append(f"ncnn on the emulated CPU ({env.cpu}) reports no asimdhp: the ARM run used fp32 arithmetic")
+    opt16 = meta["variants"]["arm_fp16"]["opt"]
+    if not (opt16["use_fp16_storage"] and opt16["use_fp16_arithmetic"]):
+        failures.append(f"the ARM fp16 net did not have fp16 storage and arithmetic on: {opt16}")
+    return failures
+
+
+def _split(ref32: dict, out: dict) -> tuple[dict, dict | None]:
+    """(the child's outputs, its later stages on x86's RoIs or None)"""
+    same = {k[5:]: a for k, a in out.items() if k.startswith("same/")}
+    got = align_outputs(ref32, {k: a for k, a in out.items() if not k.startswith("same/")})
+    return got, ({**got, **same} if same else None)
+
+
+def _compare_image(s: Sides, lim: Limits, name: str, g, ref32: dict, arm_out: dict, torch_out: dict | None):
     """One image: ARM fp16 vs x86 fp32 and vs torch (judged), ARM fp32 vs x86 fp32 (a control, not judged)."""
+    r32 = s.r32
     ip = ImageParity(name, [g.src_w, g.src_h], g.input_size)
-
-    def split(out: dict) -> tuple[dict, dict | None]:
-        """(the child's outputs, its later stages on x86's RoIs or None)"""
-        same = {k[5:]: a for k, a in out.items() if k.startswith("same/")}
-        got = align_outputs(ref32, {k: a for k, a in out.items() if not k.startswith("same/")})
-        return got, ({**got, **same} if same else None)
-
-    a16, s16 = split(arm_out["arm_fp16"])
+    a16, s16 = _split(ref32, arm_out["arm_fp16"])
     d32, d16 = r32.postprocess(ref32, g), r32.postprocess(a16, g)
     ip.reference_results = [d.to_dict() for d in d32]
-    ip.test_results["arm_fp16"] = [d.to_dict() for d in d16]
-    comparisons = [("arm_fp16_vs_x86_fp32", ref32, a16, s16, d32, d16, True)]
+    comparisons = [Comparison("arm_fp16_vs_x86_fp32", ref32, a16, d32, d16, r32, s16)]
     if torch_out is not None:  # the later stages ran on x86's RoIs, not torch's: end to end only
-        comparisons.append(("arm_fp16_vs_torch", torch_out, a16, None, r32.postprocess(torch_out, g), d16, True))
+        comparisons.append(Comparison("arm_fp16_vs_torch", torch_out, a16, r32.postprocess(torch_out, g), d16, r32))
     if "arm_fp32" in arm_out:
-        a32, s32 = split(arm_out["arm_fp32"])
-        comparisons.append(("arm_fp32_vs_x86_fp32", ref32, a32, s32, d32, r32.postprocess(a32, g), False))
+        a32, s32 = _split(ref32, arm_out["arm_fp32"])
+        comparisons.append(Comparison("arm_fp32_vs_x86_fp32", ref32, a32, d32, r32.postprocess(a32, g), r32, s32,
+                                      judged=False))
     failures: list[str] = []
-    for key, ref, got, same, dref, dgot, judged in comparisons:
-        stats = output_stats(m, ref, got, same)
-        ip.tensors[key] = stats
-        extra = {"same": (same, r32.postprocess(same, g))} if same else {}
-        ip.results[key], why = check.compare(m, name, key, ref, got, dref, dgot, stats, lim, **extra)
-        if judged:
-            failures += tensor_failures(name, key, stats, lim) if check.judge_tensors(fp16=True) else []
-            failures += [why] if why else []
+    for c in comparisons:
+        failures += judge(s, ip, c, lim, g)
+    ip.test_results["arm_fp16"] = [d.to_dict() for d in d16]
     return ip, failures
 
 

@@ -1,5 +1,5 @@
 // litedet on-device postprocessing core; see litedet_post.h for the conventions and the
-// floating-point policy. Mirrors runtime/postprocess.py function by function.
+// floating-point policy. Mirrors runtime/kinds/gfl.py, runtime/boxes.py and runtime/letterbox.py function by function.
 //
 // Build with -ffp-contract=off and without -ffast-math (see the header).
 #include "litedet_post.h"
@@ -317,7 +317,7 @@ Detection map_box_back(const Candidate& c, const Letterbox& lb) {
 }
 
 // ---------------------------------------------------------------------------------------
-// The whole chain (runtime/detector.py: postprocess_outputs)
+// The whole chain (runtime/kinds/gfl.py:postprocess_outputs)
 // ---------------------------------------------------------------------------------------
 std::vector<Detection> postprocess(const Config& cfg, const std::vector<LevelOutput>& levels, const Letterbox& lb) {
   if (levels.size() != cfg.strides.size())

@@ -2,14 +2,14 @@
 // and the NAME.cfg reader. Plain C++17, no ncnn types, no third-party code: the same two
 // files compile into the Android app (JNI), on a desktop and for aarch64 Linux.
 //
-// This is a line-by-line mirror of runtime/postprocess.py and
-// runtime/detector.py:postprocess_outputs, in the same order:
+// This is a line-by-line mirror of runtime/kinds/gfl.py:postprocess_outputs (with
+// runtime/boxes.py:nms and runtime/letterbox.py:letterbox_geometry), in the same order:
 //   per level (in cfg.strides order): check scores -> threshold (argmax or multi-label)
 //   -> softmax + integral of the distance bins -> boxes in network-input pixels;
 //   concatenate levels -> stable descending sort -> greedy NMS -> first max_detections
 //   -> map back to the original image (per-axis scale resized/src) and clip.
 //
-// Conventions (the same as the Python, documented at the top of postprocess.py):
+// Conventions (the same as the Python, documented at the top of runtime/kinds/gfl.py and runtime/boxes.py):
 //  - scores arrive with the sigmoid already applied by the graph; a score that is NaN/inf
 //    or outside [0, 1] is an error (raw logits), never squashed a second time;
 //  - argmax ties pick the lowest class (strict '>' scan); a score must be > threshold;
@@ -112,7 +112,8 @@ struct LevelOutput {
 std::vector<Detection> postprocess(const Config& cfg, const std::vector<LevelOutput>& levels, const Letterbox& lb);
 
 // ---------------------------------------------------------------------------------------
-// The pure steps, public so they can be tested and reused (same names as postprocess.py).
+// The pure steps, public so they can be tested and reused (same names as runtime/kinds/gfl.py:decode_level,
+// runtime/boxes.py:box_iou, runtime/letterbox.py:map_boxes_back).
 
 // Non-throwing postprocess: returns false and sets *error instead of throwing.
 bool try_postprocess(const Config& cfg, const std::vector<LevelOutput>& levels, const Letterbox& lb,
