@@ -87,23 +87,26 @@ def resolve_targets(names: list[str], all_models: bool, work: Path, progress: bo
 
 
 # -- graph facts -----------------------------------------------------------------
-def head_input_shape(m) -> tuple[int, int, int]:
-    """A two-stage head's input [F, N, 1] (features_by_rois) on the most RoIs the RPN keeps,
-    rpn_post_nms_top_n: how the papers count the head's cost."""
-    p = m.postprocess
-    return p.psroi_groups * p.pooled_size ** 2, p.rpn_post_nms_top_n, 1
+def graph_shape(m, name: str) -> tuple[int, int, int]:
+    """The input shape a further graph of the bundle is costed on: its kind says."""
+    from litedet.runtime.kinds import postprocess_kind
+
+    kind = postprocess_kind(m.postprocess.kind)
+    if kind.graph_shape is None:
+        raise ValueError(f"postprocess kind {kind.name!r} has a graph {name!r} but says no input shape for it")
+    return kind.graph_shape(m, name)
 
 
 def graph_facts(bundle: Path, chw_shape: list[int]) -> dict:
-    """params and MACs counted on the ncnn graphs (stage 1 on the network input, a two-stage
-    head on head_input_shape) and the size of the shipped weights."""
+    """params and MACs counted on the ncnn graphs (stage 1 on the network input, every further
+    graph on the shape its kind costs it on) and the size of the shipped weights."""
     from litedet.benchmarks.pyrunner import bin_bytes
     from litedet.benchmarks.reference_graphs import count_graph
 
     m = load_manifest(bundle)
     params, macs = count_graph(bundle / m.param, tuple(chw_shape))
-    for g in m.extra_graphs().values():
-        p2, m2 = count_graph(bundle / g.param, head_input_shape(m))
+    for name, g in m.extra_graphs().items():
+        p2, m2 = count_graph(bundle / g.param, graph_shape(m, name))
         params, macs = params + p2, macs + m2
     return {"params": params, "macs": macs, "bin_bytes": bin_bytes(bundle, m)}
 
@@ -129,7 +132,6 @@ def _ncnn_way(bundle: Path, image: np.ndarray, precision: str, threads: int) -> 
 def _graph_inputs(bundle: Path, image: np.ndarray) -> list[tuple[Path, np.ndarray]]:
     """(TorchScript, input [1, ...]) of each graph on what the fp32 runtime gives it."""
     from litedet.runtime import open_bundle
-    from litedet.runtime.kinds.rpn_psroi import POOLED, head_input
 
     runner = open_bundle(bundle, threads=1, fp16=False)
     chw, g = runner.preprocess_array(image)
@@ -138,7 +140,7 @@ def _graph_inputs(bundle: Path, image: np.ndarray) -> list[tuple[Path, np.ndarra
     if runner.graphs:
         done = runner.run_array(chw)
         for name in runner.graphs:
-            out.append((ref / f"{name}.torchscript.pt", head_input(done[POOLED])[None]))
+            out.append((ref / f"{name}.torchscript.pt", runner.kind.graph_input(runner.manifest, name, done)[None]))
     return out
 
 

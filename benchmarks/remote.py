@@ -164,13 +164,13 @@ def _graph_inputs(bundle: Path, image: np.ndarray) -> list[tuple[str, Path, list
     from litedet.runtime import open_bundle
     from litedet.runtime.manifest import load_manifest
 
-    from litedet.benchmarks.bench import head_input_shape
+    from litedet.benchmarks.bench import graph_shape
 
     m = load_manifest(bundle)
     chw, _ = open_bundle(bundle, threads=1, fp16=False).preprocess_array(image)
     out = [(m.architecture, bundle / m.param, list(chw.shape))]
     for name, g in m.extra_graphs().items():
-        out.append((f"{m.architecture}:{name}", bundle / g.param, list(head_input_shape(m))))
+        out.append((f"{m.architecture}:{name}", bundle / g.param, list(graph_shape(m, name))))
     return out
 
 

@@ -5,9 +5,10 @@ the manifest chooses from, ``postprocess`` the pure maths they use,
 ``manifest`` the strict bundle contract, ``devconfig`` the device config
 generated from it, ``visualize`` drawing."""
 
+from .bundle import Bundle, GraphFile
 from .detector import Detection, Detector, ImageError, load_image
 from .manifest import Manifest, ManifestError, load_manifest
 from .runner import BundleRunner, open_bundle
 
-__all__ = ["Detection", "Detector", "ImageError", "load_image", "Manifest", "ManifestError", "load_manifest",
+__all__ = ["Bundle", "GraphFile", "Detection", "Detector", "ImageError", "load_image", "Manifest", "ManifestError", "load_manifest",
            "BundleRunner", "open_bundle"]

@@ -19,16 +19,26 @@ from pathlib import Path
 
 from litedet.atomic import replace_files
 
-from .manifest import Manifest, ManifestError, bundle_path, load_manifest, verify_bundle_files
+from .bundle import MAIN_GRAPH, Bundle, open_bundle_dir
+from .kinds import kind_names, postprocess_kind
+from .manifest import Manifest, ManifestError
 
-__all__ = ["device_config_text", "export_device_assets", "asset_names", "config_keys", "config_version", "DEVICE_KINDS",
-           "KEYS_HEADER", "TABLES"]
+__all__ = ["device_config_text", "export_device_assets", "asset_names", "config_keys", "config_version", "device_kinds",
+           "tables", "KEYS_HEADER"]
 
 KEYS_HEADER = Path(__file__).resolve().with_name("litedet_config_keys.h")
-# postprocess kind -> (key table, info-key table) of litedet_config_keys.h: the kinds the C++ core implements
-TABLES = {"gfl": ("LITEDET_CONFIG_KEYS", "LITEDET_CONFIG_INFO_KEYS"),
-          "rpn_psroi": ("LITEDET_TWO_STAGE_KEYS", "LITEDET_TWO_STAGE_INFO_KEYS")}
-DEVICE_KINDS = tuple(TABLES)
+
+
+def device_kinds() -> tuple[str, ...]:
+    """The postprocess kinds the device runs: those that say their NAME.cfg values
+    (``PostprocessKind.device_values``); each has its tables LITEDET_<KIND>_KEYS and
+    LITEDET_<KIND>_INFO_KEYS in litedet_config_keys.h."""
+    return tuple(k for k in kind_names() if postprocess_kind(k).device_values is not None)
+
+
+def tables(kind: str) -> tuple[str, str]:
+    """(key table, info-key table) of a kind in litedet_config_keys.h."""
+    return f"LITEDET_{kind.upper()}_KEYS", f"LITEDET_{kind.upper()}_INFO_KEYS"
 
 
 def _block(text: str, macro: str) -> str:
@@ -49,7 +59,7 @@ def _keys(text: str, macro: str) -> tuple[tuple[str, str], ...]:
 def _table(kind: str = "gfl") -> tuple[int, tuple[tuple[str, str], ...], tuple[str, ...]]:
     text = KEYS_HEADER.read_text()
     version = int(re.search(r"#define LITEDET_CONFIG_VERSION (\d+)", text).group(1))
-    keys_macro, info_macro = TABLES[kind]
+    keys_macro, info_macro = tables(kind)
     keys = _keys(text, keys_macro)
     info = tuple(re.findall(r"X\((\w+)\)", _block(text, info_macro)))
     if not keys or keys[0][0] != "kind":
@@ -89,38 +99,6 @@ def _common(m: Manifest, param_name: str, bin_name: str) -> dict:
             "num_classes": m.num_classes, "class_names": m.class_names}
 
 
-def _gfl_values(m: Manifest, names: dict[str, str]) -> dict:
-    p = m.postprocess
-    return {
-        "clamp_to_input": p.clamp_to_input, "strides": p.strides,
-        "cls_blobs": [m.output("cls_scores", s).blob for s in p.strides],
-        "dis_blobs": [m.output("dist_logits", s).blob for s in p.strides], "reg_max": p.reg_max,
-        "center_offset": p.center_offset, "score_threshold": p.score_threshold, "nms_threshold": p.nms_threshold,
-        "class_agnostic_nms": p.class_agnostic_nms, "multi_label": p.multi_label, "max_detections": p.max_detections,
-    }
-
-
-def _two_stage_values(m: Manifest, names: dict[str, str]) -> dict:
-    p = m.postprocess
-    return {
-        "head_param": names["head_param"], "head_bin": names["head_bin"],
-        "head_param_sha256": p.head.param_sha256, "head_bin_sha256": p.head.bin_sha256,
-        "stride": p.stride, "obj_blob": m.outputs_with_role("rpn_objectness")[0].blob,
-        "deltas_blob": m.outputs_with_role("rpn_deltas")[0].blob,
-        "feat_blob": m.outputs_with_role("psroi_features")[0].blob, "head_input_blob": p.head.input_blob,
-        "head_layout": p.head.layout,
-        "head_scores_blob": p.head.scores_blob, "head_deltas_blob": p.head.deltas_blob,
-        **{k: getattr(p, k) for k in (
-            "anchor_sizes", "anchor_ratios", "anchor_offset", "rpn_box_weights", "rpn_pre_nms_top_n",
-            "rpn_post_nms_top_n", "rpn_nms_threshold", "rpn_min_size", "rpn_score_threshold", "pooled_size",
-            "psroi_groups", "sampling_ratio", "rcnn_box_weights", "box_clip", "score_threshold", "nms_threshold",
-            "max_detections", "min_size", "class_agnostic_boxes")},
-    }
-
-
-_VALUES = {"gfl": _gfl_values, "rpn_psroi": _two_stage_values}
-
-
 def asset_names(m: Manifest, name: str) -> dict[str, str]:
     """File names of a bundle's device assets: NAME.param/.bin (and NAME.head.param/.bin for a second graph)."""
     names = {"param": f"{name}.param", "bin": f"{name}.bin"}
@@ -132,14 +110,15 @@ def asset_names(m: Manifest, name: str) -> dict[str, str]:
 def device_config_text(m: Manifest, param_name: str, bin_name: str, names: dict[str, str] | None = None) -> str:
     """NAME.cfg for a bundle; ``names`` gives the further graphs' file names (asset_names)."""
     kind = m.postprocess.kind
-    if kind not in DEVICE_KINDS:
+    values_of = postprocess_kind(kind).device_values
+    if values_of is None:
         raise ManifestError(f"{m.architecture} is a {m.task} bundle (postprocess kind {kind!r}); the "
-                            f"device config and the Android demo's C++ core run kinds {', '.join(DEVICE_KINDS)}")
+                            f"device config and the Android demo's C++ core run kinds {', '.join(device_kinds())}")
     for n in m.class_names:
         if "," in n or "\n" in n:
             raise ManifestError(f"class name {n!r} contains a comma or newline; the device config cannot hold it")
     names = {**asset_names(m, "m"), **(names or {}), "param": param_name, "bin": bin_name}
-    values = {**_common(m, param_name, bin_name), **_VALUES[kind](m, names)}
+    values = {**_common(m, param_name, bin_name), **values_of(m, names)}
     version, keys, info = _table(kind)
     wanted = {k for k, _ in keys} | set(info)
     if set(values) != wanted:  # the header gained or lost a key: this table must follow
@@ -151,14 +130,13 @@ def device_config_text(m: Manifest, param_name: str, bin_name: str, names: dict[
     return "\n".join(lines) + "\n"
 
 
-def export_device_assets(bundle_dir: str | Path, dest: str | Path, name: str | None = None) -> list[Path]:
+def export_device_assets(bundle_dir: "str | Path | Bundle", dest: str | Path, name: str | None = None) -> list[Path]:
     """Copy param/bin as NAME.param/NAME.bin and write NAME.cfg into ``dest``.
 
     Refuses a bundle whose files do not match its manifest's sha256s. All three files
     are written, or none: the previous ones stay when any write fails."""
-    bundle_dir, dest = Path(bundle_dir), Path(dest)
-    m = load_manifest(bundle_dir)
-    verify_bundle_files(bundle_dir, m)
+    b = open_bundle_dir(bundle_dir)  # every graph file confined and sha256-checked
+    m, dest = b.manifest, Path(dest)
     name = name or m.variant.replace(".", "_")
     if not name.replace("-", "_").replace("_", "a").isalnum():
         raise ManifestError(f"asset name {name!r} must use letters, digits, '-' and '_' only")
@@ -168,10 +146,10 @@ def export_device_assets(bundle_dir: str | Path, dest: str | Path, name: str | N
     if dest.exists() and not dest.is_dir():
         raise ManifestError(f"{dest} exists and is not a directory; the assets go into a directory")
     dest.mkdir(parents=True, exist_ok=True)
-    sources = {"param": bundle_path(bundle_dir, m.param, "param"), "bin": bundle_path(bundle_dir, m.bin, "bin")}
-    for g, files in m.extra_graphs().items():
-        sources[f"{g}_param"] = bundle_path(bundle_dir, files.param, f"postprocess.{g}.param")
-        sources[f"{g}_bin"] = bundle_path(bundle_dir, files.bin, f"postprocess.{g}.bin")
+    sources = {}
+    for g in b.graph_files().values():
+        prefix = "" if g.name == MAIN_GRAPH else f"{g.name}_"
+        sources.update({f"{prefix}param": g.param, f"{prefix}bin": g.bin})
     # all or none: a half push would pair a new param/bin with an old cfg
     writes = [(dest / names[k], lambda t, src=src: shutil.copyfile(src, t)) for k, src in sources.items()]
     writes.append((dest / f"{name}.cfg", lambda t: t.write_text(cfg)))

@@ -17,7 +17,8 @@ import ncnn
 import numpy as np
 
 from .kinds import postprocess_kind
-from .manifest import Manifest, ManifestError, bundle_path, load_manifest, verify_bundle_files
+from .bundle import MAIN_GRAPH, Bundle, open_bundle_dir
+from .manifest import Manifest, ManifestError
 from .letterbox import center_crop_geometry, letterbox_geometry
 
 __all__ = ["BundleRunner", "ImageError", "InferenceError", "extract_copy", "as_pixels", "load_image", "to_uint8", "make_net", "open_bundle", "MAX_THREADS"]
@@ -321,26 +322,21 @@ class BundleRunner:
             raise ManifestError(f"{where}: the graph {self.manifest.param} disagrees with its manifest: {e}") from None
 
     @classmethod
-    def from_bundle(cls, bundle_dir: str | Path, threads: int = 1, fp16: bool = True, verify: bool = True,
+    def from_bundle(cls, bundle_dir: "str | Path | Bundle", threads: int = 1, fp16: bool = True, verify: bool = True,
                     bin_override: str | Path | None = None) -> "BundleRunner":
-        """Load a bundle; ``fp16`` turns ncnn's fp16 storage/packed/arithmetic on or off.
-        ``bin_override`` runs another bin with the same param (the fp32 reference bin)."""
-        bundle_dir = Path(bundle_dir)
-        m = load_manifest(bundle_dir)
+        """Load a bundle (a directory or an opened Bundle); ``fp16`` turns ncnn's fp16
+        storage/packed/arithmetic on or off. ``bin_override`` runs another bin with the same param
+        (the fp32 reference bin); every further graph then runs its fp32 reference weights too."""
+        b = open_bundle_dir(bundle_dir, verify)
+        m = b.manifest
         if cls.task is not None and m.task != cls.task:
-            raise ManifestError(f"{bundle_dir} holds a {m.task!r} model; {cls.__name__} runs {cls.task!r} bundles")
-        if verify:
-            verify_bundle_files(bundle_dir, m)
-        probe_in_child(bundle_dir, m.param, fp16, bin_override)
-        net = make_net(bundle_path(bundle_dir, m.param, "param"),
-                       bin_override or bundle_path(bundle_dir, m.bin, "bin"), threads, fp16)
-        graphs = {}
-        for name, g in m.extra_graphs().items():
-            # with the fp32 reference bin of stage 1 goes the fp32 reference bin of every stage
-            gbin = g.fp32_bin if bin_override is not None and g.fp32_bin else g.bin
-            graphs[name] = make_net(bundle_path(bundle_dir, g.param, f"postprocess.{name}.param"),
-                                    bundle_path(bundle_dir, gbin, f"postprocess.{name}.bin"), threads, fp16)
-        return cls(m, net, bundle_dir, graphs)
+            raise ManifestError(f"{b.path} holds a {m.task!r} model; {cls.__name__} runs {cls.task!r} bundles")
+        probe_in_child(b.path, m.param, fp16, bin_override)
+        files = b.graph_files(fp32=bin_override is not None)
+        main = files.pop(MAIN_GRAPH)
+        net = make_net(main.param, bin_override or main.bin, threads, fp16)
+        graphs = {name: make_net(g.param, g.bin, threads, fp16) for name, g in files.items()}
+        return cls(m, net, b.path, graphs)
 
     # -- preprocessing -------------------------------------------------------
     def geometry(self, src_w: int, src_h: int) -> Any:
@@ -421,7 +417,7 @@ class BundleRunner:
         return self.postprocess(self.run_mat(mat), g, **options)
 
 
-def open_bundle(bundle_dir: str | Path, threads: int = 1, fp16: bool = True, verify: bool = True,
+def open_bundle(bundle_dir: "str | Path | Bundle", threads: int = 1, fp16: bool = True, verify: bool = True,
                 bin_override: str | Path | None = None) -> BundleRunner:
     """The runner for any bundle: its postprocess kind decides what ``run`` returns."""
     return BundleRunner.from_bundle(bundle_dir, threads, fp16, verify, bin_override)

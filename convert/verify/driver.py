@@ -11,7 +11,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from litedet.runtime.manifest import Manifest, ManifestError, bundle_path, load_manifest
+from litedet.runtime.bundle import MAIN_GRAPH, Bundle, open_bundle_dir
+from litedet.runtime.manifest import Manifest
 from litedet.runtime.runner import BundleRunner
 
 from .compare import Limits, output_stats, tensor_failures
@@ -26,21 +27,9 @@ def default_images():
     return photos()
 
 
-def reference_file(bundle: Path, m: Manifest, key: str) -> Path:
-    """A ``reference/`` file of the bundle, confined to it and checked against its sha256."""
-    from litedet.hashing import sha256_file
-
-    rel = m.reference.get(key)
-    if not rel:
-        raise ManifestError(f"{bundle} has no reference {key}; parity needs a bundle written by 'litedet convert' "
-                            "(a wrapped ncnn model has no PyTorch side)")
-    p = bundle_path(bundle, rel, f"reference.{key}")
-    if not p.is_file():
-        raise ManifestError(f"{bundle} is missing its reference file {rel}")
-    want = m.reference.get("sha256", {}).get(key)
-    if want and sha256_file(p) != want:
-        raise ManifestError(f"{p} does not match the sha256 in the manifest; the bundle's reference was modified")
-    return p
+def reference_file(bundle: "Path | Bundle", m: Manifest, key: str) -> Path:
+    """A ``reference/`` file of the bundle, confined to it and checked against its sha256 (Bundle.reference)."""
+    return open_bundle_dir(bundle, verify=False).reference(key)
 
 
 @dataclass
@@ -48,22 +37,28 @@ class Sides:
     """A bundle opened for parity: its manifest, its kind's check and the fp32 reference runner
     (the fp32 reference bin with fp16 off, the ncnn side every other side is held to)."""
 
-    bundle: Path
-    manifest: Manifest
+    b: Bundle
     check: Any
     r32: BundleRunner
     fp32_bin: Path
 
+    @property
+    def bundle(self) -> Path:
+        return self.b.path
 
-def open_sides(bundle: str | Path, threads: int = 1) -> Sides:
+    @property
+    def manifest(self) -> Manifest:
+        return self.b.manifest
+
+
+def open_sides(bundle: "str | Path | Bundle", threads: int = 1) -> Sides:
     from ..families import check_for_kind
 
-    bundle = Path(bundle)
-    m = load_manifest(bundle)
-    check = check_for_kind(m.postprocess.kind)
-    fp32_bin = reference_file(bundle, m, "fp32_bin") if m.reference.get("fp32_bin") else bundle_path(bundle, m.bin, "bin")
-    r32 = BundleRunner.from_bundle(bundle, threads=threads, fp16=False, bin_override=fp32_bin)
-    return Sides(bundle, m, check, r32, fp32_bin)
+    b = open_bundle_dir(bundle)
+    check = check_for_kind(b.manifest.postprocess.kind)
+    fp32_bin = b.graph_files(fp32=True)[MAIN_GRAPH].bin
+    r32 = BundleRunner.from_bundle(b, threads=threads, fp16=False, bin_override=fp32_bin)
+    return Sides(b, check, r32, fp32_bin)
 
 
 def images_to_compare(s: Sides, images: list[tuple[str, np.ndarray]] | None,
@@ -73,7 +68,7 @@ def images_to_compare(s: Sides, images: list[tuple[str, np.ndarray]] | None,
 
     todo: list[tuple[str, np.ndarray]] = []
     if include_reference and s.manifest.reference.get("image"):
-        todo.append(("reference", cv2.imread(str(reference_file(s.bundle, s.manifest, "image")), cv2.IMREAD_UNCHANGED)))
+        todo.append(("reference", cv2.imread(str(s.b.reference("image")), cv2.IMREAD_UNCHANGED)))
     todo += list(images if images is not None else default_images())
     if not todo:
         raise ValueError(f"nothing to compare: {s.bundle} has no reference image and no images were given "

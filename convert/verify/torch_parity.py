@@ -124,9 +124,9 @@ def run_parity(bundle: str | Path, images: list[tuple[str, np.ndarray]] | None =
 
     s = open_sides(bundle, threads)
     th = thresholds or ParityThresholds()
-    r16 = BundleRunner.from_bundle(s.bundle, threads=threads, fp16=True)
-    ts = load_torchscript(reference_file(s.bundle, s.manifest, "torchscript"))
-    graphs = torch_graphs(s.bundle, s.manifest)
+    r16 = BundleRunner.from_bundle(s.b, threads=threads, fp16=True)
+    ts = load_torchscript(s.b.reference("torchscript"))
+    graphs = torch_graphs(s.b, s.manifest)
     todo = images_to_compare(s, images)
     out_dir = Path(out_dir) if out_dir else None
     if out_dir:

@@ -78,6 +78,14 @@ class PostprocessKind:
     # (manifest, run_graph) -> None: runs the further graphs on a dummy input when a bundle is
     # opened and raises ValueError where their outputs disagree with the manifest
     probe: Callable[..., None] | None = None
+    # (manifest, graph name) -> the [C, H, W] input a further graph takes at most (how its cost is
+    # counted: a two-stage head on rpn_post_nms_top_n RoIs), and (manifest, graph name, completed
+    # outputs) -> the input it was given in that run (benchmarks run each graph on its own)
+    graph_shape: Callable[..., tuple[int, int, int]] | None = None
+    graph_input: Callable[..., Any] | None = None
+    # (manifest, asset names) -> this kind's values of the device config NAME.cfg (its keys are
+    # LITEDET_<KIND>_KEYS in litedet_config_keys.h); None: the device does not run this kind
+    device_values: Callable[..., dict] | None = None
 
 
 _KINDS: Registry[PostprocessKind] = Registry("postprocess kind")

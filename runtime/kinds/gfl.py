@@ -165,5 +165,18 @@ def postprocess_outputs(m: "Manifest", outputs: dict[str, np.ndarray], lb: Lette
             for b, s, lab in zip(boxes, c.scores[keep], c.labels[keep])]
 
 
+def device_values(m: "Manifest", names: dict[str, str]) -> dict:
+    """The values of gfl's NAME.cfg keys (LITEDET_GFL_KEYS) beyond the common ones."""
+    p = m.postprocess
+    return {
+        "clamp_to_input": p.clamp_to_input, "strides": p.strides,
+        "cls_blobs": [m.output("cls_scores", s).blob for s in p.strides],
+        "dis_blobs": [m.output("dist_logits", s).blob for s in p.strides], "reg_max": p.reg_max,
+        "center_offset": p.center_offset, "score_threshold": p.score_threshold, "nms_threshold": p.nms_threshold,
+        "class_agnostic_nms": p.class_agnostic_nms, "multi_label": p.multi_label, "max_detections": p.max_detections,
+    }
+
+
 KIND = register_kind(PostprocessKind("gfl", "detection", GflSpec, ("cls_scores", "dist_logits"), _validate,
-                                     postprocess_outputs, describe_detection))
+                                     postprocess_outputs, describe_detection,
+                                     device_values=device_values))

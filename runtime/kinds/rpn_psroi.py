@@ -203,6 +203,18 @@ def probe_head(m: "Manifest", run_graph: RunGraph) -> None:
     run_head(m, np.zeros((1, m.postprocess.head.in_features), np.float32), run_graph)
 
 
+def head_shape(m: "Manifest", name: str) -> tuple[int, int, int]:
+    """The head's input [F, N, 1] (features_by_rois) on the most RoIs the RPN keeps,
+    rpn_post_nms_top_n: how the papers count the head's cost."""
+    p = m.postprocess
+    return p.psroi_groups * p.pooled_size ** 2, p.rpn_post_nms_top_n, 1
+
+
+def head_input_of(m: "Manifest", name: str, completed: dict[str, np.ndarray]) -> np.ndarray:
+    """The head's input in a run whose completed outputs are ``completed``."""
+    return head_input(completed[POOLED])
+
+
 def complete_outputs(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in_h: int, run_graph: RunGraph,
                      reference: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Proposals, pooled RoIs and the head's outputs from stage 1's outputs. With ``reference``
@@ -235,6 +247,27 @@ def postprocess_outputs(m: "Manifest", outputs: dict[str, np.ndarray], lb: Lette
             for b, s, lab in zip(boxes, scores, labels)]
 
 
+def device_values(m: "Manifest", names: dict[str, str]) -> dict:
+    """The values of rpn_psroi's NAME.cfg keys (LITEDET_RPN_PSROI_KEYS) beyond the common ones."""
+    p = m.postprocess
+    return {
+        "head_param": names["head_param"], "head_bin": names["head_bin"],
+        "head_param_sha256": p.head.param_sha256, "head_bin_sha256": p.head.bin_sha256,
+        "stride": p.stride, "obj_blob": m.outputs_with_role("rpn_objectness")[0].blob,
+        "deltas_blob": m.outputs_with_role("rpn_deltas")[0].blob,
+        "feat_blob": m.outputs_with_role("psroi_features")[0].blob, "head_input_blob": p.head.input_blob,
+        "head_layout": p.head.layout,
+        "head_scores_blob": p.head.scores_blob, "head_deltas_blob": p.head.deltas_blob,
+        **{k: getattr(p, k) for k in (
+            "anchor_sizes", "anchor_ratios", "anchor_offset", "rpn_box_weights", "rpn_pre_nms_top_n",
+            "rpn_post_nms_top_n", "rpn_nms_threshold", "rpn_min_size", "rpn_score_threshold", "pooled_size",
+            "psroi_groups", "sampling_ratio", "rcnn_box_weights", "box_clip", "score_threshold", "nms_threshold",
+            "max_detections", "min_size", "class_agnostic_boxes")},
+    }
+
+
 KIND = register_kind(PostprocessKind(
     "rpn_psroi", "detection", RpnPsroiSpec, ("rpn_objectness", "rpn_deltas", "psroi_features"), _validate,
-    postprocess_outputs, describe_detection, graphs=_graphs, complete=complete_outputs, probe=probe_head))
+    postprocess_outputs, describe_detection, graphs=_graphs, complete=complete_outputs, probe=probe_head,
+    graph_shape=head_shape, graph_input=head_input_of,
+    device_values=device_values))

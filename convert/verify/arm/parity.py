@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..compare import Limits, align_outputs
-from ..driver import Comparison, Sides, images_to_compare, judge, open_sides, reference_file
+from ..driver import Comparison, Sides, images_to_compare, judge, open_sides
 from ..report import ImageParity, ParityReport, format_table, write_report
 from .env import ArmEnv, resolve_env
 from .protocol import ArmJob, Variant
@@ -108,8 +108,8 @@ def _torch_side(s: Sides, prepared: dict, use_torch: bool, notes: list[str]) -> 
     except ImportError:
         notes.append("torch is not installed: no comparison with torch")
         return {}
-    ts = load_torchscript(reference_file(s.bundle, m, "torchscript"))
-    graphs = torch_graphs(s.bundle, m)
+    ts = load_torchscript(s.b.reference("torchscript"))
+    graphs = torch_graphs(s.b, m)
     return {name: torch_complete(s.bundle, m, torch_outputs(ts, m, chw), chw, graphs) for name, (chw, _) in prepared.items()}
 
 

@@ -58,7 +58,7 @@ std::string dump_value(const std::vector<float>& v) { return join(v, fmt_float);
 std::string dump(const litedet::Config& c) {
   std::ostringstream o;
 #define LITEDET_CONFIG_DUMP(key, type, lo, hi) o << #key "=" << dump_value(c.key) << "\n";
-  LITEDET_CONFIG_KEYS(LITEDET_CONFIG_DUMP)
+  LITEDET_GFL_KEYS(LITEDET_CONFIG_DUMP)
 #undef LITEDET_CONFIG_DUMP
   return o.str();
 }
@@ -66,7 +66,7 @@ std::string dump(const litedet::Config& c) {
 std::string dump(const litedet::TwoStageConfig& c) {
   std::ostringstream o;
 #define LITEDET_CONFIG_DUMP(key, type, lo, hi) o << #key "=" << dump_value(c.key) << "\n";
-  LITEDET_TWO_STAGE_KEYS(LITEDET_CONFIG_DUMP)
+  LITEDET_RPN_PSROI_KEYS(LITEDET_CONFIG_DUMP)
 #undef LITEDET_CONFIG_DUMP
   return o.str();
 }

@@ -3,9 +3,10 @@
 // (litedet_capi.cpp), and the generator litedet.runtime.devconfig, which parses the
 // X(...) lines below (one per line: key, type, lo, hi).
 //
-// One table per postprocess kind the core runs: LITEDET_CONFIG_KEYS for 'gfl' (NanoDet),
-// LITEDET_TWO_STAGE_KEYS for 'rpn_psroi' (ThunderNet, Light-Head R-CNN: two graphs). The first
-// key of each, kind=, says which table a NAME.cfg follows.
+// One table per postprocess kind the core runs, named after the kind: LITEDET_<KIND>_KEYS and
+// LITEDET_<KIND>_INFO_KEYS (LITEDET_GFL_KEYS for 'gfl', NanoDet; LITEDET_RPN_PSROI_KEYS for
+// 'rpn_psroi', ThunderNet and Light-Head R-CNN: two graphs). The first key of each, kind=, says
+// which table a NAME.cfg follows; litedet.runtime.devconfig finds a kind's table by that name.
 //
 // Types: str (non-empty, trimmed), names (comma list of non-empty trimmed names),
 // labels (comma list, taken verbatim), int (in [lo, hi]), real (in [lo, hi]),
@@ -31,7 +32,7 @@
   X(pad_normalized, flag, 0, 0)                       \
   X(pad_value, real, -1e30, 1e30)
 
-#define LITEDET_CONFIG_KEYS(X)                        \
+#define LITEDET_GFL_KEYS(X)                        \
   X(kind, str, 0, 0)                                  \
   LITEDET_COMMON_KEYS(X)                              \
   X(strides, ints, 0, 0)                              \
@@ -48,7 +49,7 @@
   X(num_classes, int, 1, 1048576)                     \
   X(class_names, labels, 0, 0)
 
-#define LITEDET_TWO_STAGE_KEYS(X)                     \
+#define LITEDET_RPN_PSROI_KEYS(X)                     \
   X(kind, str, 0, 0)                                  \
   LITEDET_COMMON_KEYS(X)                              \
   X(head_param, str, 0, 0)                            \
@@ -85,10 +86,10 @@
 
 // Written by the generator for a reader's information (which bundle the assets came from);
 // parse_config ignores them, as it ignores every key it does not know.
-#define LITEDET_CONFIG_INFO_KEYS(X) \
+#define LITEDET_GFL_INFO_KEYS(X) \
   X(param_sha256)                   \
   X(bin_sha256)
-#define LITEDET_TWO_STAGE_INFO_KEYS(X) \
+#define LITEDET_RPN_PSROI_INFO_KEYS(X) \
   X(param_sha256)                      \
   X(bin_sha256)                        \
   X(head_param_sha256)                 \

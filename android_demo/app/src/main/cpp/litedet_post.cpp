@@ -46,7 +46,7 @@ bool parse_config(const std::string& text, Config& cfg, std::string* error) {
     return fail("config key 'kind' is '" + kind + "'; parse_config reads 'gfl' configs (NanoDet); "
                 "'rpn_psroi' configs are read by parse_two_stage_config");
 #define LITEDET_CONFIG_READ(key, type, lo, hi) c.key = r.read_##type(#key, lo, hi);
-  LITEDET_CONFIG_KEYS(LITEDET_CONFIG_READ)
+  LITEDET_GFL_KEYS(LITEDET_CONFIG_READ)
 #undef LITEDET_CONFIG_READ
   if (r.has_error()) return fail(r.error);
   // what one key cannot say alone

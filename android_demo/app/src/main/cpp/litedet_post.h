@@ -68,7 +68,7 @@ using cfg_ints = std::vector<int>;
 
 struct Config {
 #define LITEDET_CONFIG_MEMBER(key, type, lo, hi) cfg_##type key{};
-  LITEDET_CONFIG_KEYS(LITEDET_CONFIG_MEMBER)
+  LITEDET_GFL_KEYS(LITEDET_CONFIG_MEMBER)
 #undef LITEDET_CONFIG_MEMBER
 };
 

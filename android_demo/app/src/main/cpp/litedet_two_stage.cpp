@@ -39,7 +39,7 @@ bool parse_two_stage_config(const std::string& text, TwoStageConfig& cfg, std::s
   if (!r.has_error() && kind != "rpn_psroi")
     return fail("config key 'kind' is '" + kind + "'; parse_two_stage_config reads 'rpn_psroi' configs");
 #define LITEDET_TWO_STAGE_READ(key, type, lo, hi) c.key = r.read_##type(#key, lo, hi);
-  LITEDET_TWO_STAGE_KEYS(LITEDET_TWO_STAGE_READ)
+  LITEDET_RPN_PSROI_KEYS(LITEDET_TWO_STAGE_READ)
 #undef LITEDET_TWO_STAGE_READ
   if (r.has_error()) return fail(r.error);
   if (c.pixel_format != "bgr" && c.pixel_format != "rgb") return fail("config key 'pixel_format' must be 'bgr' or 'rgb'");

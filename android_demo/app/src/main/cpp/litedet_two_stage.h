@@ -29,10 +29,10 @@
 
 namespace litedet {
 
-// Everything from a two-stage NAME.cfg: one member per key of LITEDET_TWO_STAGE_KEYS.
+// Everything from a two-stage NAME.cfg: one member per key of LITEDET_RPN_PSROI_KEYS.
 struct TwoStageConfig {
 #define LITEDET_TWO_STAGE_MEMBER(key, type, lo, hi) cfg_##type key{};
-  LITEDET_TWO_STAGE_KEYS(LITEDET_TWO_STAGE_MEMBER)
+  LITEDET_RPN_PSROI_KEYS(LITEDET_TWO_STAGE_MEMBER)
 #undef LITEDET_TWO_STAGE_MEMBER
 };
 
