@@ -19,7 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CPP = ROOT / "android_demo" / "app" / "src" / "main" / "cpp"
 MAIN = ROOT / "android_demo" / "host_tests" / "litedet_cpp.cpp"
-SOURCES = (MAIN, CPP / "litedet_ncnn.cpp", CPP / "litedet_post.cpp", CPP / "litedet_two_stage.cpp")
+# the runner and every kind's ncnn steps (litedet_*_ncnn.cpp: each registers its kind), then the core
+RUNNER_SOURCES = (CPP / "litedet_ncnn.cpp", CPP / "litedet_gfl_ncnn.cpp", CPP / "litedet_rpn_psroi_ncnn.cpp")
+CORE_SOURCES = (CPP / "litedet_post.cpp", CPP / "litedet_two_stage.cpp")
+SOURCES = (MAIN, *RUNNER_SOURCES, *CORE_SOURCES)
 # the postprocessing core rounds as the Python does only without FMA contraction (CMakeLists.txt)
 CORE_FLAGS = ("-ffp-contract=off", "-fno-fast-math")
 ARCHES = {"x86_64": ("g++", ()), "aarch64": ("aarch64-linux-gnu-g++", ("-static",))}
@@ -72,11 +75,11 @@ def build_litedet_cpp(arch: str = "x86_64") -> Path:
     objs = []
     try:
         common = [cxx, "-std=c++17", "-O2", "-fopenmp", f"-I{CPP}", f"-I{inc}", *extra]
-        for src in SOURCES[2:]:  # the core, compiled as the app's CMakeLists.txt compiles it
+        for src in CORE_SOURCES:  # the core, compiled as the app's CMakeLists.txt compiles it
             obj = tmp.with_name(tmp.name + f".{src.stem}.o")
             _run([*common, *CORE_FLAGS, "-c", str(src), "-o", str(obj)])
             objs.append(obj)
-        _run([*common, "-Wall", "-Wextra", str(SOURCES[0]), str(SOURCES[1]), *map(str, objs), str(archive),
+        _run([*common, "-Wall", "-Wextra", str(MAIN), *map(str, RUNNER_SOURCES), *map(str, objs), str(archive),
               "-lpthread", "-o", str(tmp)])
         tmp.replace(out)
     finally:

@@ -118,7 +118,7 @@ bool resolve_assets(const std::string& assets, std::string& dir, std::string& na
     return false;
 }
 
-bool load(const std::string& assets, int threads, bool fp16, litedet_demo::NcnnDetector& det, std::string& name,
+bool load(const std::string& assets, int threads, bool fp16, litedet_demo::ModelRunner& det, std::string& name,
           std::string& err)
 {
     std::string dir, text;
@@ -140,7 +140,7 @@ bool load(const std::string& assets, int threads, bool fp16, litedet_demo::NcnnD
             return false;
         }
     }
-    return det.check_blobs(det.graph_param(0), err);
+    return det.check_blobs(err);
 }
 
 struct Rgba
@@ -286,7 +286,7 @@ bool parse_args(int argc, char** argv, Args& a, std::string& err)
 
 int cmd_detect(const Args& a)
 {
-    litedet_demo::NcnnDetector det;
+    litedet_demo::ModelRunner det;
     std::string err, name;
     if (!load(a.pos[0], a.threads, a.fp16, det, name, err))
     {
@@ -311,7 +311,7 @@ int cmd_detect(const Args& a)
 
 int cmd_bench(const Args& a)
 {
-    litedet_demo::NcnnDetector det;
+    litedet_demo::ModelRunner det;
     std::string err, name;
     Rgba img;
     if (!load(a.pos[0], a.threads, a.fp16, det, name, err) || !read_image(a.pos[1], img, err))
@@ -352,14 +352,14 @@ int cmd_bench(const Args& a)
                 json_string(det.architecture()).c_str(), json_string(name).c_str(), a.fp16 ? "fp16" : "fp32",
                 a.threads, json_string(a.pos[1]).c_str(), img.w, img.h, t.in_h, t.in_w, a.warmup,
                 json_stats(total).c_str(), json_stats(pre).c_str(), json_stats(inf).c_str(),
-                det.two_stage() ? json_stats(glue).c_str() : "null", json_stats(post).c_str(), dets.size(),
+                det.has_glue() ? json_stats(glue).c_str() : "null", json_stats(post).c_str(), dets.size(),
                 peak_rss_bytes(), json_string(un.machine).c_str());
     return 0;
 }
 
 int cmd_serve(const Args& a)
 {
-    litedet_demo::NcnnDetector det;
+    litedet_demo::ModelRunner det;
     std::string err, name, line;
     Rgba img;
     if (!load(a.pos[0], a.threads, a.fp16, det, name, err) || !read_image(a.pos[1], img, err))
@@ -387,7 +387,7 @@ int cmd_serve(const Args& a)
         const litedet_demo::StageTimes& t = det.last_times();
         std::printf("{\"total\": %.6f, \"pre\": %.6f, \"inference\": %.6f, \"glue\": %s, \"post\": %.6f, "
                     "\"input\": [3, %d, %d], \"detections\": %zu}\n",
-                    total, t.pre_ms, t.inference_ms, det.two_stage() ? std::to_string(t.glue_ms).c_str() : "null",
+                    total, t.pre_ms, t.inference_ms, det.has_glue() ? std::to_string(t.glue_ms).c_str() : "null",
                     t.post_ms, t.in_h, t.in_w, dets.size());
         std::fflush(stdout);
     }

@@ -44,14 +44,14 @@ __all__ = [
 
 CPP_DIR = Path(__file__).resolve().parents[2] / "android_demo" / "app" / "src" / "main" / "cpp"
 SOURCES = ("litedet_post.cpp", "litedet_two_stage.cpp", "litedet_capi.cpp")
-HEADERS = ("litedet_post.h", "litedet_two_stage.h", "litedet_config_reader.h", "litedet_config_keys.h")
+HEADERS = ("litedet_kind.h", "litedet_post.h", "litedet_two_stage.h", "litedet_config_reader.h", "litedet_config_keys.h")
 # -ffp-contract=off: no a*b+c -> fma contraction (GCC contracts by default, and on aarch64
 # that changes roundings); together with float-only arithmetic it keeps C++ equal to numpy.
 BASE_FLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared", "-ffp-contract=off")
 # flags that would break parity with numpy: refused
 _FORBIDDEN_FLAGS = ("-ffast-math", "-Ofast", "-funsafe-math-optimizations", "-ffp-contract=fast",
                     "-ffp-contract=on", "-fassociative-math", "-freciprocal-math", "-ffinite-math-only")
-_ABI_VERSION = 3
+_ABI_VERSION = 4
 _ERR_LEN = 4096
 
 # return codes of litedet_capi.cpp
@@ -189,7 +189,6 @@ class CppPostprocessor:
                                             ctypes.POINTER(_CDetection), ctypes.c_int, ctypes.POINTER(ctypes.c_int),
                                             *_ERR]
         i32, i32p = ctypes.c_int, ctypes.POINTER(ctypes.c_int)
-        lib.litedet_two_stage_config_dump.argtypes = lib.litedet_config_dump.argtypes
         lib.litedet_make_anchors.argtypes = [i32, i32, i32, _F32P, i32, _F32P, i32, ctypes.c_float, _F32P, *_ERR]
         lib.litedet_decode_boxes.argtypes = [_F32P, _F32P, i32, _F32P, ctypes.c_float, _F32P, *_ERR]
         lib.litedet_proposals.argtypes = [ctypes.c_char_p, _F32P, _F32P, i32, i32, i32, i32, i32, _F32P, _F32P, i32,
@@ -198,7 +197,7 @@ class CppPostprocessor:
         lib.litedet_rcnn_detections.argtypes = [ctypes.c_char_p, ctypes.POINTER(_CLetterbox), _F32P, i32, _F32P, _F32P,
                                                 ctypes.POINTER(_CDetection), i32, i32p, *_ERR]
         for f in ("litedet_config_dump", "litedet_letterbox_geometry", "litedet_distribution_to_distance",
-                  "litedet_nms", "litedet_postprocess", "litedet_two_stage_config_dump", "litedet_make_anchors",
+                  "litedet_nms", "litedet_postprocess", "litedet_make_anchors",
                   "litedet_decode_boxes", "litedet_proposals", "litedet_ps_roi_align", "litedet_rcnn_detections"):
             getattr(lib, f).restype = ctypes.c_int
         self._lib = lib
@@ -216,12 +215,18 @@ class CppPostprocessor:
         raise RuntimeError(f"C++ {what} failed (code {rc}): {msg}")
 
     # -- the calls -----------------------------------------------------------
-    def parse_config_text(self, text: str, kind: str = "gfl") -> dict[str, Any]:
-        """Parse NAME.cfg text with the C++ reader of ``kind`` (parse_config for gfl,
-        parse_two_stage_config for rpn_psroi); returns the parsed config as a typed dict."""
+    def parse_config_text(self, text: str, kind: str | None = None) -> dict[str, Any]:
+        """Parse NAME.cfg text with the C++ reader of the kind its kind= names (``kind``: the one
+        expected, default gfl); returns the parsed config as a typed dict."""
+        import re
+
+        kind = kind or "gfl"
+        said = re.search(r"^\s*kind\s*=\s*(\S*)\s*$", text, re.M)
+        if said and said.group(1) != kind:
+            raise CppConfigError(f"config key 'kind' is {said.group(1)!r}; expected {kind!r} configs here")
         raw = text.encode("utf-8")
         size = 1 << 16
-        dump = {"gfl": self._lib.litedet_config_dump, "rpn_psroi": self._lib.litedet_two_stage_config_dump}[kind]
+        dump = self._lib.litedet_config_dump  # any kind: the core reads the text's kind= (litedet_kind.h)
         for _ in range(2):
             buf = ctypes.create_string_buffer(size)
             needed = ctypes.c_size_t(0)

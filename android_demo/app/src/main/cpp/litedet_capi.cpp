@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "litedet_kind.h"
 #include "litedet_post.h"
 #include "litedet_two_stage.h"
 
@@ -32,43 +33,10 @@ void set_err(char* err, size_t err_len, const std::string& msg) {
   err[n] = '\0';
 }
 
-std::string fmt_float(float v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(v));  // round-trips a float
-  return buf;
-}
-
-template <class T, class F>
-std::string join(const std::vector<T>& v, F f) {
+std::string join_names(const std::vector<std::string>& v) {
   std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + f(v[i]);
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + v[i];
   return s;
-}
-
-// The parsed Config written back as key=value text (floats with 9 significant digits), one
-// line per key of litedet_config_keys.h.
-std::string dump_value(const std::string& v) { return v; }
-std::string dump_value(int v) { return std::to_string(v); }
-std::string dump_value(float v) { return fmt_float(v); }
-std::string dump_value(bool v) { return v ? "1" : "0"; }
-std::string dump_value(const std::vector<std::string>& v) { return join(v, [](const std::string& s) { return s; }); }
-std::string dump_value(const std::vector<int>& v) { return join(v, [](int x) { return std::to_string(x); }); }
-std::string dump_value(const std::vector<float>& v) { return join(v, fmt_float); }
-
-std::string dump(const litedet::Config& c) {
-  std::ostringstream o;
-#define LITEDET_CONFIG_DUMP(key, type, lo, hi) o << #key "=" << dump_value(c.key) << "\n";
-  LITEDET_GFL_KEYS(LITEDET_CONFIG_DUMP)
-#undef LITEDET_CONFIG_DUMP
-  return o.str();
-}
-
-std::string dump(const litedet::TwoStageConfig& c) {
-  std::ostringstream o;
-#define LITEDET_CONFIG_DUMP(key, type, lo, hi) o << #key "=" << dump_value(c.key) << "\n";
-  LITEDET_RPN_PSROI_KEYS(LITEDET_CONFIG_DUMP)
-#undef LITEDET_CONFIG_DUMP
-  return o.str();
 }
 
 template <class F>
@@ -126,21 +94,28 @@ typedef struct {
 } litedet_letterbox;
 
 // Bumped whenever a signature below changes; cpp_core.py refuses a mismatching library.
-int litedet_abi_version(void) { return 3; }
+int litedet_abi_version(void) { return 4; }
 
-// Parse cfg_text and write the parsed config back as key=value text into out.
+// Parse cfg_text with the reader of the kind its kind= names (litedet_kind.h) and write the
+// parsed config back as key=value text into out.
 int litedet_config_dump(const char* cfg_text, char* out, size_t out_len, size_t* needed, char* err, size_t err_len) {
   return guarded(err, err_len, [&] {
-    litedet::Config cfg;
-    if (!parse(cfg_text, cfg, err, err_len)) return static_cast<int>(LITEDET_ECONFIG);
-    const std::string s = dump(cfg);
-    if (needed) *needed = s.size() + 1;
-    if (!out || out_len < s.size() + 1) {
-      set_err(err, err_len, "output buffer too small");
-      return static_cast<int>(LITEDET_ESPACE);
+    const std::string text = cfg_text ? cfg_text : "";
+    std::string kind, s, error;
+    if (!litedet::config_kind(text, kind, &error)) {
+      set_err(err, err_len, error);
+      return static_cast<int>(LITEDET_ECONFIG);
     }
-    std::memcpy(out, s.c_str(), s.size() + 1);
-    return static_cast<int>(LITEDET_OK);
+    const litedet::ConfigDump dump = litedet::config_dump(kind);
+    if (!dump)
+      error = kind.empty() ? "config key 'kind' is missing"
+                           : "config key 'kind' is '" + kind + "'; the core reads kinds " +
+                                 join_names(litedet::core_kind_names());
+    if (!dump || !dump(text, s, &error)) {
+      set_err(err, err_len, error);
+      return static_cast<int>(LITEDET_ECONFIG);
+    }
+    return copy_out(s, out, out_len, needed, err, err_len);
   });
 }
 
@@ -207,16 +182,6 @@ int litedet_postprocess(const char* cfg_text, const litedet_letterbox* lb, int n
 }
 
 // ---- two-stage detectors (postprocess kind rpn_psroi) ----------------------------------
-
-// Parse a two-stage cfg_text and write it back as key=value text into out.
-int litedet_two_stage_config_dump(const char* cfg_text, char* out, size_t out_len, size_t* needed, char* err,
-                                  size_t err_len) {
-  return guarded(err, err_len, [&] {
-    litedet::TwoStageConfig cfg;
-    if (!parse(cfg_text, cfg, err, err_len)) return static_cast<int>(LITEDET_ECONFIG);
-    return copy_out(dump(cfg), out, out_len, needed, err, err_len);
-  });
-}
 
 // out: feat_h * feat_w * ns * nr x 4.
 int litedet_make_anchors(int feat_w, int feat_h, int stride, const float* sizes, int ns, const float* ratios, int nr,

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdio>
 #include <locale>
 #include <map>
 #include <sstream>
@@ -203,6 +204,28 @@ inline bool split_lines(const std::string& text, std::map<std::string, std::stri
 
   return true;
 }
+
+// A parsed value written back as config text (floats with 9 significant digits: they round-trip).
+inline std::string fmt_float(float v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(v));  // round-trips a float
+  return buf;
+}
+template <class T, class F>
+std::string join(const std::vector<T>& v, F f) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + f(v[i]);
+  return s;
+}
+inline std::string dump_value(const std::string& v) { return v; }
+inline std::string dump_value(int v) { return std::to_string(v); }
+inline std::string dump_value(float v) { return fmt_float(v); }
+inline std::string dump_value(bool v) { return v ? "1" : "0"; }
+inline std::string dump_value(const std::vector<std::string>& v) {
+  return join(v, [](const std::string& s) { return s; });
+}
+inline std::string dump_value(const std::vector<int>& v) { return join(v, [](int x) { return std::to_string(x); }); }
+inline std::string dump_value(const std::vector<float>& v) { return join(v, fmt_float); }
 
 }  // namespace cfgread
 }  // namespace litedet

@@ -146,11 +146,11 @@ public:
                 return false;
             }
         }
-        if (!det_.check_blobs(det_.graph_param(0), err))
+        if (!det_.check_blobs(err))
             return false;
 
         LOGI("loaded %s: %s (%s), %d graph(s), %d classes, %s, %d threads", name.c_str(), det_.architecture().c_str(),
-             det_.two_stage() ? "two-stage rpn_psroi" : "gfl", det_.graph_count(), (int)det_.class_names().size(),
+             det_.kind_name().c_str(), det_.graph_count(), (int)det_.class_names().size(),
              use_gpu ? "GPU" : "CPU", det_.num_threads());
         return true;
     }
@@ -209,7 +209,7 @@ public:
 private:
     std::string name_;
     bool use_gpu_ = false;
-    litedet_demo::NcnnDetector det_;
+    litedet_demo::ModelRunner det_;
 };
 
 // ---------------------------------------------------------------------------

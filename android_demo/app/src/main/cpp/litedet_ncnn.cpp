@@ -1,8 +1,9 @@
-// litedet Android demo: the ncnn half of the detector (see litedet_ncnn.h).
+// litedet Android demo: the model runner and the kind registry (see litedet_ncnn.h).
 
 #include "litedet_ncnn.h"
 
 #include <exception>
+#include <map>
 
 #include "gpu.h"
 #include "mat.h"
@@ -13,9 +14,10 @@ namespace litedet_demo {
 
 namespace {
 
-TensorShape shape_of(const ncnn::Mat& m)
+std::map<std::string, NcnnKindFactory>& registry()
 {
-    return TensorShape{m.dims, m.w, m.h, m.d, m.c, m.elemsize, m.elempack};
+    static std::map<std::string, NcnnKindFactory> kinds;  // built on first use: safe from static init order
+    return kinds;
 }
 
 bool contains(const std::vector<std::string>& v, const std::string& s)
@@ -26,44 +28,83 @@ bool contains(const std::vector<std::string>& v, const std::string& s)
     return false;
 }
 
+std::vector<std::string> names_of(const std::vector<const char*>& v)
+{
+    return std::vector<std::string>(v.begin(), v.end());
+}
+
+const std::vector<std::string> kNoNames;
+const std::string kNoName;
+
 } // namespace
 
-NcnnDetector::~NcnnDetector()
+bool register_ncnn_kind(const std::string& name, NcnnKindFactory make)
 {
-    net_.clear();  // before the allocators they point to go away
-    head_net_.clear();
+    return registry().emplace(name, make).second;
 }
 
-const std::string& NcnnDetector::graph_param(int i) const
+std::unique_ptr<NcnnKind> make_ncnn_kind(const std::string& name)
 {
-    return two_stage_ ? (i == 0 ? ts_.param : ts_.head_param) : cfg_.param;
+    auto it = registry().find(name);
+    return it == registry().end() ? nullptr : it->second();
 }
 
-const std::string& NcnnDetector::graph_bin(int i) const
+std::vector<std::string> ncnn_kind_names()
 {
-    return two_stage_ ? (i == 0 ? ts_.bin : ts_.head_bin) : cfg_.bin;
+    std::vector<std::string> out;
+    for (const auto& kv : registry())
+        out.push_back(kv.first);
+    return out;
 }
 
-bool NcnnDetector::set_config(const std::string& cfg_text, const std::string& cfg_name, std::string& err)
+ModelRunner::~ModelRunner()
+{
+    for (auto& n : nets_)
+        n->clear();  // before the allocators they point to go away
+}
+
+const std::vector<std::string>& ModelRunner::class_names() const
+{
+    return kind_ ? kind_->class_names() : kNoNames;
+}
+
+const std::string& ModelRunner::architecture() const
+{
+    return kind_ ? kind_->architecture() : kNoName;
+}
+
+bool ModelRunner::set_config(const std::string& cfg_text, const std::string& cfg_name, std::string& err)
 {
     cfg_name_ = cfg_name;
-    std::string perr;
-    two_stage_ = litedet::config_kind(cfg_text) == "rpn_psroi";
-    if (two_stage_ ? !litedet::parse_two_stage_config(cfg_text, ts_, &perr) : !litedet::parse_config(cfg_text, cfg_, &perr))
+    kind_name_ = litedet::config_kind(cfg_text);
+    kind_ = make_ncnn_kind(kind_name_);
+    if (!kind_)
     {
-        err = cfg_name + ": " + perr;
+        err = cfg_name + ": kind='" + kind_name_ + "' is not a postprocess kind this app runs; it runs "
+              + join(ncnn_kind_names(), ", ");
         return false;
     }
-    if (two_stage_)
-        input_ = Input{ts_.input_blob, ts_.pixel_format, ts_.pad_mode, ts_.resize_policy, ts_.mean, ts_.norm,
-                       ts_.target_size, ts_.pad_multiple, ts_.pad_normalized, ts_.pad_value};
-    else
-        input_ = Input{cfg_.input_blob, cfg_.pixel_format, cfg_.pad_mode, cfg_.resize_policy, cfg_.mean, cfg_.norm,
-                       cfg_.target_size, cfg_.pad_multiple, cfg_.pad_normalized, cfg_.pad_value};
+    std::string perr;
+    if (!kind_->parse(cfg_text, perr))
+    {
+        err = cfg_name + ": " + perr;
+        kind_.reset();
+        return false;
+    }
+    input_ = kind_->input();
+    graphs_ = kind_->graphs();
+    nets_.clear();
+    for (size_t i = 0; i < graphs_.size(); i++)
+        nets_.emplace_back(new ncnn::Net());
+    return check_input(err);
+}
+
+bool ModelRunner::check_input(std::string& err)
+{
     // the frames are RGBA: 3 channels reach the net
     if (input_.mean.size() != 3 || input_.norm.size() != 3)
     {
-        err = cfg_name + ": mean and norm need 3 values (one per channel of '" + input_.pixel_format + "'), got "
+        err = cfg_name_ + ": mean and norm need 3 values (one per channel of '" + input_.pixel_format + "'), got "
               + std::to_string(input_.mean.size()) + " and " + std::to_string(input_.norm.size());
         return false;
     }
@@ -73,19 +114,19 @@ bool NcnnDetector::set_config(const std::string& cfg_text, const std::string& cf
         pixel_type_ = ncnn::Mat::PIXEL_RGBA2BGR;
     else
     {
-        err = cfg_name + ": pixel_format is '" + input_.pixel_format + "'; expected 'bgr' or 'rgb'";
+        err = cfg_name_ + ": pixel_format is '" + input_.pixel_format + "'; expected 'bgr' or 'rgb'";
         return false;
     }
-    for (int i = 0; i < graph_count(); i++)
-        if (graph_param(i).empty() || graph_bin(i).empty())
+    for (const GraphFiles& g : graphs_)
+        if (g.param.empty() || g.bin.empty())
         {
-            err = cfg_name + ": every graph's param and bin must be named";
+            err = cfg_name_ + ": every graph's param and bin must be named";
             return false;
         }
     return true;
 }
 
-bool NcnnDetector::set_options(bool use_gpu, int num_threads, std::string& err, bool fp16)
+bool ModelRunner::set_options(bool use_gpu, int num_threads, std::string& err, bool fp16)
 {
 #if NCNN_VULKAN
     if (use_gpu && ncnn::get_gpu_count() == 0)
@@ -100,7 +141,7 @@ bool NcnnDetector::set_options(bool use_gpu, int num_threads, std::string& err, 
         return false;
     }
 #endif
-    for (ncnn::Net* net : {&net_, &head_net_})
+    for (auto& net : nets_)
     {
         net->clear();
         net->opt = ncnn::Option();
@@ -122,56 +163,29 @@ bool NcnnDetector::set_options(bool use_gpu, int num_threads, std::string& err, 
     return true;
 }
 
-namespace {
-
-std::vector<std::string> names_of(const std::vector<const char*>& v)
+bool ModelRunner::check_blobs(std::string& err) const
 {
-    return std::vector<std::string>(v.begin(), v.end());
-}
-
-// err names the first of `blobs` (config key -> blob) missing from `have`.
-bool have_all(const std::vector<std::pair<std::string, std::string>>& blobs, const std::vector<std::string>& have,
-              const std::string& what, const std::string& cfg_name, const std::string& param_name, std::string& err)
-{
-    for (const auto& kb : blobs)
-        if (!contains(have, kb.second))
+    if (!kind_)
+    {
+        err = "no config: call set_config first";
+        return false;
+    }
+    for (const BlobRef& b : kind_->blobs())
+    {
+        const ncnn::Net& net = *nets_[b.graph];
+        const std::vector<std::string> have = names_of(b.input ? net.input_names() : net.output_names());
+        if (!contains(have, b.blob))
         {
-            err = cfg_name + ": " + kb.first + " '" + kb.second + "' is not an " + what + " of " + param_name
-                  + "; it has [" + join(have, ", ") + "]";
+            err = cfg_name_ + ": " + b.key + " '" + b.blob + "' is not an " + (b.input ? "input" : "output") + " of "
+                  + graphs_[b.graph].param + "; it has [" + join(have, ", ") + "]";
             return false;
         }
-    return true;
-}
-
-} // namespace
-
-bool NcnnDetector::check_blobs(const std::string& param_name, std::string& err) const
-{
-    const std::vector<std::string> ins = names_of(net_.input_names()), outs = names_of(net_.output_names());
-    if (!have_all({{"input_blob", input_.blob}}, ins, "input", cfg_name_, param_name, err))
-        return false;
-    if (two_stage_)
-    {
-        const std::vector<std::string> hins = names_of(head_net_.input_names());
-        const std::vector<std::string> houts = names_of(head_net_.output_names());
-        return have_all({{"obj_blob", ts_.obj_blob}, {"deltas_blob", ts_.deltas_blob}, {"feat_blob", ts_.feat_blob}},
-                        outs, "output", cfg_name_, param_name, err)
-               && have_all({{"head_input_blob", ts_.head_input_blob}}, hins, "input", cfg_name_, ts_.head_param, err)
-               && have_all({{"head_scores_blob", ts_.head_scores_blob}, {"head_deltas_blob", ts_.head_deltas_blob}},
-                           houts, "output", cfg_name_, ts_.head_param, err);
-    }
-    for (size_t i = 0; i < cfg_.strides.size(); i++)
-    {
-        const std::string s = " (stride " + std::to_string(cfg_.strides[i]) + ")";
-        if (!have_all({{"cls_blobs" + s, cfg_.cls_blobs[i]}, {"dis_blobs" + s, cfg_.dis_blobs[i]}}, outs, "output",
-                      cfg_name_, param_name, err))
-            return false;
     }
     return true;
 }
 
-bool NcnnDetector::preprocess(const unsigned char* rgba, int w, int h, int stride, ncnn::Mat& in_pad,
-                              litedet::Letterbox& lb, std::string& err) const
+bool ModelRunner::preprocess(const unsigned char* rgba, int w, int h, int stride, ncnn::Mat& in_pad,
+                             litedet::Letterbox& lb, std::string& err) const
 {
     if (!rgba || w <= 0 || h <= 0 || stride < w * 4)
     {
@@ -193,7 +207,7 @@ bool NcnnDetector::preprocess(const unsigned char* rgba, int w, int h, int strid
     const int pad_bottom = lb.in_h - lb.resized_h - lb.pad_top;
     const int pad_right = lb.in_w - lb.resized_w - lb.pad_left;
     ncnn::Option border_opt;  // like the Python runtime: a default Option with the net's thread count
-    border_opt.num_threads = net_.opt.num_threads;
+    border_opt.num_threads = num_threads();
     // pad_normalized: pad_value is in normalised units, so normalise first (upstream NanoDet's order)
     if (input_.pad_normalized) in.substract_mean_normalize(input_.mean.data(), input_.norm.data());
     ncnn::copy_make_border(in, in_pad, lb.pad_top, pad_bottom, lb.pad_left, pad_right, ncnn::BORDER_CONSTANT,
@@ -202,11 +216,16 @@ bool NcnnDetector::preprocess(const unsigned char* rgba, int w, int h, int strid
     return true;
 }
 
-bool NcnnDetector::detect(const unsigned char* rgba, int w, int h, int stride, std::vector<litedet::Detection>& dets,
-                          std::string& err)
+bool ModelRunner::detect(const unsigned char* rgba, int w, int h, int stride, std::vector<litedet::Detection>& dets,
+                         std::string& err)
 {
     dets.clear();
     times_ = StageTimes{};
+    if (!kind_)
+    {
+        err = "no config: call set_config first";
+        return false;
+    }
     ncnn::Mat in_pad;
     litedet::Letterbox lb{};
     const double t0 = now_ms();
@@ -215,181 +234,10 @@ bool NcnnDetector::detect(const unsigned char* rgba, int w, int h, int stride, s
     times_.pre_ms = now_ms() - t0;
     times_.in_w = lb.in_w;
     times_.in_h = lb.in_h;
-    return two_stage_ ? detect_two_stage(in_pad, lb, dets, err) : detect_gfl(in_pad, lb, dets, err);
-}
-
-bool NcnnDetector::detect_gfl(const ncnn::Mat& in_pad, const litedet::Letterbox& lb,
-                              std::vector<litedet::Detection>& dets, std::string& err)
-{
-    // inference; every output Mat stays alive until postprocess is done
-    const size_t n = cfg_.strides.size();
-    std::vector<ncnn::Mat> cls(n), dis(n);
-    std::vector<litedet::LevelOutput> levels(n);
-    const double t0 = now_ms();
-    {
-        ncnn::Extractor ex = net_.create_extractor();
-        if (ex.input(cfg_.input_blob.c_str(), in_pad) != 0)
-        {
-            err = "ncnn rejected the input blob '" + cfg_.input_blob + "'";
-            return false;
-        }
-        const int dist_cols = 4 * (cfg_.reg_max + 1);
-        for (size_t i = 0; i < n; i++)
-        {
-            const int s = cfg_.strides[i];
-            const int rows_expected = grid_rows(lb.in_w, lb.in_h, s);
-            if (ex.extract(cfg_.cls_blobs[i].c_str(), cls[i]) != 0)
-            {
-                err = "ncnn failed to compute output '" + cfg_.cls_blobs[i] + "'";
-                return false;
-            }
-            if (ex.extract(cfg_.dis_blobs[i].c_str(), dis[i]) != 0)
-            {
-                err = "ncnn failed to compute output '" + cfg_.dis_blobs[i] + "'";
-                return false;
-            }
-            int cls_rows = 0, dis_rows = 0;
-            if (!check_level_output(shape_of(cls[i]), cfg_.cls_blobs[i], "cls_blobs", s, cfg_.num_classes, "num_classes",
-                                    rows_expected, cls_rows, err))
-                return false;
-            if (!check_level_output(shape_of(dis[i]), cfg_.dis_blobs[i], "dis_blobs", s, dist_cols, "4*(reg_max+1)",
-                                    rows_expected, dis_rows, err))
-                return false;
-            levels[i].cls = (const float*)cls[i].data;
-            levels[i].dis = (const float*)dis[i].data;
-            levels[i].rows = cls_rows;
-            levels[i].stride = s;
-        }
-    }
-
-    const double t1 = now_ms();
-    times_.inference_ms = t1 - t0;
-    try
-    {
-        dets = litedet::postprocess(cfg_, levels, lb);
-        times_.post_ms = now_ms() - t1;
-    }
-    catch (const std::exception& e)
-    {
-        err = std::string("postprocess: ") + e.what();
-        return false;
-    }
-    return true;
-}
-
-namespace {
-
-// A CHW (or HW) output as one contiguous fp32 block: ncnn pads each channel to cstep.
-ncnn::Mat flat(const ncnn::Mat& m)
-{
-    return m.reshape(m.w * m.h * m.d * m.c);
-}
-
-} // namespace
-
-bool NcnnDetector::detect_two_stage(const ncnn::Mat& in_pad, const litedet::Letterbox& lb,
-                                    std::vector<litedet::Detection>& dets, std::string& err)
-{
-    const litedet::TwoStageConfig& c = ts_;
-    const int a = (int)(c.anchor_sizes.size() * c.anchor_ratios.size());
-    const int fw = (lb.in_w + c.stride - 1) / c.stride, fh = (lb.in_h + c.stride - 1) / c.stride;
-    const int feat_c = c.psroi_groups * c.pooled_size * c.pooled_size;
-    ncnn::Mat obj, deltas, feat;
-    double t = now_ms();
-    {
-        ncnn::Extractor ex = net_.create_extractor();
-        if (ex.input(c.input_blob.c_str(), in_pad) != 0)
-        {
-            err = "ncnn rejected the input blob '" + c.input_blob + "'";
-            return false;
-        }
-        const std::pair<const std::string*, ncnn::Mat*> outs[3] = {{&c.obj_blob, &obj}, {&c.deltas_blob, &deltas},
-                                                                   {&c.feat_blob, &feat}};
-        for (const auto& o : outs)
-            if (ex.extract(o.first->c_str(), *o.second) != 0)
-            {
-                err = "ncnn failed to compute output '" + *o.first + "'";
-                return false;
-            }
-    }
-    const int want_c[3] = {a, 4 * a, feat_c};
-    const ncnn::Mat* got[3] = {&obj, &deltas, &feat};
-    const char* keys[3] = {"obj_blob", "deltas_blob", "feat_blob"};
-    for (int i = 0; i < 3; i++)
-        if (got[i]->dims != 3 || got[i]->c != want_c[i] || got[i]->w != fw || got[i]->h != fh)
-        {
-            err = std::string(keys[i]) + " is " + std::to_string(got[i]->c) + "x" + std::to_string(got[i]->h) + "x"
-                  + std::to_string(got[i]->w) + "; the config and a " + std::to_string(lb.in_w) + "x"
-                  + std::to_string(lb.in_h) + " input need " + std::to_string(want_c[i]) + "x" + std::to_string(fh)
-                  + "x" + std::to_string(fw);
-            return false;
-        }
-    const ncnn::Mat obj_f = flat(obj), deltas_f = flat(deltas), feat_f = flat(feat);
-    times_.inference_ms = now_ms() - t;
-    t = now_ms();
-    try
-    {
-        const litedet::Proposals props = litedet::select_proposals(c, (const float*)obj_f.data,
-                                                                   (const float*)deltas_f.data, a, fw, fh, lb.in_w, lb.in_h);
-        const size_t k = props.scores.size();
-        if (k == 0)
-        {
-            times_.glue_ms = now_ms() - t;
-            return true;  // nothing above the RPN's thresholds: no second stage, no detections
-        }
-        std::vector<float> pooled(k * feat_c);
-        litedet::ps_roi_align((const float*)feat_f.data, feat_c, fh, fw, props.boxes.data(), k, 1.f / (float)c.stride,
-                              c.pooled_size, c.sampling_ratio, pooled.data());
-        // every RoI in one extract, laid out features_by_rois: channel f, row n = pooled[n][f]
-        ncnn::Mat cols(1, (int)k, feat_c);
-        for (int f = 0; f < feat_c; f++)
-        {
-            float* ch = cols.channel(f);
-            for (size_t n = 0; n < k; n++)
-                ch[n] = pooled[n * feat_c + f];
-        }
-        ncnn::Mat scores, box_deltas;
-        times_.glue_ms = now_ms() - t;
-        t = now_ms();
-        {
-            ncnn::Extractor ex = head_net_.create_extractor();
-            if (ex.input(c.head_input_blob.c_str(), cols) != 0 || ex.extract(c.head_scores_blob.c_str(), scores) != 0
-                || ex.extract(c.head_deltas_blob.c_str(), box_deltas) != 0)
-            {
-                err = "ncnn failed to run the head graph " + c.head_param;
-                return false;
-            }
-        }
-        const size_t c1 = (size_t)c.num_classes + 1, d = c.class_agnostic_boxes ? 4 : 4 * c1;
-        if (scores.c != (int)c1 || box_deltas.c != (int)d || scores.h != (int)k || box_deltas.h != (int)k)
-        {
-            err = "the head gives " + std::to_string(scores.c) + " scores and " + std::to_string(box_deltas.c)
-                  + " deltas for " + std::to_string(scores.h) + " of " + std::to_string(k) + " RoIs; num_classes "
-                  + std::to_string(c.num_classes) + " + background needs " + std::to_string(c1) + " and "
-                  + std::to_string(d);
-            return false;
-        }
-        times_.inference_ms += now_ms() - t;
-        t = now_ms();
-        // back to one row per RoI, as rcnn_detections reads them
-        std::vector<float> sf(k * c1), df(k * d);
-        for (size_t j = 0; j < c1; j++)
-            for (size_t n = 0; n < k; n++)
-                sf[n * c1 + j] = scores.channel((int)j)[n];
-        for (size_t j = 0; j < d; j++)
-            for (size_t n = 0; n < k; n++)
-                df[n * d + j] = box_deltas.channel((int)j)[n];
-        for (const litedet::Candidate& cand :
-             litedet::rcnn_detections(c, props.boxes.data(), k, sf.data(), df.data(), lb.in_w, lb.in_h))
-            dets.push_back(litedet::map_box_back(cand, lb));
-        times_.post_ms = now_ms() - t;
-    }
-    catch (const std::exception& e)
-    {
-        err = std::string("two-stage postprocess: ") + e.what();
-        return false;
-    }
-    return true;
+    std::vector<ncnn::Net*> nets;
+    for (auto& n : nets_)
+        nets.push_back(n.get());
+    return kind_->run(nets, in_pad, lb, dets, times_, err);
 }
 
 } // namespace litedet_demo

@@ -1,17 +1,18 @@
-// litedet Android demo: the ncnn half of the detector, without Android.
+// litedet Android demo: the one model runner, without Android.
 //
-// NAME.cfg text in (its kind= picks NanoDet's 'gfl' or the two-stage 'rpn_psroi'),
-// ncnn options set, blob names checked, then for each RGBA frame: the
-// preprocessing of runtime/runner.py (from_pixels_resize to the letterbox's
-// resized size in pixel_format order -> copy_make_border centred with
-// pad_value -> substract_mean_normalize(mean, norm)), then
-//  - gfl: extraction of every cls/dis blob per stride (shape-checked) and litedet::postprocess;
-//  - rpn_psroi: stage 1 (objectness, deltas, PS features), the C++ glue
-//    (litedet_two_stage.h: proposals, PSRoIAlign), every RoI through the head graph
-//    in one extract, then litedet::rcnn_detections.
-// Loading the param/bin of each graph is left to the caller (AAssetManager on the
-// phone, file paths in host_tests/), through graph_count(), graph_param(i),
-// graph_bin(i) and net(i).
+// ModelRunner reads NAME.cfg, whose kind= names the postprocess kind, and asks the kind registry
+// for it: the kind owns its config keys (its table in litedet_config_keys.h), their parsing, the
+// graphs it needs and its steps. The runner sets ncnn options, hands out one ncnn::Net per graph
+// the kind lists (loading each param/bin is left to the caller: AAssetManager on the phone, file
+// paths in host_tests/), checks every blob the kind names, and for each RGBA frame runs the
+// preprocessing of runtime/runner.py (from_pixels_resize to the letterbox's resized size in
+// pixel_format order -> copy_make_border with pad_value -> substract_mean_normalize(mean, norm))
+// and then the kind. It never asks which kind it runs: litedet_jni.cpp and
+// host_tests/litedet_cpp.cpp call the runner only.
+//
+// A kind is one NcnnKind subclass in its own file, registered at start-up with
+// LITEDET_REGISTER_NCNN_KIND (litedet_gfl_ncnn.cpp: 'gfl', NanoDet; litedet_rpn_psroi_ncnn.cpp:
+// 'rpn_psroi', ThunderNet and Light-Head R-CNN); adding a kind adds files and edits none of these.
 //
 // Plain C++17 + ncnn: litedet_jni.cpp uses it on Android, and host_tests/litedet_cpp.cpp
 // (built by benchmarks/cpp.py against the ncnn library of scripts/setup_ncnn_lib.sh, for
@@ -22,6 +23,7 @@
 #define LITEDET_DEMO_LITEDET_NCNN_H
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -29,42 +31,108 @@
 #include "net.h"
 
 #include "litedet_post.h"
-#include "litedet_two_stage.h"
 
 namespace litedet_demo {
 
 // Where the last detect() spent its time (ms, steady clock): preprocessing (resize, pad,
-// normalise), ncnn extraction (both graphs of a two-stage model), the glue between the
-// graphs (proposals, PSRoIAlign; 0 for one-graph models) and the postprocessing; and the
-// network input it used (the letterbox, w x h).
+// normalise), ncnn extraction (every graph), the glue between graphs (0 for one-graph kinds)
+// and the postprocessing; and the network input it used (the letterbox, w x h).
 struct StageTimes
 {
     double pre_ms = 0, inference_ms = 0, glue_ms = 0, post_ms = 0;
     int in_w = 0, in_h = 0;
 };
 
-class NcnnDetector
+inline double now_ms()
+{
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// The preprocessing keys, the same in every kind's config (LITEDET_COMMON_KEYS).
+struct InputConfig
+{
+    std::string blob, pixel_format, pad_mode, resize_policy;
+    std::vector<float> mean, norm;
+    int target_size = 0, pad_multiple = 0;
+    bool pad_normalized = false;
+    float pad_value = 0.f;
+};
+
+// The common keys of any kind's parsed config, as the runner reads them.
+template <class Cfg>
+InputConfig input_of(const Cfg& c)
+{
+    return InputConfig{c.input_blob, c.pixel_format, c.pad_mode, c.resize_policy, c.mean, c.norm,
+                       c.target_size, c.pad_multiple, c.pad_normalized, c.pad_value};
+}
+
+// A graph the kind needs: its files, as NAME.cfg names them, in load order (0 is the graph the
+// preprocessed frame goes into).
+struct GraphFiles
+{
+    std::string param, bin;
+};
+
+// A blob the config names: which graph, which config key, whether it is an input of that graph.
+struct BlobRef
+{
+    int graph;
+    std::string key, blob;
+    bool input;
+};
+
+// One postprocess kind on the device.
+class NcnnKind
 {
 public:
-    NcnnDetector() = default;
-    ~NcnnDetector();
+    virtual ~NcnnKind() = default;
+    // Parse NAME.cfg (its own key table); false and err naming the key on a bad config.
+    virtual bool parse(const std::string& cfg_text, std::string& err) = 0;
+    virtual InputConfig input() const = 0;
+    virtual std::vector<GraphFiles> graphs() const = 0;
+    virtual std::vector<BlobRef> blobs() const = 0;
+    virtual const std::vector<std::string>& class_names() const = 0;
+    virtual const std::string& architecture() const = 0;
+    // Whether the kind has glue between graphs (timed as StageTimes::glue_ms).
+    virtual bool has_glue() const { return false; }
+    // The preprocessed frame `in` (letterbox lb) through every graph and the kind's steps ->
+    // detections in original-image pixels, best first; times filled per stage.
+    virtual bool run(std::vector<ncnn::Net*>& nets, const ncnn::Mat& in, const litedet::Letterbox& lb,
+                     std::vector<litedet::Detection>& dets, StageTimes& times, std::string& err) = 0;
+};
 
-    NcnnDetector(const NcnnDetector&) = delete;
-    NcnnDetector& operator=(const NcnnDetector&) = delete;
+using NcnnKindFactory = std::unique_ptr<NcnnKind> (*)();
+// Register a kind under its name (the value of kind= in NAME.cfg); false when the name is taken.
+bool register_ncnn_kind(const std::string& name, NcnnKindFactory make);
+// A new instance of a registered kind, or nullptr.
+std::unique_ptr<NcnnKind> make_ncnn_kind(const std::string& name);
+std::vector<std::string> ncnn_kind_names();
 
-    // Parse the text of NAME.cfg (cfg_name is used in messages). The frames
-    // handed to detect() are RGBA, so mean/norm must have 3 values.
+#define LITEDET_REGISTER_NCNN_KIND(NAME, TYPE)                                                                \
+    static const bool litedet_registered_##TYPE = ::litedet_demo::register_ncnn_kind(                        \
+        NAME, []() -> std::unique_ptr<::litedet_demo::NcnnKind> { return std::unique_ptr<TYPE>(new TYPE()); })
+
+class ModelRunner
+{
+public:
+    ModelRunner() = default;
+    ~ModelRunner();
+
+    ModelRunner(const ModelRunner&) = delete;
+    ModelRunner& operator=(const ModelRunner&) = delete;
+
+    // Parse the text of NAME.cfg (cfg_name is used in messages) with the kind its kind= names.
+    // The frames handed to detect() are RGBA, so mean/norm must have 3 values.
     bool set_config(const std::string& cfg_text, const std::string& cfg_name, std::string& err);
-    const litedet::Config& config() const { return cfg_; }  // gfl configs
-    const litedet::TwoStageConfig& two_stage_config() const { return ts_; }  // rpn_psroi configs
-    bool two_stage() const { return two_stage_; }
 
-    // The graphs to load, in order: 0 the (stage-1) graph, 1 the head of a two-stage model.
-    int graph_count() const { return two_stage_ ? 2 : 1; }
-    const std::string& graph_param(int i) const;
-    const std::string& graph_bin(int i) const;
-    const std::vector<std::string>& class_names() const { return two_stage_ ? ts_.class_names : cfg_.class_names; }
-    const std::string& architecture() const { return two_stage_ ? ts_.architecture : cfg_.architecture; }
+    // The graphs to load, in order (the kind's list).
+    int graph_count() const { return (int)graphs_.size(); }
+    const std::string& graph_param(int i) const { return graphs_[i].param; }
+    const std::string& graph_bin(int i) const { return graphs_[i].bin; }
+    const std::vector<std::string>& class_names() const;
+    const std::string& architecture() const;
+    const std::string& kind_name() const { return kind_name_; }
+    bool has_glue() const { return kind_ && kind_->has_glue(); }
 
     // ncnn options, set explicitly, before loading: fp16 storage, packed and
     // arithmetic on (how the bundles are checked; fp16=false turns all three off),
@@ -72,54 +140,35 @@ public:
     // why) when use_gpu is asked of an ncnn without Vulkan or a device without a GPU.
     bool set_options(bool use_gpu, int num_threads, std::string& err, bool fp16 = true);
 
-    // The net to load graph i's param and bin into (after set_options).
-    ncnn::Net& net(int i = 0) { return i == 0 ? net_ : head_net_; }
+    // The net to load graph i's param and bin into (after set_config and set_options).
+    ncnn::Net& net(int i = 0) { return *nets_[i]; }
 
-    // After loading: every blob the config names must be an input / output of
-    // its graph; err lists what the graph has otherwise.
-    bool check_blobs(const std::string& param_name, std::string& err) const;
+    // After loading: every blob the config names must be an input / output of its graph;
+    // err lists what the graph has otherwise.
+    bool check_blobs(std::string& err) const;
 
     // One RGBA image (stride in bytes) -> detections in its pixels, best first.
     bool detect(const unsigned char* rgba, int w, int h, int stride, std::vector<litedet::Detection>& dets,
                 std::string& err);
 
-    int num_threads() const { return net_.opt.num_threads; }
+    int num_threads() const { return nets_.empty() ? 0 : nets_[0]->opt.num_threads; }
     const StageTimes& last_times() const { return times_; }
 
 private:
-    // The preprocessing keys, the same in every kind's config.
-    struct Input
-    {
-        std::string blob, pixel_format, pad_mode, resize_policy;
-        std::vector<float> mean, norm;
-        int target_size = 0, pad_multiple = 0;
-        bool pad_normalized = false;
-        float pad_value = 0.f;
-    };
     bool preprocess(const unsigned char* rgba, int w, int h, int stride, ncnn::Mat& in_pad, litedet::Letterbox& lb,
                     std::string& err) const;
-    bool detect_gfl(const ncnn::Mat& in, const litedet::Letterbox& lb, std::vector<litedet::Detection>& dets,
-                    std::string& err);
-    bool detect_two_stage(const ncnn::Mat& in, const litedet::Letterbox& lb, std::vector<litedet::Detection>& dets,
-                          std::string& err);
-
-    static double now_ms()
-    {
-        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
-    }
+    bool check_input(std::string& err);
 
     StageTimes times_;
-    std::string cfg_name_;
-    bool two_stage_ = false;
-    litedet::Config cfg_;
-    litedet::TwoStageConfig ts_;
-    Input input_;
+    std::string cfg_name_, kind_name_;
+    std::unique_ptr<NcnnKind> kind_;
+    InputConfig input_;
+    std::vector<GraphFiles> graphs_;
     int pixel_type_ = 0;
     // declared before the nets, so they outlive them
     ncnn::UnlockedPoolAllocator blob_pool_;
     ncnn::PoolAllocator workspace_pool_;
-    ncnn::Net net_;
-    ncnn::Net head_net_;  // two-stage: the R-CNN head
+    std::vector<std::unique_ptr<ncnn::Net>> nets_;
 };
 
 } // namespace litedet_demo

@@ -5,6 +5,7 @@
 #include "litedet_post.h"
 
 #include "litedet_config_reader.h"
+#include "litedet_kind.h"
 
 #include <algorithm>
 #include <cmath>
@@ -26,6 +27,20 @@ const int kConfigVersion = LITEDET_CONFIG_VERSION;
 using cfgread::Reader;
 
 }  // namespace
+
+bool config_kind(const std::string& text, std::string& kind, std::string* error) {
+  std::map<std::string, std::string> kv;
+  kind.clear();
+  if (!cfgread::split_lines(text, kv, error)) return false;
+  auto it = kv.find("kind");
+  if (it != kv.end()) kind = cfgread::trim(it->second);
+  return true;
+}
+
+std::string config_kind(const std::string& text) {
+  std::string kind;
+  return config_kind(text, kind, nullptr) ? kind : "";
+}
 
 bool parse_config(const std::string& text, Config& cfg, std::string* error) {
   auto fail = [&](const std::string& msg) {
@@ -371,5 +386,23 @@ bool try_postprocess(const Config& cfg, const std::vector<LevelOutput>& levels, 
   }
   return false;
 }
+
+namespace {
+
+// gfl's config written back, one line per key of LITEDET_GFL_KEYS.
+bool dump_gfl_config(const std::string& text, std::string& out, std::string* error) {
+  Config c;
+  if (!parse_config(text, c, error)) return false;
+  std::ostringstream o;
+#define LITEDET_GFL_DUMP(key, type, lo, hi) o << #key "=" << cfgread::dump_value(c.key) << "\n";
+  LITEDET_GFL_KEYS(LITEDET_GFL_DUMP)
+#undef LITEDET_GFL_DUMP
+  out = o.str();
+  return true;
+}
+
+const bool kGflRegistered = register_config_dump("gfl", dump_gfl_config);
+
+}  // namespace
 
 }  // namespace litedet

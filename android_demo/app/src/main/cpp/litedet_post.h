@@ -78,6 +78,12 @@ struct Config {
 // duplicated or inconsistent key; cfg is only written on success.
 bool parse_config(const std::string& text, Config& cfg, std::string* error);
 
+// The value of the kind= key of any kind's NAME.cfg ("" when it has none): the postprocess kind
+// whose key table the file follows.
+std::string config_kind(const std::string& text);
+// The same, false and *error (the line at fault) when the text is not key=value lines.
+bool config_kind(const std::string& text, std::string& kind, std::string* error);
+
 struct Letterbox {
   int src_w, src_h, resized_w, resized_h, in_w, in_h, pad_left, pad_top;
 };

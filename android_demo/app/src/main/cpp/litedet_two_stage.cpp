@@ -9,19 +9,13 @@
 #include <stdexcept>
 
 #include "litedet_config_reader.h"
+#include "litedet_kind.h"
 
 namespace litedet {
 
 // ---------------------------------------------------------------------------------------
 // NAME.cfg
 // ---------------------------------------------------------------------------------------
-std::string config_kind(const std::string& text) {
-  std::map<std::string, std::string> kv;
-  if (!cfgread::split_lines(text, kv, nullptr)) return "";
-  auto it = kv.find("kind");
-  return it == kv.end() ? "" : cfgread::trim(it->second);
-}
-
 bool parse_two_stage_config(const std::string& text, TwoStageConfig& cfg, std::string* error) {
   auto fail = [&](const std::string& msg) {
     if (error) *error = msg;
@@ -294,5 +288,23 @@ std::vector<Candidate> rcnn_detections(const TwoStageConfig& cfg, const float* r
   for (std::size_t i : nms(cand, cfg.nms_threshold, false, cfg.max_detections)) out.push_back(cand[i]);
   return out;
 }
+
+namespace {
+
+// rpn_psroi's config written back, one line per key of LITEDET_RPN_PSROI_KEYS.
+bool dump_rpn_psroi_config(const std::string& text, std::string& out, std::string* error) {
+  TwoStageConfig c;
+  if (!parse_two_stage_config(text, c, error)) return false;
+  std::ostringstream o;
+#define LITEDET_RPN_PSROI_DUMP(key, type, lo, hi) o << #key "=" << cfgread::dump_value(c.key) << "\n";
+  LITEDET_RPN_PSROI_KEYS(LITEDET_RPN_PSROI_DUMP)
+#undef LITEDET_RPN_PSROI_DUMP
+  out = o.str();
+  return true;
+}
+
+const bool kRpnPsroiRegistered = register_config_dump("rpn_psroi", dump_rpn_psroi_config);
+
+}  // namespace
 
 }  // namespace litedet

@@ -40,8 +40,6 @@ struct TwoStageConfig {
 // a missing, bad or inconsistent one.
 bool parse_two_stage_config(const std::string& text, TwoStageConfig& cfg, std::string* error);
 
-// The value of the kind= key of a NAME.cfg ("" when it has none), to pick the parser.
-std::string config_kind(const std::string& text);
 
 // [fh * fw * A, 4] anchors, location-major (y, x), then ratio-major, then size.
 std::vector<float> make_anchors(int feat_w, int feat_h, int stride, const std::vector<float>& sizes,

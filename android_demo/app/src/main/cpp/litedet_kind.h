@@ -1,0 +1,39 @@
+// The postprocess kinds of the C++ core (no ncnn types): each kind's file registers how its
+// NAME.cfg is parsed and written back (one key=value line per key of its table in
+// litedet_config_keys.h), so the C API (litedet_capi.cpp) dumps any kind's config without
+// knowing which kinds exist. The ncnn half of a kind registers itself in litedet_ncnn.h.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace litedet {
+
+// Parse cfg_text with the kind's reader and write the parsed config back into out; false and
+// *error (naming the key) when the text does not parse.
+using ConfigDump = bool (*)(const std::string& cfg_text, std::string& out, std::string* error);
+
+// Header-only (inline: one table per program), so every build of the core links it as it is.
+inline std::map<std::string, ConfigDump>& config_dumps() {
+  static std::map<std::string, ConfigDump> table;  // built on first use: safe from static init order
+  return table;
+}
+
+inline bool register_config_dump(const std::string& kind, ConfigDump dump) {
+  return config_dumps().emplace(kind, dump).second;
+}
+
+// nullptr when no kind of that name is registered
+inline ConfigDump config_dump(const std::string& kind) {
+  auto it = config_dumps().find(kind);
+  return it == config_dumps().end() ? nullptr : it->second;
+}
+
+inline std::vector<std::string> core_kind_names() {
+  std::vector<std::string> out;
+  for (const auto& kv : config_dumps()) out.push_back(kv.first);
+  return out;
+}
+
+}  // namespace litedet
