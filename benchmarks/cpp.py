@@ -19,10 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CPP = ROOT / "android_demo" / "app" / "src" / "main" / "cpp"
 MAIN = ROOT / "android_demo" / "host_tests" / "litedet_cpp.cpp"
-# the runner and every kind's ncnn steps (litedet_*_ncnn.cpp: each registers its kind), then the core
-RUNNER_SOURCES = (CPP / "litedet_ncnn.cpp", CPP / "litedet_gfl_ncnn.cpp", CPP / "litedet_rpn_psroi_ncnn.cpp")
+# the postprocessing core (the runner and the kinds' ncnn steps: litedet_cpp_sources)
 CORE_SOURCES = (CPP / "litedet_post.cpp", CPP / "litedet_two_stage.cpp")
-SOURCES = (MAIN, *RUNNER_SOURCES, *CORE_SOURCES)
 # the postprocessing core rounds as the Python does only without FMA contraction (CMakeLists.txt)
 CORE_FLAGS = ("-ffp-contract=off", "-fno-fast-math")
 ARCHES = {"x86_64": ("g++", ()), "aarch64": ("aarch64-linux-gnu-g++", ("-static",))}
@@ -45,8 +43,18 @@ def ncnn_layers(arch: str) -> set[str]:
     return set(p.read_text().split())
 
 
-def build_litedet_cpp(arch: str = "x86_64") -> Path:
-    """The litedet_cpp binary for ``arch`` (built when its sources or the library changed)."""
+def litedet_cpp_sources(kinds: tuple[Path, ...] = ()) -> list[Path]:
+    """Every source a litedet_cpp build compiles: the driver, the runner, each kind's file found
+    beside it (litedet_*_ncnn.cpp) and ``kinds`` (further kinds' files, e.g. from a test tree),
+    then the core."""
+    found = sorted(CPP.glob("litedet_*_ncnn.cpp"))
+    return [MAIN, CPP / "litedet_ncnn.cpp", *found, *kinds, *CORE_SOURCES]
+
+
+def build_litedet_cpp(arch: str = "x86_64", kinds: tuple[Path, ...] = ()) -> Path:
+    """The litedet_cpp binary for ``arch`` (built when its sources or the library changed).
+    ``kinds``: the source files of further postprocess kinds to compile in (each registers itself
+    with LITEDET_REGISTER_NCNN_KIND; its headers beside it)."""
     if arch not in ARCHES:
         raise CppError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHES)}")
     if not MAIN.is_file():
@@ -60,9 +68,12 @@ def build_litedet_cpp(arch: str = "x86_64") -> Path:
     if cxx is None:
         raise CppError(f"{cxx_name} not found: " + ("apt-get install g++" if arch == "x86_64"
                                                      else "run scripts/setup_arm.sh (g++-aarch64-linux-gnu)"))
-    headers = sorted(CPP.glob("*.h")) + [ROOT / "runtime" / "litedet_config_keys.h"]
+    kinds = tuple(Path(k) for k in kinds)
+    sources = litedet_cpp_sources(kinds)
+    headers = sorted(CPP.glob("*.h")) + [ROOT / "runtime" / "litedet_config_keys.h"] + \
+        sorted(h for k in kinds for h in k.parent.glob("*.h"))
     h = hashlib.sha256(ok.read_bytes() + " ".join(CORE_FLAGS + extra).encode())
-    for p in (*SOURCES, *headers):
+    for p in (*sources, *headers):
         if p.is_file():
             h.update(p.read_bytes())
     cache = Path(os.environ.get("LITEDET_CPP_CACHE", Path.home() / ".cache" / "litedet" / "cpp"))
@@ -74,12 +85,14 @@ def build_litedet_cpp(arch: str = "x86_64") -> Path:
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
     objs = []
     try:
-        common = [cxx, "-std=c++17", "-O2", "-fopenmp", f"-I{CPP}", f"-I{inc}", *extra]
+        common = [cxx, "-std=c++17", "-O2", "-fopenmp", f"-I{CPP}", f"-I{inc}",
+                  *sorted({f"-I{k.parent}" for k in kinds}), *extra]
         for src in CORE_SOURCES:  # the core, compiled as the app's CMakeLists.txt compiles it
             obj = tmp.with_name(tmp.name + f".{src.stem}.o")
             _run([*common, *CORE_FLAGS, "-c", str(src), "-o", str(obj)])
             objs.append(obj)
-        _run([*common, "-Wall", "-Wextra", str(MAIN), *map(str, RUNNER_SOURCES), *map(str, objs), str(archive),
+        runner = [str(p) for p in sources if p not in CORE_SOURCES]
+        _run([*common, "-Wall", "-Wextra", *runner, *map(str, objs), str(archive),
               "-lpthread", "-o", str(tmp)])
         tmp.replace(out)
     finally:

@@ -55,9 +55,17 @@ def _keys(text: str, macro: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=None)
 def _table(kind: str = "gfl") -> tuple[int, tuple[tuple[str, str], ...], tuple[str, ...]]:
-    text = KEYS_HEADER.read_text()
+    """(config version, (key, type) of the kind's table, its info keys), read from the shared header
+    and, for a kind that keeps its table in a header of its own (``PostprocessKind.device_keys``),
+    from that one too."""
+    own = postprocess_kind(kind).device_keys if kind in kind_names() else None
+    return _read_table(kind, str(own) if own else "")
+
+
+@lru_cache(maxsize=None)
+def _read_table(kind: str, own_header: str) -> tuple[int, tuple[tuple[str, str], ...], tuple[str, ...]]:
+    text = KEYS_HEADER.read_text() + ("\n" + Path(own_header).read_text() if own_header else "")
     version = int(re.search(r"#define LITEDET_CONFIG_VERSION (\d+)", text).group(1))
     keys_macro, info_macro = tables(kind)
     keys = _keys(text, keys_macro)

@@ -5,6 +5,7 @@ file alone, converts it with the one pipeline and runs parity on it."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,9 +120,20 @@ class PeaksAdapter(FamilyAdapter):
         )
 
 
+# -- the device side: the kind's NAME.cfg values; its key table and C++ live in tests/fixtures/cpp ----
+
+DEVICE = Path(__file__).resolve().parent / "fixtures" / "cpp"
+
+
+def _device_values(m, names) -> dict:
+    (o,) = m.outputs_with_role("heatmap")
+    return {"heat_blob": o.blob, "stride": m.postprocess.stride, "score_threshold": m.postprocess.score_threshold}
+
+
 @pytest.fixture(scope="module")
 def tiny_family():
-    register_kind(PostprocessKind("test_peaks", "keypoints", PeakSpec, ("heatmap",), _validate, _decode))
+    register_kind(PostprocessKind("test_peaks", "keypoints", PeakSpec, ("heatmap",), _validate, _decode,
+                                  device_values=_device_values, device_keys=DEVICE / "litedet_test_peaks_keys.h"))
     register_model("tiny_peaks", family="test_peaks", task="keypoints", input_size=64, strides=(STRIDE,),
                    outputs=(("heatmap", STRIDE),))(lambda: TinyPeaks())
     register_adapter(PeaksAdapter())
@@ -184,3 +196,38 @@ def test_an_unregistered_kind_is_a_clear_manifest_error(tiny_bundle, tmp_path):
     (b / "manifest.json").write_text(json.dumps(d))
     with pytest.raises(ManifestError, match="unknown postprocess kind 'nope'"):
         load_manifest(b)
+
+
+def test_the_kind_plugs_into_the_device_too(tiny_bundle, photos, tmp_path):
+    """The kind's C++ (tests/fixtures/cpp only) is compiled into the host litedet_cpp through the
+    kind registry and run by the same runner: its peaks equal the Python kind's."""
+    import cv2
+
+    from conftest import need_ncnn_lib
+    from litedet.benchmarks.cpp import build_litedet_cpp, litedet_cpp_sources, run_cpp
+    from litedet.runtime.devconfig import export_device_assets
+
+    need_ncnn_lib("x86_64")
+    root = Path(__file__).resolve().parents[1]
+    kind_cpp = DEVICE / "litedet_test_peaks_ncnn.cpp"
+    sources = litedet_cpp_sources((kind_cpp,))
+    # the build takes the repository's driver, runner, kinds and core as they are, plus this file
+    assert [p for p in sources if p.is_relative_to(root / "tests")] == [kind_cpp]
+    assert [p for p in sources if not p.is_relative_to(root / "tests")] == litedet_cpp_sources()
+    # and nothing outside the test tree knows the kind
+    for folder in ("android_demo", "runtime", "convert", "litedet", "models", "benchmarks"):
+        for f in (root / folder).rglob("*"):
+            if f.suffix in (".py", ".h", ".cpp", ".txt", ".md", ".java"):
+                assert "test_peaks" not in f.read_text(errors="replace"), f
+    binary = build_litedet_cpp("x86_64", kinds=(kind_cpp,))
+    export_device_assets(tiny_bundle, tmp_path / "assets", "peaks")
+    for name in ("chelsea", "coffee"):
+        png = tmp_path / f"{name}.png"
+        cv2.imwrite(str(png), photos[name])
+        (out,) = run_cpp(binary, ["detect", str(tmp_path / "assets"), str(png), "--fp32"])
+        py = open_bundle(tiny_bundle, fp16=False).run(photos[name])
+        cpp = out["detections"]
+        assert [int(d[5]) for d in cpp] == [p.label for p in py] and len(py) == 3
+        for d, p in zip(cpp, py):
+            assert d[0] == d[2] and d[1] == d[3]  # a point
+            assert abs(d[0] - p.x) < 1e-3 and abs(d[1] - p.y) < 1e-3 and abs(d[4] - p.score) < 1e-4, (d, p)

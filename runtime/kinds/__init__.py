@@ -86,6 +86,9 @@ class PostprocessKind:
     # (manifest, asset names) -> this kind's values of the device config NAME.cfg (its keys are
     # LITEDET_<KIND>_KEYS in litedet_config_keys.h); None: the device does not run this kind
     device_values: Callable[..., dict] | None = None
+    # the C++ header with this kind's LITEDET_<KIND>_KEYS table when it is not the shared
+    # litedet_config_keys.h (a kind that lives outside the repository's C++ core)
+    device_keys: Any = None
 
 
 _KINDS: Registry[PostprocessKind] = Registry("postprocess kind")
