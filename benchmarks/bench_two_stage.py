@@ -114,8 +114,8 @@ def _glue_program(env) -> Path:
 
     from litedet.convert.verify.cpp_core import CPP_DIR
 
-    sources = [HERE / "arm" / "two_stage_glue.cpp", CPP_DIR / "litedet_two_stage.cpp", CPP_DIR / "litedet_post.cpp"]
-    headers = [CPP_DIR / n for n in ("litedet_two_stage.h", "litedet_post.h", "litedet_config_keys.h",
+    sources = [HERE / "arm" / "two_stage_glue.cpp", CPP_DIR / "litedet_rpn_psroi.cpp", CPP_DIR / "litedet_post.cpp"]
+    headers = [CPP_DIR / n for n in ("litedet_rpn_psroi.h", "litedet_post.h", "litedet_config_keys.h",
                                      "litedet_config_reader.h")]
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources + headers)).hexdigest()[:16]
     out = env.cache_dir / "bin" / f"two_stage_glue-{digest}"

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CPP = ROOT / "android_demo" / "app" / "src" / "main" / "cpp"
 MAIN = ROOT / "android_demo" / "host_tests" / "litedet_cpp.cpp"
 # the postprocessing core (the runner and the kinds' ncnn steps: litedet_cpp_sources)
-CORE_SOURCES = (CPP / "litedet_post.cpp", CPP / "litedet_two_stage.cpp")
+CORE_SOURCES = (CPP / "litedet_post.cpp", CPP / "litedet_rpn_psroi.cpp")
 # the postprocessing core rounds as the Python does only without FMA contraction (CMakeLists.txt)
 CORE_FLAGS = ("-ffp-contract=off", "-fno-fast-math")
 ARCHES = {"x86_64": ("g++", ()), "aarch64": ("aarch64-linux-gnu-g++", ("-static",))}

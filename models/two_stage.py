@@ -8,7 +8,7 @@ Stage 2 (``head``): pooled RoIs [N, groups * 7 * 7] as rows -> softmax class
 scores [N, C + 1] (background first) and box deltas [N, 4] (class-agnostic, ThunderNet)
 or [N, 4 (C + 1)] (class-specific, Light-Head). Deployed as 1x1 convolutions over
 [groups * 7 * 7, N, 1] (``RCNNHead.forward_columns``): the same matrix product.
-Proposals and PSRoIAlign between them run in the runtime (``runtime/two_stage.py``),
+Proposals and PSRoIAlign between them run in the runtime (``runtime/kinds/rpn_psroi_ops.py``),
 as torchvision computes them.
 
 ThunderNet: SNet backbone; Context Enhancement Module (1x1 convs to 245 = 5 x 7 x 7

@@ -45,7 +45,7 @@ def test_cpp_glue_built_for_aarch64_equals_the_x86_build(arm_env, thundernet_bun
 
     cxx = shutil.which("aarch64-linux-gnu-g++")
     assert cxx, "aarch64-linux-gnu-g++ is missing (scripts/setup_arm.sh installs it)"
-    sources = [str(GLUE), str(CPP_DIR / "litedet_two_stage.cpp"), str(CPP_DIR / "litedet_post.cpp")]
+    sources = [str(GLUE), str(CPP_DIR / "litedet_rpn_psroi.cpp"), str(CPP_DIR / "litedet_post.cpp")]
     builds = {"x86": ["g++", "-O2"], "arm": [cxx, "-O2", "-static", "-march=armv8.2-a+fp16"]}
     for name, cmd in builds.items():
         subprocess.run([*cmd, "-std=c++17", "-ffp-contract=off", f"-I{CPP_DIR}", "-o", str(tmp_path / name), *sources],

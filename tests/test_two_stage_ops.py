@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from litedet.runtime.two_stage import (BOX_CLIP, decode_boxes, encode_boxes, make_anchors, ps_roi_align,
+from litedet.runtime.kinds.rpn_psroi_ops import (BOX_CLIP, decode_boxes, encode_boxes, make_anchors, ps_roi_align,
                                        rcnn_detections, select_proposals)
 from litedet.runtime.boxes import nms
 

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "litedet_two_stage.h"
+#include "litedet_rpn_psroi.h"
 
 static bool read_floats(const char* path, std::vector<float>& out) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);
@@ -33,9 +33,9 @@ int main(int argc, char** argv) {
   std::ifstream cf(argv[1]);
   std::stringstream text;
   text << cf.rdbuf();
-  litedet::TwoStageConfig cfg;
+  litedet::RpnPsroiConfig cfg;
   std::string err;
-  if (!litedet::parse_two_stage_config(text.str(), cfg, &err)) {
+  if (!litedet::parse_rpn_psroi_config(text.str(), cfg, &err)) {
     std::fprintf(stderr, "%s\n", err.c_str());
     return 1;
   }

@@ -14,7 +14,7 @@ from litedet.datasets import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, default_class_
 from litedet.runtime.kinds.rpn_psroi import RCNN_DELTAS, RCNN_SCORES, HeadGraph, RpnPsroiSpec
 from litedet.runtime.manifest import InputSpec, OutputSpec, ResizeSpec
 
-from ..verify.checks import TwoStageCheck
+from ..verify.checks import RpnPsroiCheck
 from .base import DeploySpec, ExtraGraph, FamilyAdapter, GraphIO, agreed_class_count, calibration_batch, register_adapter
 
 # the head is traced with this many RoIs and half as many (both sides of the row count move)
@@ -26,7 +26,7 @@ BACKGROUND_LOGIT = 7.0
 class TwoStageAdapter(FamilyAdapter):
     family = "two_stage"
     kind = "rpn_psroi"
-    check = TwoStageCheck()
+    check = RpnPsroiCheck()
 
     def seed(self, model, info, seed, input_size):
         """Random convs with BatchNorm calibrated on the reference card, then the two score

@@ -19,7 +19,7 @@ from litedet.runtime.visualize import drawable, save_image
 from .compare import (CppMatch, DetectionMatch, Limits, TensorStats, TopKMatch, cpp_match, detection_failure,
                       match_detections, topk_match)
 
-__all__ = ["ResultCheck", "DetectionCheck", "TwoStageCheck", "TwoStageMatch", "TopKCheck", "match_boxes", "seeded_note"]
+__all__ = ["ResultCheck", "DetectionCheck", "RpnPsroiCheck", "RpnPsroiMatch", "TopKCheck", "match_boxes", "seeded_note"]
 
 
 def seeded_note(m, what: str) -> list[str]:
@@ -112,7 +112,7 @@ class DetectionCheck(ResultCheck):
 
 
 @dataclass
-class TwoStageMatch:
+class RpnPsroiMatch:
     """Two-stage parity of one image: each side's own proposals and detections (end to end),
     and the test side's head on the reference side's proposals (the second stage isolated)."""
 
@@ -147,7 +147,7 @@ def match_boxes(ref: np.ndarray, test: np.ndarray, iou: float) -> int:
     return hits
 
 
-class TwoStageCheck(DetectionCheck):
+class RpnPsroiCheck(DetectionCheck):
     """End-to-end detections may differ where the two sides rank proposals differently (near
     ties at the pre/post-NMS cut), so the second stage is judged on the SAME proposals
     (detections held to the detection limits), and end to end the proposal recall at IoU 0.9
@@ -168,7 +168,7 @@ class TwoStageCheck(DetectionCheck):
         pr, pt = ref_out[PROPOSALS], test_out[PROPOSALS]
         e2e = match_detections(ref_res, test_res, lim.match_iou, p.score_threshold, lim.borderline_margin, p.max_detections,
                                nms_iou=p.nms_threshold)
-        rec = TwoStageMatch(len(pr), len(pt), match_boxes(pr, pt, PROPOSAL_IOU), e2e, None)
+        rec = RpnPsroiMatch(len(pr), len(pt), match_boxes(pr, pt, PROPOSAL_IOU), e2e, None)
         why = []
         if same is not None:
             both = (lambda: (candidates(ref_out), candidates(same[0]))) if candidates else None
@@ -181,7 +181,7 @@ class TwoStageCheck(DetectionCheck):
                        f"(min {lim.min_proposal_recall}; {rec.proposals_matched} of {rec.proposals_reference})")
         return rec, "; ".join(why) or None
 
-    def row(self, r: TwoStageMatch) -> str:
+    def row(self, r: RpnPsroiMatch) -> str:
         same = super().row(r.same_rois) if r.same_rois is not None else "-"
         e = r.end_to_end
         return (f"{r.proposals_reference:>4}/{r.proposals_test:<4} {r.proposal_recall:>6.3f} {e.reference:>3}/{e.test:<3} "

@@ -43,8 +43,8 @@ __all__ = [
 ]
 
 CPP_DIR = Path(__file__).resolve().parents[2] / "android_demo" / "app" / "src" / "main" / "cpp"
-SOURCES = ("litedet_post.cpp", "litedet_two_stage.cpp", "litedet_capi.cpp")
-HEADERS = ("litedet_kind.h", "litedet_post.h", "litedet_two_stage.h", "litedet_config_reader.h", "litedet_config_keys.h")
+SOURCES = ("litedet_post.cpp", "litedet_rpn_psroi.cpp", "litedet_capi.cpp")
+HEADERS = ("litedet_kind.h", "litedet_post.h", "litedet_rpn_psroi.h", "litedet_config_reader.h", "litedet_config_keys.h")
 # -ffp-contract=off: no a*b+c -> fma contraction (GCC contracts by default, and on aarch64
 # that changes roundings); together with float-only arithmetic it keeps C++ equal to numpy.
 BASE_FLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared", "-ffp-contract=off")
@@ -336,7 +336,7 @@ class CppPostprocessor:
 
     # -- two-stage detectors (rpn_psroi) -------------------------------------
     def make_anchors(self, feat_w: int, feat_h: int, stride: int, sizes, ratios, offset: float) -> np.ndarray:
-        """As runtime.two_stage.make_anchors."""
+        """As runtime.kinds.rpn_psroi_ops.make_anchors."""
         sz, ra = _f32(np.asarray(sizes)).reshape(-1), _f32(np.asarray(ratios)).reshape(-1)
         out = np.zeros((feat_w * feat_h * len(sz) * len(ra), 4), np.float32)
         err = ctypes.create_string_buffer(_ERR_LEN)
@@ -347,7 +347,7 @@ class CppPostprocessor:
         return out
 
     def decode_boxes(self, ref: np.ndarray, deltas: np.ndarray, weights, box_clip: float) -> np.ndarray:
-        """As runtime.two_stage.decode_boxes."""
+        """As runtime.kinds.rpn_psroi_ops.decode_boxes."""
         r, d, w = _f32(ref).reshape(-1, 4), _f32(deltas).reshape(-1, 4), _f32(np.asarray(weights)).reshape(4)
         if r.shape != d.shape:
             raise ValueError(f"decode_boxes needs as many boxes as deltas; got {r.shape} and {d.shape}")
@@ -382,7 +382,7 @@ class CppPostprocessor:
 
     def ps_roi_align(self, feat: np.ndarray, rois: np.ndarray, spatial_scale: float, pooled: int,
                      sampling_ratio: int) -> np.ndarray:
-        """As runtime.two_stage.ps_roi_align: feat [C, H, W], rois [K, 4] -> [K, C / P^2, P, P]."""
+        """As runtime.kinds.rpn_psroi_ops.ps_roi_align: feat [C, H, W], rois [K, 4] -> [K, C / P^2, P, P]."""
         f, r = _f32(feat), _f32(rois).reshape(-1, 4)
         c, h, w = f.shape
         if c % (pooled * pooled):

@@ -4,7 +4,7 @@ The bundle holds two ncnn graphs. Stage 1 (the manifest's param/bin) gives, at o
 stride, the RPN's objectness logits [A, H, W], its box deltas [4A, H, W] (channel
 a * 4 + k, torchvision's layout) and the position-sensitive feature map
 [groups * P * P, H, W]. Between the graphs the runtime computes proposals and
-PSRoIAlign (``runtime/two_stage.py``); stage 2 (``postprocess.head``) takes every
+PSRoIAlign (``runtime/kinds/rpn_psroi_ops.py``); stage 2 (``postprocess.head``) takes every
 pooled RoI at once, as the columns of one [groups * P * P, N, 1] blob (its fcs are
 1x1 convolutions: one matrix product over all RoIs), and gives softmax class scores
 (background first) and box deltas (4 per RoI, or 4 per class), added to the outputs
@@ -24,7 +24,7 @@ import numpy as np
 
 from ..letterbox import RESIZE_ALIGNS, Letterbox, map_boxes_back
 from ..results import Detection, describe_detection
-from ..two_stage import Proposals, make_anchors, ps_roi_align, rcnn_detections, select_proposals
+from .rpn_psroi_ops import Proposals, make_anchors, ps_roi_align, rcnn_detections, select_proposals
 from . import BundleError, GraphFiles, KindSpec, PostprocessKind, register_kind, rng
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@
 
 #include "litedet_kind.h"
 #include "litedet_post.h"
-#include "litedet_two_stage.h"
+#include "litedet_rpn_psroi.h"
 
 namespace {
 
@@ -63,9 +63,9 @@ bool parse(const char* cfg_text, litedet::Config& cfg, char* err, size_t err_len
   return false;
 }
 
-bool parse(const char* cfg_text, litedet::TwoStageConfig& cfg, char* err, size_t err_len) {
+bool parse(const char* cfg_text, litedet::RpnPsroiConfig& cfg, char* err, size_t err_len) {
   std::string error;
-  if (litedet::parse_two_stage_config(cfg_text ? cfg_text : "", cfg, &error)) return true;
+  if (litedet::parse_rpn_psroi_config(cfg_text ? cfg_text : "", cfg, &error)) return true;
   set_err(err, err_len, error);
   return false;
 }
@@ -209,7 +209,7 @@ int litedet_proposals(const char* cfg_text, const float* obj, const float* delta
                       int feat_h, int in_w, int in_h, float* boxes, float* scores, int capacity, int* count, char* err,
                       size_t err_len) {
   return guarded(err, err_len, [&] {
-    litedet::TwoStageConfig cfg;
+    litedet::RpnPsroiConfig cfg;
     if (!parse(cfg_text, cfg, err, err_len)) return static_cast<int>(LITEDET_ECONFIG);
     const litedet::Proposals p = litedet::select_proposals(cfg, obj, deltas, num_anchors, feat_w, feat_h, in_w, in_h);
     *count = static_cast<int>(p.scores.size());
@@ -238,7 +238,7 @@ int litedet_rcnn_detections(const char* cfg_text, const litedet_letterbox* lb, c
                             const float* probs, const float* deltas, litedet_detection* out, int capacity, int* count,
                             char* err, size_t err_len) {
   return guarded(err, err_len, [&] {
-    litedet::TwoStageConfig cfg;
+    litedet::RpnPsroiConfig cfg;
     if (!parse(cfg_text, cfg, err, err_len)) return static_cast<int>(LITEDET_ECONFIG);
     if (k < 0) throw std::invalid_argument("k must be >= 0");
     const litedet::Letterbox g{lb->src_w, lb->src_h, lb->resized_w, lb->resized_h,

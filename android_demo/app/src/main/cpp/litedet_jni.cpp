@@ -350,36 +350,7 @@ public:
             big_cores_bound = true;
         }
 
-        std::string info;
-        {
-            std::lock_guard<std::mutex> g(g_model_lock);
-            if (g_model)
-            {
-                std::vector<litedet::Detection> dets;
-                std::string err;
-                const double t0 = ncnn::get_current_time();
-                if (g_model->detect(view, dets, err))
-                {
-                    const double t1 = ncnn::get_current_time();
-                    g_model->draw(view, dets);
-                    char buf[96];
-                    std::snprintf(buf, sizeof(buf), "%s %s %.0fms", g_model->name().c_str(),
-                                  g_model->use_gpu() ? "GPU" : "CPU", t1 - t0);
-                    info = buf;
-                }
-                else
-                {
-                    // a model that fails on frames is unloaded, with its reason on screen
-                    LOGE("%s: %s", g_model->name().c_str(), err.c_str());
-                    g_status = g_model->name() + ": " + err;
-                    set_last_error(g_status);
-                    g_model.reset();
-                }
-            }
-            if (!g_model)
-                draw_message(view, g_status, 0);
-        }
-
+        const std::string info = run_model(view);
         fps_.tick(ncnn::get_current_time());
         draw_fps(view, fps_.fps(), info);
 
@@ -388,6 +359,39 @@ public:
     }
 
 private:
+    // The loaded model on one frame, its detections drawn into it; "" or the line to show.
+    static std::string run_model(cv::Mat& view)
+    {
+        std::string info;
+        std::lock_guard<std::mutex> g(g_model_lock);
+        if (g_model)
+        {
+            std::vector<litedet::Detection> dets;
+            std::string err;
+            const double t0 = ncnn::get_current_time();
+            if (g_model->detect(view, dets, err))
+            {
+                const double t1 = ncnn::get_current_time();
+                g_model->draw(view, dets);
+                char buf[96];
+                std::snprintf(buf, sizeof(buf), "%s %s %.0fms", g_model->name().c_str(),
+                              g_model->use_gpu() ? "GPU" : "CPU", t1 - t0);
+                info = buf;
+            }
+            else
+            {
+                // a model that fails on frames is unloaded, with its reason on screen
+                LOGE("%s: %s", g_model->name().c_str(), err.c_str());
+                g_status = g_model->name() + ": " + err;
+                set_last_error(g_status);
+                g_model.reset();
+            }
+        }
+        if (!g_model)
+            draw_message(view, g_status, 0);
+        return info;
+    }
+
     static void blit(ANativeWindow* win, const cv::Mat& rgba)
     {
         if (ANativeWindow_setBuffersGeometry(win, rgba.cols, rgba.rows, WINDOW_FORMAT_RGBA_8888) != 0)

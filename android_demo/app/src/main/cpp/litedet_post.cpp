@@ -59,7 +59,7 @@ bool parse_config(const std::string& text, Config& cfg, std::string* error) {
   const std::string kind = r.str("kind");
   if (!r.has_error() && kind != "gfl")
     return fail("config key 'kind' is '" + kind + "'; parse_config reads 'gfl' configs (NanoDet); "
-                "'rpn_psroi' configs are read by parse_two_stage_config");
+                "'rpn_psroi' configs are read by parse_rpn_psroi_config");
 #define LITEDET_CONFIG_READ(key, type, lo, hi) c.key = r.read_##type(#key, lo, hi);
   LITEDET_GFL_KEYS(LITEDET_CONFIG_READ)
 #undef LITEDET_CONFIG_READ

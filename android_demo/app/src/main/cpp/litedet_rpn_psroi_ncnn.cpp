@@ -1,7 +1,7 @@
 // Postprocess kind 'rpn_psroi' (ThunderNet, Light-Head R-CNN) on the device: two graphs. Steps
 // named as runtime/kinds/rpn_psroi.py's, in the order the data moves:
 //   rpn_maps      stage 1's objectness [A,H,W], deltas [4A,H,W] and PS features [G*P*P,H,W]
-//   proposals_of  anchors, decode, NMS, top-N (litedet::select_proposals, litedet_two_stage.h)
+//   proposals_of  anchors, decode, NMS, top-N (litedet::select_proposals, litedet_rpn_psroi.h)
 //   pool_rois     PSRoIAlign of every proposal, laid out as the head's input (features_by_rois:
 //                 a [G*P*P, N, 1] blob, so the head's fcs run as 1x1 convolutions in one extract)
 //   run_head      the head graph on every RoI at once -> one row of scores / deltas per RoI
@@ -10,7 +10,7 @@
 #include <exception>
 
 #include "litedet_ncnn.h"
-#include "litedet_two_stage.h"
+#include "litedet_rpn_psroi.h"
 
 namespace litedet_demo {
 
@@ -34,7 +34,7 @@ class RpnPsroiKind : public NcnnKind
 public:
     bool parse(const std::string& cfg_text, std::string& err) override
     {
-        return litedet::parse_two_stage_config(cfg_text, c_, &err);
+        return litedet::parse_rpn_psroi_config(cfg_text, c_, &err);
     }
     InputConfig input() const override { return input_of(c_); }
     std::vector<GraphFiles> graphs() const override { return {{c_.param, c_.bin}, {c_.head_param, c_.head_bin}}; }
@@ -196,7 +196,7 @@ private:
         return dets;
     }
 
-    litedet::TwoStageConfig c_;
+    litedet::RpnPsroiConfig c_;
 };
 
 } // namespace

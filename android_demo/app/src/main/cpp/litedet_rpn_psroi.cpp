@@ -1,6 +1,6 @@
-// litedet two-stage core; see litedet_two_stage.h. Mirrors runtime/two_stage.py function by
+// litedet two-stage core; see litedet_rpn_psroi.h. Mirrors runtime/kinds/rpn_psroi_ops.py function by
 // function. Build with -ffp-contract=off and without -ffast-math (see litedet_post.h).
-#include "litedet_two_stage.h"
+#include "litedet_rpn_psroi.h"
 
 #include <algorithm>
 #include <cmath>
@@ -16,7 +16,7 @@ namespace litedet {
 // ---------------------------------------------------------------------------------------
 // NAME.cfg
 // ---------------------------------------------------------------------------------------
-bool parse_two_stage_config(const std::string& text, TwoStageConfig& cfg, std::string* error) {
+bool parse_rpn_psroi_config(const std::string& text, RpnPsroiConfig& cfg, std::string* error) {
   auto fail = [&](const std::string& msg) {
     if (error) *error = msg;
     return false;
@@ -24,14 +24,14 @@ bool parse_two_stage_config(const std::string& text, TwoStageConfig& cfg, std::s
   std::map<std::string, std::string> kv;
   if (!cfgread::split_lines(text, kv, error)) return false;
   cfgread::Reader r(std::move(kv));
-  TwoStageConfig c;
+  RpnPsroiConfig c;
   long long version = r.integer("version", 0, 1 << 20);
   if (!r.has_error() && version != LITEDET_CONFIG_VERSION)
     return fail("config key 'version' is " + std::to_string(version) + "; this litedet core reads version " +
                 std::to_string(LITEDET_CONFIG_VERSION));
   const std::string kind = r.str("kind");  // the kind first, as parse_config
   if (!r.has_error() && kind != "rpn_psroi")
-    return fail("config key 'kind' is '" + kind + "'; parse_two_stage_config reads 'rpn_psroi' configs");
+    return fail("config key 'kind' is '" + kind + "'; parse_rpn_psroi_config reads 'rpn_psroi' configs");
 #define LITEDET_TWO_STAGE_READ(key, type, lo, hi) c.key = r.read_##type(#key, lo, hi);
   LITEDET_RPN_PSROI_KEYS(LITEDET_TWO_STAGE_READ)
 #undef LITEDET_TWO_STAGE_READ
@@ -138,7 +138,7 @@ void decode_boxes(const float* ref, const float* d, std::size_t n, const float w
 // ---------------------------------------------------------------------------------------
 // Proposals
 // ---------------------------------------------------------------------------------------
-Proposals select_proposals(const TwoStageConfig& cfg, const float* obj, const float* deltas, int num_anchors,
+Proposals select_proposals(const RpnPsroiConfig& cfg, const float* obj, const float* deltas, int num_anchors,
                            int feat_w, int feat_h, int in_w, int in_h) {
   const int a_cfg = static_cast<int>(cfg.anchor_sizes.size() * cfg.anchor_ratios.size());
   if (num_anchors != a_cfg)
@@ -269,7 +269,7 @@ void ps_roi_align(const float* feat, int channels, int h, int w, const float* ro
 // ---------------------------------------------------------------------------------------
 // Final detections
 // ---------------------------------------------------------------------------------------
-std::vector<Candidate> rcnn_detections(const TwoStageConfig& cfg, const float* rois, std::size_t k, const float* probs,
+std::vector<Candidate> rcnn_detections(const RpnPsroiConfig& cfg, const float* rois, std::size_t k, const float* probs,
                                        const float* deltas, int in_w, int in_h) {
   const std::size_t c1 = static_cast<std::size_t>(cfg.num_classes) + 1;
   std::vector<Candidate> cand;
@@ -293,8 +293,8 @@ namespace {
 
 // rpn_psroi's config written back, one line per key of LITEDET_RPN_PSROI_KEYS.
 bool dump_rpn_psroi_config(const std::string& text, std::string& out, std::string* error) {
-  TwoStageConfig c;
-  if (!parse_two_stage_config(text, c, error)) return false;
+  RpnPsroiConfig c;
+  if (!parse_rpn_psroi_config(text, c, error)) return false;
   std::ostringstream o;
 #define LITEDET_RPN_PSROI_DUMP(key, type, lo, hi) o << #key "=" << cfgread::dump_value(c.key) << "\n";
   LITEDET_RPN_PSROI_KEYS(LITEDET_RPN_PSROI_DUMP)

@@ -5,7 +5,7 @@ Everything here is pure and float32, written to compute what torchvision compute
 (``AnchorGenerator``, ``BoxCoder``, ``RegionProposalNetwork.filter_proposals``,
 ``ops.ps_roi_align``, ``RoIHeads.postprocess_detections``) for one image and one
 feature level, in the same operation order, so the C++ core
-(android_demo/app/src/main/cpp/litedet_two_stage.*) can mirror it line by line.
+(android_demo/app/src/main/cpp/litedet_rpn_psroi.*) can mirror it line by line.
 
 Conventions (torchvision's, written once here and in the manifest):
 - anchors: per location (row-major, y then x) then per anchor, the anchors of
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .boxes import clamp_boxes, nms
+from ..boxes import clamp_boxes, nms
 
 __all__ = [
     "BOX_CLIP", "make_anchors", "decode_boxes", "encode_boxes", "sigmoid", "remove_small", "top_n_order",

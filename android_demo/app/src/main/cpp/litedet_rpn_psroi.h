@@ -1,6 +1,6 @@
 // litedet on-device core for two-stage detectors (postprocess kind 'rpn_psroi': ThunderNet,
 // Light-Head R-CNN). Plain C++17, no ncnn types: the glue between the two ncnn graphs and
-// the final decoding, a line-by-line mirror of runtime/two_stage.py and
+// the final decoding, a line-by-line mirror of runtime/kinds/rpn_psroi_ops.py and
 // runtime/kinds/rpn_psroi.py, in the same order:
 //
 //   stage-1 outputs (objectness logits [A,H,W], deltas [4A,H,W], PS features [G*P*P,H,W])
@@ -13,7 +13,7 @@
 //   softmax scores / class deltas -> decode per class, clip, drop background, score >
 //   threshold, min size, per-class NMS, max_detections -> map back to the image.
 //
-// The conventions are written once, at the top of runtime/two_stage.py; the floating-point
+// The conventions are written once, at the top of runtime/kinds/rpn_psroi_ops.py; the floating-point
 // policy is litedet_post.h's (float everywhere numpy uses float32, same operation order,
 // -ffp-contract=off, no fast-math). exp (decode, sigmoid) may differ from numpy's by an ulp;
 // every other step is exact, so proposals, pooled features and detections match Python's to
@@ -30,7 +30,7 @@
 namespace litedet {
 
 // Everything from a two-stage NAME.cfg: one member per key of LITEDET_RPN_PSROI_KEYS.
-struct TwoStageConfig {
+struct RpnPsroiConfig {
 #define LITEDET_TWO_STAGE_MEMBER(key, type, lo, hi) cfg_##type key{};
   LITEDET_RPN_PSROI_KEYS(LITEDET_TWO_STAGE_MEMBER)
 #undef LITEDET_TWO_STAGE_MEMBER
@@ -38,7 +38,7 @@ struct TwoStageConfig {
 
 // Every key required (plus version=1 and kind=rpn_psroi); false and *error naming the key on
 // a missing, bad or inconsistent one.
-bool parse_two_stage_config(const std::string& text, TwoStageConfig& cfg, std::string* error);
+bool parse_rpn_psroi_config(const std::string& text, RpnPsroiConfig& cfg, std::string* error);
 
 
 // [fh * fw * A, 4] anchors, location-major (y, x), then ratio-major, then size.
@@ -56,7 +56,7 @@ struct Proposals {
 
 // obj: A x fh x fw logits, deltas: 4A x fh x fw (channel a*4+k), both CHW as ncnn gives them.
 // Throws std::invalid_argument when A or the sizes disagree with the config.
-Proposals select_proposals(const TwoStageConfig& cfg, const float* obj, const float* deltas, int num_anchors,
+Proposals select_proposals(const RpnPsroiConfig& cfg, const float* obj, const float* deltas, int num_anchors,
                            int feat_w, int feat_h, int in_w, int in_h);
 
 // feat: channels x h x w (channels = groups * pooled * pooled), rois: k x 4 input pixels
@@ -67,7 +67,7 @@ void ps_roi_align(const float* feat, int channels, int h, int w, const float* ro
 // The head's outputs for k proposals -> detections in network-input pixels (labels from 0,
 // background dropped), best first. probs: k x (C+1), deltas: k x 4(C+1), or k x 4 with
 // class_agnostic_boxes.
-std::vector<Candidate> rcnn_detections(const TwoStageConfig& cfg, const float* rois, std::size_t k, const float* probs,
+std::vector<Candidate> rcnn_detections(const RpnPsroiConfig& cfg, const float* rois, std::size_t k, const float* probs,
                                        const float* deltas, int in_w, int in_h);
 
 }  // namespace litedet
