@@ -23,14 +23,15 @@ def file_kind(path: str | Path) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
-def check_input_file(path: str | Path, what: str, expect: str = "a file") -> Path:
-    """``path`` as an existing regular file; otherwise a FileNotFoundError / ValueError naming what it is."""
+def check_input_file(path: str | Path, what: str, expect: str = "a file", error: type[Exception] | None = None) -> Path:
+    """``path`` as an existing regular file; otherwise an error naming what it is instead
+    (``error``, default FileNotFoundError when missing and ValueError when of another kind)."""
     p = Path(path)
     kind = file_kind(p)
     if kind == "missing":
-        raise FileNotFoundError(f"{what} not found: {p}")
+        raise (error or FileNotFoundError)(f"{what} not found: {p}")
     if kind != "a regular file":
-        raise ValueError(f"{what} {p} is {kind}; expected {expect}")
+        raise (error or ValueError)(f"{what} {p} is {kind}, not {expect}")
     return p
 
 

@@ -55,14 +55,9 @@ def load_image(path: str | Path) -> np.ndarray:
     float range or pixel type is refused, never cast."""
     import cv2
 
-    from litedet.paths import file_kind
+    from litedet.paths import check_input_file
 
-    path = Path(path)
-    kind = file_kind(path)
-    if kind == "missing":
-        raise ImageError(f"image not found: {path}")
-    if kind != "a regular file":
-        raise ImageError(f"{path} is {kind}, not an image file")
+    path = check_input_file(path, "image", "an image file", ImageError)
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ImageError(f"could not decode {path} as an image (expected a JPEG, PNG, BMP, TIFF, ... file)")
