@@ -208,6 +208,8 @@ def _cmd_parity(a: argparse.Namespace) -> int:
     out = Path(a.out) if a.out else bundle.parent / f"{bundle.name}-parity"
     thresholds = _thresholds(a.threshold)
     load_manifest(bundle)  # a bad bundle is refused before any folder is made
+    if out.resolve().is_relative_to(bundle.resolve()):
+        raise ValueError(f"--out {out} is inside the bundle {bundle}; the report goes into a folder of its own")
     images = _load_images(a.images) if a.images is not None else None
     with output_dir(out):  # made when the work starts; removed again if it fails before writing
         r = run_parity(bundle, images=images, thresholds=thresholds, out_dir=out, threads=a.threads,

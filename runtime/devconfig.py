@@ -153,6 +153,8 @@ def export_device_assets(bundle_dir: "str | Path | Bundle", dest: str | Path, na
     cfg = device_config_text(m, names["param"], names["bin"], names)
     if dest.exists() and not dest.is_dir():
         raise ManifestError(f"{dest} exists and is not a directory; the assets go into a directory")
+    if dest.resolve().is_relative_to(b.path.resolve()):
+        raise ManifestError(f"{dest} is inside the bundle {b.path}; the assets go into a folder of their own")
     dest.mkdir(parents=True, exist_ok=True)
     sources = {}
     for g in b.graph_files().values():

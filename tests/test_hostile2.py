@@ -68,6 +68,15 @@ def test_detect_out_equal_to_the_input_is_refused(tmp_path, seeded_bundle, image
     assert photo.read_bytes() == before
 
 
+def test_outputs_inside_the_bundle_they_read_are_refused(tmp_path, seeded_bundle):
+    b = tmp_path / "b"
+    shutil.copytree(seeded_bundle, b)
+    before = snapshot(b)
+    refused(litedet("assets", b, b), "inside the bundle")
+    refused(litedet("parity", b, "--out", b / "report", "--quiet"), "inside the bundle")
+    assert snapshot(b) == before
+
+
 def test_outputs_are_written_through_a_temp_file(tmp_path, monkeypatch):
     from litedet import atomic
     from litedet.runtime.visualize import save_image
