@@ -181,13 +181,55 @@ def bench_adb(targets: list[tuple[str, Path]], *, serial: str | None, benchncnn:
         return _bench_adb(targets, serial, benchncnn, runs, warmup, Path(tmp), progress)
 
 
-def _bench_adb(targets, serial, benchncnn, runs, warmup, work: Path, progress: bool):
+def _adb_prepare(adb: "Adb", benchncnn: Path, image: np.ndarray, work: Path) -> None:
+    """benchncnn, the static aarch64 litedet_cpp and the standard image onto the device."""
     import cv2
 
-    from litedet.benchmarks.bench import standard_image
-    from litedet.benchmarks.cpp import build_litedet_cpp, cpp_record
+    from litedet.benchmarks.cpp import build_litedet_cpp
+
+    adb.shell(f"mkdir -p {DEVICE_DIR}")
+    adb.run("push", str(benchncnn), f"{DEVICE_DIR}/benchncnn")
+    adb.run("push", str(build_litedet_cpp("aarch64")), f"{DEVICE_DIR}/litedet_cpp")
+    adb.shell(f"chmod 755 {DEVICE_DIR}/benchncnn {DEVICE_DIR}/litedet_cpp")
+    png = work / "image.png"  # PNG: litedet_cpp reads the same pixels as OpenCV here
+    cv2.imwrite(str(png), image)
+    adb.run("push", str(png), f"{DEVICE_DIR}/image.png")
+
+
+def _adb_bench_bundle(adb: "Adb", i: int, bundle: Path, image: np.ndarray, work: Path, runs: int, warmup: int,
+                      device: str) -> list[dict]:
+    """benchncnn on each graph of one bundle, then (detectors) the app's C++ pipeline."""
+    from litedet.benchmarks.cpp import cpp_record
     from litedet.runtime.devconfig import export_device_assets
     from litedet.runtime.manifest import load_manifest
+
+    records = []
+    for name, param, chw in _graph_inputs(bundle, image):
+        remote = f"{DEVICE_DIR}/{name.replace(':', '_')}.param"
+        adb.run("push", str(param), remote)
+        shape = f"[{chw[2]},{chw[1]},{chw[0]}]"  # benchncnn's shape is w,h,c
+        out = adb.shell(f"cd {DEVICE_DIR} && ./benchncnn {max(runs, 1)} 1 2 -1 1 "
+                        f"param={shlex.quote(remote)} shape={shape}")
+        res = parse_benchncnn(out)
+        records.append(benchncnn_record(res, next(iter(res.timings)), name, chw, device))
+    if load_manifest(bundle).task == "detection":  # the app's C++ pipeline runs detectors
+        assets = work / f"assets_{i}"  # written afresh from the bundle
+        export_device_assets(bundle, assets, name="model")
+        rdir = f"{DEVICE_DIR}/assets_{i}"
+        adb.shell(f"mkdir -p {rdir}")
+        for f in sorted(assets.iterdir()):
+            adb.run("push", str(f), f"{rdir}/{f.name}")
+        out = adb.shell(f"cd {DEVICE_DIR} && ./litedet_cpp bench {rdir} image.png --threads 1 "
+                        f"--runs {runs} --warmup {warmup}")
+        line = next((ln for ln in out.splitlines() if ln.startswith("{")), None)
+        if line is None:
+            raise RemoteError(f"litedet_cpp on {adb.serial} printed no result: {out.strip()[-200:]}")
+        records.append(cpp_record(json.loads(line), "adb", device))
+    return records
+
+
+def _bench_adb(targets, serial, benchncnn, runs, warmup, work: Path, progress: bool):
+    from litedet.benchmarks.bench import standard_image
 
     exe = find_adb()
     if benchncnn is None:
@@ -205,39 +247,11 @@ def _bench_adb(targets, serial, benchncnn, runs, warmup, work: Path, progress: b
                                                                    "ro.build.version.release")}
         info.update(props)
         device = props.get("ro.product.model") or dev.model or dev.serial
-        adb.shell(f"mkdir -p {DEVICE_DIR}")
-        adb.run("push", str(benchncnn), f"{DEVICE_DIR}/benchncnn")
-        cpp = build_litedet_cpp("aarch64")
-        adb.run("push", str(cpp), f"{DEVICE_DIR}/litedet_cpp")
-        adb.shell(f"chmod 755 {DEVICE_DIR}/benchncnn {DEVICE_DIR}/litedet_cpp")
-        png = work / "image.png"  # PNG: litedet_cpp reads the same pixels as OpenCV here
-        cv2.imwrite(str(png), image)
-        adb.run("push", str(png), f"{DEVICE_DIR}/image.png")
+        _adb_prepare(adb, benchncnn, image, work)
         for i, (label, bundle) in enumerate(targets):
             if progress:
                 print(f"adb {dev.serial}: {label}", file=sys.stderr, flush=True)
-            for name, param, chw in _graph_inputs(bundle, image):
-                remote = f"{DEVICE_DIR}/{name.replace(':', '_')}.param"
-                adb.run("push", str(param), remote)
-                shape = f"[{chw[2]},{chw[1]},{chw[0]}]"  # benchncnn's shape is w,h,c
-                out = adb.shell(f"cd {DEVICE_DIR} && ./benchncnn {max(runs, 1)} 1 2 -1 1 "
-                                f"param={shlex.quote(remote)} shape={shape}")
-                res = parse_benchncnn(out)
-                key = next(iter(res.timings))
-                records.append(benchncnn_record(res, key, name, chw, device))
-            if load_manifest(bundle).task == "detection":  # the app's C++ pipeline runs detectors
-                assets = work / f"assets_{i}"  # written afresh from the bundle
-                export_device_assets(bundle, assets, name="model")
-                rdir = f"{DEVICE_DIR}/assets_{i}"
-                adb.shell(f"mkdir -p {rdir}")
-                for f in sorted(assets.iterdir()):
-                    adb.run("push", str(f), f"{rdir}/{f.name}")
-                out = adb.shell(f"cd {DEVICE_DIR} && ./litedet_cpp bench {rdir} image.png --threads 1 "
-                                f"--runs {runs} --warmup {warmup}")
-                line = next((ln for ln in out.splitlines() if ln.startswith("{")), None)
-                if line is None:
-                    raise RemoteError(f"litedet_cpp on {dev.serial} printed no result: {out.strip()[-200:]}")
-                records.append(cpp_record(json.loads(line), "adb", device))
+            records += _adb_bench_bundle(adb, i, bundle, image, work, runs, warmup, device)
     except (RemoteError, subprocess.TimeoutExpired) as e:
         if not records:
             raise
@@ -318,24 +332,21 @@ def bench_ssh(targets: list[tuple[str, Path]], target: str, *, remote_python: st
                           precisions, Path(tmp), progress, remote_dir, timeout)
 
 
-def _bench_ssh(targets, target, remote_python, port, identity, options, runs, warmup, threads, precisions,
-               work: Path, progress, remote_dir, timeout):
+def _ssh_upload(base: list[str], targets, work: Path, remote_dir: str, target: str, port) -> list[str]:
+    """One tar stream over ssh: the runner zip, the standard image and each bundle's manifest and
+    graphs; returns the bundles' folders on the board."""
     from litedet.benchmarks.bench import standard_image
     from litedet.runtime.manifest import load_manifest
 
-    if "@" not in target or target.startswith("@") or target.endswith("@"):
-        raise RemoteError(f"--ssh {target!r}: expected USER@HOST")
-    base = ssh_base(target, port, identity, options or [])
     zip_path = build_runner_zip(work / "litedet_bench_runner.pyz")
     np.save(work / "image.npy", standard_image())
     files = [(zip_path, "litedet_bench_runner.pyz"), (work / "image.npy", "image.npy")]
     names = []
     for i, (label, bundle) in enumerate(targets):
-        m = load_manifest(bundle)
         name = f"b{i}_{re.sub(r'[^A-Za-z0-9_.-]', '_', label)}"
         names.append(f"bundles/{name}")
         files.append((bundle / "manifest.json", f"bundles/{name}/manifest.json"))
-        for _, rel, _ in m.graph_files():
+        for _, rel, _ in load_manifest(bundle).graph_files():
             files.append((bundle / rel, f"bundles/{name}/{rel}"))
     q = shlex.quote(remote_dir)
     p = subprocess.run(base + [f"rm -rf {q} && mkdir -p {q} && tar xf - -C {q}"], input=_tar_stream(files),
@@ -344,11 +355,12 @@ def _bench_ssh(targets, target, remote_python, port, identity, options, runs, wa
         raise RemoteError(classify_ssh_error(p.stderr.decode(errors="replace"), target, port))
     if p.returncode != 0:
         raise RemoteError(f"ssh {target}: copying the bundles failed: {p.stderr.decode(errors='replace').strip()[-300:]}")
-    th = ",".join(str(t) for t in (threads or [1]))
-    cmd = (f"cd {q} && {shlex.quote(remote_python)} litedet_bench_runner.pyz image.npy {' '.join(names)} "
-           f"--threads {th} --precisions {','.join(precisions)} --runs {runs} --warmup {warmup} --place ssh")
-    records, machine, err = [], {}, None
-    proc = subprocess.Popen(base + [cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return names
+
+
+def _ssh_read(proc: subprocess.Popen, target: str, progress: bool, timeout) -> tuple[list[dict], dict]:
+    """The runner's JSON lines as they come: (records, machine)."""
+    records, machine = [], {}
     try:
         for line in proc.stdout:
             if not line.startswith("{"):
@@ -367,15 +379,34 @@ def _bench_ssh(targets, target, remote_python, port, identity, options, runs, wa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    stderr = proc.stderr.read()
+    return records, machine
+
+
+def _ssh_failure(code: int, stderr: str, target: str, port, remote_python: str) -> str:
+    """What a non-zero exit of the board's runner (or of ssh) means, in one line."""
+    if code == 255:
+        return classify_ssh_error(stderr, target, port)
+    if code == 127:
+        return f"ssh {target}: the board has no {remote_python!r}: pass --remote-python PATH (python3 with numpy, ncnn)"
+    lines = [ln for ln in stderr.strip().splitlines() if not ln.startswith(PROGRESS)]
+    return f"ssh {target}: " + (lines or [f"the runner exited {code}"])[-1]
+
+
+def _bench_ssh(targets, target, remote_python, port, identity, options, runs, warmup, threads, precisions,
+               work: Path, progress, remote_dir, timeout):
+    if "@" not in target or target.startswith("@") or target.endswith("@"):
+        raise RemoteError(f"--ssh {target!r}: expected USER@HOST")
+    base = ssh_base(target, port, identity, options or [])
+    names = _ssh_upload(base, targets, work, remote_dir, target, port)
+    th = ",".join(str(t) for t in (threads or [1]))
+    cmd = (f"cd {shlex.quote(remote_dir)} && {shlex.quote(remote_python)} litedet_bench_runner.pyz image.npy "
+           f"{' '.join(names)} --threads {th} --precisions {','.join(precisions)} --runs {runs} --warmup {warmup} "
+           "--place ssh")
+    proc = subprocess.Popen(base + [cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    records, machine = _ssh_read(proc, target, progress, timeout)
+    err = None
     if proc.returncode != 0:
-        if proc.returncode == 255:
-            err = classify_ssh_error(stderr, target, port)
-        elif proc.returncode == 127:
-            err = f"ssh {target}: the board has no {remote_python!r}: pass --remote-python PATH (python3 with numpy, ncnn)"
-        else:
-            lines = [ln for ln in stderr.strip().splitlines() if not ln.startswith(PROGRESS)]
-            err = f"ssh {target}: " + (lines or [f"the runner exited {proc.returncode}"])[-1]
+        err = _ssh_failure(proc.returncode, proc.stderr.read(), target, port, remote_python)
         if not records:
             raise RemoteError(err)
     return records, machine, err
