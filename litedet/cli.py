@@ -16,8 +16,9 @@ MAX_ERROR_LINE = 1000  # characters of an error line (values in it are quoted at
 
 
 def _short(value: object, limit: int = 200) -> str:
-    text = str(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    from litedet.text import short
+
+    return short(str(value), limit)
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:

@@ -3,7 +3,7 @@ families are trained on (stdlib only, every layer may use them)."""
 
 from __future__ import annotations
 
-__all__ = ["COCO_CLASSES", "IMAGENET_MEAN_RGB", "IMAGENET_STD_RGB", "NANODET_MEAN_BGR", "NANODET_STD_BGR",
+__all__ = ["MAX_CLASS_NAME", "class_name_problem", "COCO_CLASSES", "IMAGENET_MEAN_RGB", "IMAGENET_STD_RGB", "NANODET_MEAN_BGR", "NANODET_STD_BGR",
            "default_class_names"]
 
 # COCO 2017's 80 detection classes in the order NanoDet (and torchvision's detection models) use
@@ -31,3 +31,15 @@ NANODET_STD_BGR = (57.375, 57.12, 58.395)
 def default_class_names(n: int) -> list[str]:
     """COCO's names for an 80-class model, else class_0 .. class_{n-1}."""
     return list(COCO_CLASSES) if n == len(COCO_CLASSES) else [f"class_{i}" for i in range(n)]
+
+
+MAX_CLASS_NAME = 128  # characters of a class name (drawn on images, written into NAME.cfg)
+
+
+def class_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a class name (None when it can): 1 to MAX_CLASS_NAME printable
+    characters, no commas (NAME.cfg lists names comma-separated), no surrounding spaces, no
+    surrogates (OpenCV cannot draw them)."""
+    if 0 < len(name) <= MAX_CLASS_NAME and name.isprintable() and "," not in name and name == name.strip():
+        return None
+    return f"a class name is 1 to {MAX_CLASS_NAME} printable characters, without commas or surrounding spaces"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from litedet.datasets import class_name_problem
+
 __all__ = ["NanoDetConfig", "ConfigError", "read_nanodet_config"]
 
 
@@ -54,7 +56,6 @@ def _get(d: Any, path: str, where: str) -> Any:
 
 MAX_CONFIG_BYTES = 1 << 20  # a NanoDet config is a few KB
 MAX_CONFIG_NODES = 100_000  # values in the loaded config, aliases counted as often as they are used
-MAX_NAME = 128  # characters of a class name
 
 
 def _check_size(d: Any, where: str) -> None:
@@ -79,9 +80,9 @@ def _class_names(names: Any, where: str) -> list[str]:
         raise ConfigError(f"{where}: class_names must be a list of strings; it holds {str(bad)[:80]!r} "
                           f"({type(bad).__name__})")
     for n in names:
-        if not (0 < len(n.strip()) <= MAX_NAME) or not n.isprintable() or "," in n:
-            raise ConfigError(f"{where}: class name {n[:80]!r} must be 1 to {MAX_NAME} printable characters "
-                              "without commas")
+        problem = class_name_problem(n.strip())
+        if problem:
+            raise ConfigError(f"{where}: class name {n[:80]!r}: {problem}")
     return [n.strip() for n in names]
 
 

@@ -21,7 +21,7 @@ from litedet.atomic import replace_files
 
 from .bundle import MAIN_GRAPH, Bundle, open_bundle_dir
 from .kinds import kind_names, postprocess_kind
-from .manifest import Manifest, ManifestError
+from .manifest import Manifest, ManifestError, check_class_names
 
 __all__ = ["device_config_text", "export_device_assets", "asset_names", "config_keys", "config_version", "device_kinds",
            "tables", "KEYS_HEADER"]
@@ -122,9 +122,7 @@ def device_config_text(m: Manifest, param_name: str, bin_name: str, names: dict[
     if values_of is None:
         raise ManifestError(f"{m.architecture} is a {m.task} bundle (postprocess kind {kind!r}); the "
                             f"device config and the Android demo's C++ core run kinds {', '.join(device_kinds())}")
-    for n in m.class_names:
-        if "," in n or "\n" in n:
-            raise ManifestError(f"class name {n!r} contains a comma or newline; the device config cannot hold it")
+    check_class_names(m.class_names)  # a Manifest built in memory has not been read through load_manifest
     names = {**asset_names(m, "m"), **(names or {}), "param": param_name, "bin": bin_name}
     values = {**_common(m, param_name, bin_name), **values_of(m, names)}
     version, keys, info = _table(kind)

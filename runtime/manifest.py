@@ -17,14 +17,17 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from litedet.datasets import class_name_problem
 from litedet.hashing import sha256_file
+from litedet.text import QUOTE
+from litedet.text import short as short_text
 from litedet.paths import file_kind
 
 from .kinds import BundleError, GraphFiles, KindSpec, kind_names, postprocess_kind, rng
 
 __all__ = [
     "MANIFEST_VERSION", "MAX_INPUT_SIZE", "ManifestError", "InputSpec", "ResizeSpec", "OutputSpec", "KindSpec",
-    "Manifest", "load_manifest", "sha256_file", "verify_bundle_files", "bundle_path",
+    "Manifest", "load_manifest", "sha256_file", "bundle_path",
 ]
 
 # 2: the postprocess section holds only its kind's fields, and every field is required
@@ -45,16 +48,13 @@ class ManifestError(BundleError):
 # finite float. NaN and infinities are refused everywhere.
 INT_LIMIT = 2 ** 31 - 1
 MAX_STRING = 4096  # characters of any string in a manifest (a blob name, a path)
-MAX_CLASS_NAME = 128  # characters of a class name (drawn on images, written into NAME.cfg)
 MAX_CLASSES = 100_000
-QUOTE = 200  # characters of a value quoted in an error message
 MAX_MANIFEST_BYTES = 16 << 20
 
 
 def short(value: Any, limit: int = QUOTE) -> str:
     """``repr(value)``, cut to ``limit`` characters: an error line never quotes a huge value whole."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    return short_text(repr(value), limit)
 
 
 def check_class_names(names: Any, where: str = "class_names") -> list[str]:
@@ -67,9 +67,9 @@ def check_class_names(names: Any, where: str = "class_names") -> list[str]:
     for i, n in enumerate(names):
         if not isinstance(n, str):
             raise ManifestError(f"{where}[{i}] is {short(n)} ({type(n).__name__}); class names must be strings")
-        if not (0 < len(n) <= MAX_CLASS_NAME) or not n.isprintable() or "," in n or n != n.strip():
-            raise ManifestError(f"{where}[{i}] is {short(n)}; a class name is 1 to {MAX_CLASS_NAME} printable "
-                                "characters, without commas or surrounding spaces")
+        problem = class_name_problem(n)
+        if problem:
+            raise ManifestError(f"{where}[{i}] is {short(n)}; {problem}")
     return names
 
 
@@ -334,16 +334,3 @@ def load_manifest(bundle_dir: str | Path) -> Manifest:
     except RecursionError:
         raise ManifestError(f"{path} nests too deeply to be a manifest") from None
     return Manifest.from_dict(d)
-
-
-def verify_bundle_files(bundle_dir: str | Path, m: Manifest) -> None:
-    """Refuse a bundle whose param/bin do not match the sha256s in its manifest."""
-    bundle_dir = Path(bundle_dir)
-    for what, name, want in m.graph_files():
-        p = bundle_path(bundle_dir, name, what)
-        if not p.is_file():
-            raise ManifestError(f"bundle file missing: {p}" if not p.exists() else
-                                f"bundle file {p} is {file_kind(p)}, not a regular file")
-        got = sha256_file(p)
-        if got != want:
-            raise ManifestError(f"{p} has sha256 {got[:16]}… but the manifest says {want[:16]}…; the bundle was modified")
