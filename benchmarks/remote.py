@@ -260,8 +260,6 @@ def _bench_adb(targets, serial, benchncnn, runs, warmup, work: Path, progress: b
 
 
 # -- ssh --------------------------------------------------------------------------
-# the shared helpers litedet.runtime imports (tests/test_bench_ssh.py runs the zip on a board)
-_RUNTIME_HELPERS = ("__init__.py", "atomic.py", "hashing.py", "ncnn_param.py", "paths.py", "registry.py")
 _BENCH_FILES = ("__init__.py", "schema.py", "machine.py", "pyrunner.py")
 
 
@@ -274,8 +272,10 @@ def build_runner_zip(path: Path) -> Path:
 
     top, rt, bench = (Path(m.__file__).parent for m in (litedet, litedet.runtime, litedet.benchmarks))
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        for f in _RUNTIME_HELPERS:
-            z.write(top / f, f"litedet/{f}")
+        # every shared helper: they import neither torch nor another layer (tests/test_layering.py),
+        # so the runtime's imports among them never fall out of date with a list
+        for f in sorted(top.glob("*.py")):
+            z.write(f, f"litedet/{f.name}")
         for f in sorted(rt.rglob("*.py")):
             z.write(f, "litedet/runtime/" + f.relative_to(rt).as_posix())
         for f in _BENCH_FILES:
