@@ -6,8 +6,11 @@ Python runtime (stages pre / inference / glue / post), onnxruntime and torch at 
 the same network input, all interleaved in one loop after a warm-up; params and MACs
 counted on the ncnn graph, the fp16 bin size, the peak RSS of one runtime process; with
 --reference-graphs, ncnn's benchmark graphs and ours with empty weights in the same run.
---cpp adds the app's C++ pipeline (litedet_cpp). --qemu counts aarch64 guest instructions
-instead. --adb and --ssh measure on a device (remote.py). --merge joins results files.
+--cpp adds the app's C++ pipeline (litedet_cpp), --photos measures on each of the four
+scikit-image photos (stage costs per photo, e.g. a two-stage model's glue), --convert-runs N
+times N fresh conversions of each registered model. --qemu counts aarch64 guest instructions
+instead (a kind's C++ glue too, benchmarks/arm/cpp_glue.py). --adb and --ssh measure on a
+device (remote.py). --merge joins results files.
 
 Output (written atomically): OUT/results.json, OUT/results.md, OUT/latency_vs_macs.png,
 OUT/machine.json.
@@ -29,7 +32,7 @@ import numpy as np
 from litedet.atomic import replace_files
 from litedet.benchmarks.reference_graphs import PAIRS
 from litedet.benchmarks.machine import loadavg, machine_info
-from litedet.runtime.manifest import load_manifest
+from litedet.runtime.bundle import MAIN_GRAPH, Bundle
 from litedet.benchmarks.schema import Record, Results, SchemaError, load_results, markdown_table, merge, \
     plot_latency_vs_macs, stats
 
@@ -42,21 +45,31 @@ class BenchError(ValueError):
     """Bad input to litedet bench (one line: what is wrong, what would be right)."""
 
 
-def standard_image() -> np.ndarray:
-    """The input every model is measured on: scikit-image's astronaut (512x512 BGR), a square
-    photo, so each model gets its standard square input (320x320, 224x224, ...)."""
+STANDARD_PHOTO = "astronaut"
+
+
+def bench_photos(every: bool = False) -> dict[str, np.ndarray]:
+    """The photos the desktop measures on (BGR): scikit-image's astronaut (512x512, square, so each
+    model gets its standard square input: 320x320, 224x224, ...), or with ``every`` all four
+    (astronaut, chelsea, coffee, motorcycle: landscape ones letterbox to smaller inputs)."""
     from litedet.photos import default_images
 
     imgs = dict(default_images())
-    if "astronaut" not in imgs:
-        raise BenchError("litedet bench measures on scikit-image's astronaut photo: pip install 'litedet[photos]'")
-    return imgs["astronaut"]
+    if STANDARD_PHOTO not in imgs:
+        raise BenchError("litedet bench measures on scikit-image's photos: pip install 'litedet[photos]'")
+    return imgs if every else {STANDARD_PHOTO: imgs[STANDARD_PHOTO]}
+
+
+def standard_image() -> np.ndarray:
+    """The input every model is measured on where one photo is: the astronaut (bench_photos)."""
+    return bench_photos()[STANDARD_PHOTO]
 
 
 # -- targets -------------------------------------------------------------------
-def resolve_targets(names: list[str], all_models: bool, work: Path, progress: bool = True) -> list[tuple[str, Path]]:
-    """(label, bundle dir) per target: a bundle directory as given, a registered name converted
-    (seeded weights) into work/NAME unless a bundle of it is already there."""
+def resolve_targets(names: list[str], all_models: bool, work: Path, progress: bool = True) -> list[tuple[str, Bundle]]:
+    """(label, opened bundle) per target: a bundle directory as given, a registered name converted
+    (seeded weights) into work/NAME unless a bundle of it is already there. Each bundle is opened
+    (manifest validated, graphs sha256-checked) once, here."""
     from litedet.convert.bundle import is_bundle
     from litedet.convert.pipeline import convert_model, registered_models
 
@@ -72,7 +85,7 @@ def resolve_targets(names: list[str], all_models: bool, work: Path, progress: bo
             if not is_bundle(p):
                 raise BenchError(f"{p} is a directory but not a litedet bundle (no manifest.json): pass a bundle "
                                  "`litedet convert` wrote, or a registered name")
-            out.append((p.name, p))
+            out.append((p.name, Bundle.open(p)))
             continue
         if n not in known:
             raise BenchError(f"{n!r} is neither a bundle directory nor a registered model; known: "
@@ -82,7 +95,7 @@ def resolve_targets(names: list[str], all_models: bool, work: Path, progress: bo
             if progress:
                 print(f"converting {n} (seeded weights) into {b}", file=sys.stderr, flush=True)
             convert_model(n, b, progress=False, force=b.exists())
-        out.append((n, b))
+        out.append((n, Bundle.open(b)))
     return out
 
 
@@ -97,18 +110,30 @@ def graph_shape(m, name: str) -> tuple[int, int, int]:
     return kind.graph_shape(m, name)
 
 
-def graph_facts(bundle: Path, chw_shape: list[int]) -> dict:
+def graph_facts(bundle: Bundle, chw_shape: list[int]) -> dict:
     """params and MACs counted on the ncnn graphs (stage 1 on the network input, every further
     graph on the shape its kind costs it on) and the size of the shipped weights."""
     from litedet.benchmarks.pyrunner import bin_bytes
     from litedet.benchmarks.reference_graphs import count_graph
 
-    m = load_manifest(bundle)
-    params, macs = count_graph(bundle / m.param, tuple(chw_shape))
-    for name, g in m.extra_graphs().items():
-        p2, m2 = count_graph(bundle / g.param, graph_shape(m, name))
+    params = macs = 0
+    for name, g in bundle.graph_files().items():
+        shape = tuple(chw_shape) if name == MAIN_GRAPH else graph_shape(bundle.manifest, name)
+        p2, m2 = count_graph(g.param, shape)
         params, macs = params + p2, macs + m2
-    return {"params": params, "macs": macs, "bin_bytes": bin_bytes(bundle, m)}
+    return {"params": params, "macs": macs, "bin_bytes": bin_bytes(bundle),
+            "paper_macs": paper_macs(bundle.manifest, chw_shape)}
+
+
+def paper_macs(m, chw_shape: list[int]) -> int | None:
+    """The published MACs of the bundle's architecture (models/registry.py), where the count is
+    at the size the paper states (the registered standard input, square)."""
+    from litedet.convert.pipeline import registered_models
+
+    info = next((r for r in registered_models() if r["name"] == m.architecture), None)
+    if info is None or list(chw_shape[1:]) != [info["input_size"]] * 2:
+        return None
+    return info["paper_macs"]
 
 
 # -- desktop ---------------------------------------------------------------------
@@ -121,7 +146,7 @@ class _Way:
         self.stages: dict[str, list[float]] = {k: [] for k in ("pre", "inference", "glue", "post")}
 
 
-def _ncnn_way(bundle: Path, image: np.ndarray, precision: str, threads: int) -> _Way:
+def _ncnn_way(bundle: Bundle, image: np.ndarray, precision: str, threads: int) -> _Way:
     from litedet.benchmarks.pyrunner import pipeline_once
     from litedet.runtime import open_bundle
 
@@ -129,18 +154,18 @@ def _ncnn_way(bundle: Path, image: np.ndarray, precision: str, threads: int) -> 
     return _Way("ncnn", precision, threads, lambda: pipeline_once(runner, image)[0], True)
 
 
-def _graph_inputs(bundle: Path, image: np.ndarray) -> list[tuple[Path, np.ndarray]]:
+def _graph_inputs(bundle: Bundle, image: np.ndarray) -> list[tuple[Path, np.ndarray]]:
     """(TorchScript, input [1, ...]) of each graph on what the fp32 runtime gives it."""
     from litedet.runtime import open_bundle
 
     runner = open_bundle(bundle, threads=1, fp16=False)
     chw, g = runner.preprocess_array(image)
-    ref = bundle / "reference"
-    out = [(ref / "model.torchscript.pt", chw[None])]
+    out = [(bundle.reference("torchscript"), chw[None])]
     if runner.graphs:
         done = runner.run_array(chw)
         for name in runner.graphs:
-            out.append((ref / f"{name}.torchscript.pt", runner.kind.graph_input(runner.manifest, name, done)[None]))
+            out.append((bundle.reference(f"{name}_torchscript"),
+                        runner.kind.graph_input(runner.manifest, name, done)[None]))
     return out
 
 
@@ -213,7 +238,7 @@ class _CppWay(_Way):
         return json.loads(out.strip().splitlines()[-1])["peak_rss_bytes"]
 
 
-def _cpp_ways(bundle: Path, png: Path, threads: list[int], tmp: Path, binary: Path) -> list[_CppWay]:
+def _cpp_ways(bundle: Bundle, png: Path, threads: list[int], tmp: Path, binary: Path) -> list[_CppWay]:
     """The device assets written afresh from the bundle (never a stale copy), one process per way."""
     from litedet.runtime.devconfig import export_device_assets
 
@@ -222,9 +247,9 @@ def _cpp_ways(bundle: Path, png: Path, threads: list[int], tmp: Path, binary: Pa
     return [_CppWay(binary, assets, png, p, t) for t in threads for p in ("fp32", "fp16")]
 
 
-def peak_rss_of_runtime(bundle: Path, image_npy: Path) -> int | None:
+def peak_rss_of_runtime(bundle: Bundle, image_npy: Path) -> int | None:
     """Peak RSS of one process that loads the bundle in the Python runtime and runs it (fp16, 1 thread)."""
-    p = subprocess.run([sys.executable, "-m", "litedet.benchmarks.pyrunner", str(image_npy), str(bundle),
+    p = subprocess.run([sys.executable, "-m", "litedet.benchmarks.pyrunner", str(image_npy), str(bundle.path),
                         "--precisions", "fp16", "--runs", "3", "--warmup", "1", "--place", "desktop"],
                        capture_output=True, text=True, timeout=600)
     if p.returncode != 0:
@@ -232,41 +257,88 @@ def peak_rss_of_runtime(bundle: Path, image_npy: Path) -> int | None:
     return json.loads(p.stdout.strip().splitlines()[-1])["machine"]["peak_rss_bytes"]  # the last line: machine
 
 
-def measure_desktop(targets: list[tuple[str, Path]], *, threads: list[int], runs: int, warmup: int,
+def measure_desktop(targets: list[tuple[str, Bundle]], *, threads: list[int], runs: int, warmup: int,
                     reference_graphs: Path | None, cpp: bool, progress: bool = True,
-                    device: str = "") -> list[Record]:
+                    device: str = "", photos: bool = False) -> list[Record]:
     import cv2
     from tqdm import tqdm
 
     from litedet.benchmarks.cpp import build_litedet_cpp
 
-    image = standard_image()
+    images = bench_photos(every=photos)
     binary = build_litedet_cpp("x86_64") if cpp else None
     records: list[Record] = []
     with tempfile.TemporaryDirectory(prefix="litedet-bench-") as run_tmp:
-        image_npy, png = Path(run_tmp) / "image.npy", Path(run_tmp) / "image.png"
-        np.save(image_npy, image)
-        cv2.imwrite(str(png), image)  # PNG: ncnn's imread (litedet_cpp) and OpenCV read the same pixels
-        bar = tqdm(targets, desc="litedet bench", unit="model", disable=not progress, file=sys.stderr)
-        for label, bundle in bar:
-            bar.set_postfix_str(label)
+        bar = tqdm([(t, n) for t in targets for n in images], desc="litedet bench", unit="run", disable=not progress,
+                   file=sys.stderr)
+        for (label, bundle), photo in bar:
+            bar.set_postfix_str(f"{label} on {photo}")
             with tempfile.TemporaryDirectory(dir=run_tmp) as tmp:
-                records += _measure_one(bundle, image, image_npy, png, Path(tmp), threads, runs, warmup, binary,
-                                        device)
+                image_npy, png = Path(tmp) / "image.npy", Path(tmp) / "image.png"
+                np.save(image_npy, images[photo])
+                cv2.imwrite(str(png), images[photo])  # PNG: ncnn's imread (litedet_cpp) and OpenCV read the same pixels
+                recs = _measure_one(bundle, images[photo], image_npy, png, Path(tmp), threads, runs, warmup, binary,
+                                    device, rss=photo == STANDARD_PHOTO)
+                for r in recs:
+                    r.image = photo
+                records += recs
     if reference_graphs is not None:
         records += measure_reference_graphs([(lbl, b) for lbl, b in targets], reference_graphs, runs, warmup,
                                             device, records)
     return records
 
 
-def _measure_one(bundle: Path, image: np.ndarray, image_npy: Path, png: Path, tmp: Path, threads: list[int],
-                 runs: int, warmup: int, binary: Path | None, device: str) -> list[Record]:
+def check_convertible(targets: list[tuple[str, Bundle]], work: Path) -> None:
+    """--convert-runs converts registered names (the ones resolve_targets converted into ``work``);
+    a bundle directory given as such has no checkpoint here to convert again."""
+    for label, bundle in targets:
+        if bundle.path != work / bundle.manifest.architecture:
+            raise BenchError(f"--convert-runs times `litedet convert` of registered names; {label!r} is a bundle "
+                             "directory (name the architecture instead)")
+
+
+def measure_conversion(targets: list[tuple[str, Bundle]], runs: int, device: str = "",
+                       progress: bool = True) -> list[Record]:
+    """Wall time of ``runs`` fresh conversions of each registered model (seeded weights, pnnx, fp16
+    bundle, each into a new temp dir), and the median of each step (ConvertResult.timings). The
+    first run also pays one-time imports; the record keeps every run (min / median / max)."""
+    import torch
+
+    from litedet.convert.pipeline import convert_model
+
+    records = []
+    for _, bundle in targets:
+        arch = bundle.manifest.architecture
+        walls, steps = [], {}
+        for i in range(runs):
+            if progress:
+                print(f"converting {arch} ({i + 1}/{runs})", file=sys.stderr, flush=True)
+            with tempfile.TemporaryDirectory(prefix="litedet-convert-time-") as tmp:
+                t0 = time.perf_counter()
+                res = convert_model(arch, Path(tmp) / arch, progress=False)
+                walls.append((time.perf_counter() - t0) * 1e3)
+            for k, v in res.timings.items():
+                if k != "total":  # the wall time is measured here, around the whole call
+                    steps.setdefault(k, []).append(v * 1e3)
+        m = res.manifest
+        records.append(Record(model=arch, place="desktop", runtime="litedet-convert", precision=m.weight_storage,
+                              threads=torch.get_num_threads(), device=device,
+                              input=[m.input.channels, m.resize.target, m.resize.target],
+                              latency_ms=stats(walls), convert_steps_ms={k: stats(v) for k, v in steps.items()},
+                              note=f"wall time of one `litedet convert` (seeded weights, "
+                                   f"{m.provenance.get('route', 'pnnx')} route, fp32 reference and verify included), "
+                                   f"{runs} fresh runs"))
+    return records
+
+
+def _measure_one(bundle: Bundle, image: np.ndarray, image_npy: Path, png: Path, tmp: Path, threads: list[int],
+                 runs: int, warmup: int, binary: Path | None, device: str, rss: bool = True) -> list[Record]:
     """Every way of running one bundle, interleaved round by round."""
     records = []
     graphs = _graph_inputs(bundle, image)
     ways = [_ncnn_way(bundle, image, p, t) for t in threads for p in ("fp32", "fp16")]
     ways += [_ort_way(graphs, tmp), _torch_way(graphs)]
-    if binary is not None and load_manifest(bundle).task == "detection":  # the app's C++ runs detectors only
+    if binary is not None and bundle.manifest.task == "detection":  # the app's C++ runs detectors only
         ways += _cpp_ways(bundle, png, threads, tmp, binary)
     for rep in range(warmup + runs):  # interleaved: a burst of load spreads over every way
         for w in ways:
@@ -280,8 +352,8 @@ def _measure_one(bundle: Path, image: np.ndarray, image_npy: Path, png: Path, tm
     chw = list(graphs[0][1].shape[1:])
     rois = graphs[1][1].shape[2] if len(graphs) > 1 else None
     facts = graph_facts(bundle, chw)
-    rss = peak_rss_of_runtime(bundle, image_npy)
-    model = load_manifest(bundle).architecture
+    rss = peak_rss_of_runtime(bundle, image_npy) if rss else None
+    model = bundle.manifest.architecture
     for w in ways:
         st = {k: (stats(v) if v else None) for k, v in w.stages.items()} if w.staged else \
             {"inference": stats(w.stages["inference"])}
@@ -294,8 +366,7 @@ def _measure_one(bundle: Path, image: np.ndarray, image_npy: Path, png: Path, tm
                 (f"; head on {rois} RoIs" if rois else "")
         records.append(Record(model=model, place="desktop", runtime=w.runtime, precision=w.precision,
                               threads=w.threads, device=device, input=chw, latency_ms=stats(w.total),
-                              stages_ms=st, params=facts["params"], macs=facts["macs"],
-                              bin_bytes=facts["bin_bytes"], peak_rss_bytes=peak, note=note))
+                              stages_ms=st, **facts, peak_rss_bytes=peak, note=note))
     return records
 
 
@@ -307,15 +378,14 @@ def check_reference_dir(ref_dir: Path) -> Path:
     return ref_dir
 
 
-def reference_pair(bundle: Path, ref_dir: Path) -> tuple[str, Path, Path, int] | None:
+def reference_pair(bundle: Bundle, ref_dir: Path) -> tuple[str, Path, Path, int] | None:
     """(ncnn's graph name, our param, its param, its input side) when ncnn ships a benchmark graph
     of the bundle's architecture in ``ref_dir``, else None."""
-    m = load_manifest(bundle)
-    if m.architecture not in REFERENCE_PAIRS:
+    if bundle.manifest.architecture not in REFERENCE_PAIRS:
         return None
-    ref, side = REFERENCE_PAIRS[m.architecture]
+    ref, side = REFERENCE_PAIRS[bundle.manifest.architecture]
     ref_param = Path(ref_dir) / f"{ref}.param"
-    return (ref, bundle / m.param, ref_param, side) if ref_param.is_file() else None
+    return (ref, bundle.graph_files()[MAIN_GRAPH].param, ref_param, side) if ref_param.is_file() else None
 
 
 def pair_records(arch: str, ref: str, ref_param: Path, side: int, ours: dict, theirs: dict,
@@ -333,7 +403,7 @@ def pair_records(arch: str, ref: str, ref_param: Path, side: int, ours: dict, th
     return [o, t]
 
 
-def measure_reference_graphs(targets: list[tuple[str, Path]], ref_dir: Path, runs: int, warmup: int, device: str,
+def measure_reference_graphs(targets: list[tuple[str, Bundle]], ref_dir: Path, runs: int, warmup: int, device: str,
                              records: list[Record]) -> list[Record]:
     """Ours and ncnn's benchmark graph, both with empty weights at the reference's input side,
     interleaved (fp32 weights, 1 thread)."""
@@ -365,13 +435,13 @@ def measure_reference_graphs(targets: list[tuple[str, Path]], ref_dir: Path, run
             params, macs = count_graph(param, (3, side, side))
             fields[k] = {"place": "desktop", "precision": "fp32", "device": device, "latency_ms": stats(samples[k]),
                          "params": params, "macs": macs}
-        out += pair_records(load_manifest(bundle).architecture, ref, ref_param, side, fields["ours"], fields["ref"],
+        out += pair_records(bundle.manifest.architecture, ref, ref_param, side, fields["ours"], fields["ref"],
                             records)
     return out
 
 
 # -- qemu ------------------------------------------------------------------------
-def measure_qemu(targets: list[tuple[str, Path]], *, repeats: int, reference_graphs: Path | None,
+def measure_qemu(targets: list[tuple[str, Bundle]], *, repeats: int, reference_graphs: Path | None,
                  progress: bool = True) -> tuple[list[Record], dict]:
     """Guest instructions of one single-threaded inference, fp32 and fp16 arithmetic, under
     qemu-aarch64 -cpu cortex-a76; two-stage models split into stage 1 / glue / head."""
@@ -386,20 +456,25 @@ def measure_qemu(targets: list[tuple[str, Path]], *, repeats: int, reference_gra
     image = standard_image()
     records = []
     for label, bundle in targets:
-        m = load_manifest(bundle)
+        m = bundle.manifest
         chw, _ = open_bundle(bundle, threads=1, fp16=False).preprocess_array(image)
         two = bool(m.extra_graphs())
         modes = ("load", "stage1", "glue", "run") if two else ("load", "run")
         if progress:
             print(f"qemu: {label} ({'x'.join(map(str, chw.shape))}, {repeats} repeats)", file=sys.stderr, flush=True)
-        res = measure(bundle, env, repeats=repeats, width=chw.shape[2], height=chw.shape[1], progress=progress,
+        res = measure(bundle.path, env, repeats=repeats, width=chw.shape[2], height=chw.shape[1], progress=progress,
                       modes=modes)
         facts = graph_facts(bundle, list(chw.shape))
+        glue_cpp = _cpp_glue(bundle, env, chw.shape, repeats) if two else None
         for precision, q in res["precisions"].items():
             parts, split = None, ""
             if two:
                 parts = {"inference": q["parts"]["stage1"] + q["parts"]["run"], "glue": q["parts"]["glue"]}
                 split = f" (stage 1 {q['parts']['stage1']:,}, head {q['parts']['run']:,})"
+                if glue_cpp is not None:
+                    parts["glue_cpp"] = glue_cpp["glue_insns"]
+                    split += f"; the app's C++ glue {glue_cpp['glue_insns']:,}" + \
+                        ("" if glue_cpp["repeatable"] else " (repeats DIFFER)")
             records.append(Record(model=m.architecture, place="qemu", runtime="ncnn", precision=precision, threads=1,
                                   unit="instructions", device=device, input=list(chw.shape),
                                   instructions=q["inference_insns"], stage_instructions=parts,
@@ -421,10 +496,21 @@ def measure_qemu(targets: list[tuple[str, Path]], *, repeats: int, reference_gra
     return records, {"qemu": env.info.get("qemu_version"), "cpu": DEFAULT_CPU, "ncnn": env.info.get("ncnn")}
 
 
+def _cpp_glue(bundle: Bundle, env, chw_shape: tuple[int, ...], repeats: int) -> dict | None:
+    """The kind's C++ glue (benchmarks/arm/cpp_glue.py) on the stage-1 outputs of the input
+    icount.measure counts (the same fixed pseudo-random one)."""
+    from litedet.benchmarks.arm.cpp_glue import count_cpp_glue
+    from litedet.benchmarks.arm.icount import DEFAULT_CPU, make_input
+
+    with tempfile.TemporaryDirectory(prefix="litedet-glue-in-") as tmp:
+        x = make_input(Path(tmp) / "x.npy", chw_shape[2], chw_shape[1])
+    return count_cpp_glue(bundle, env, x, repeats, DEFAULT_CPU)
+
+
 # -- output ----------------------------------------------------------------------
-def fill_facts(records: list[Record], targets: list[tuple[str, Path]]) -> None:
+def fill_facts(records: list[Record], targets: list[tuple[str, Bundle]]) -> None:
     """params / MACs / bin size of records measured elsewhere (a device), counted here on the same bundles."""
-    by_arch = {load_manifest(b).architecture: b for _, b in targets}
+    by_arch = {b.manifest.architecture: b for _, b in targets}
     cache: dict[tuple, dict] = {}
     for r in records:
         base = r.model.split(":")[0]
@@ -435,6 +521,7 @@ def fill_facts(records: list[Record], targets: list[tuple[str, Path]]) -> None:
             cache[key] = graph_facts(by_arch[base], r.input)
         f = cache[key]
         r.params, r.macs, r.bin_bytes = f["params"], f["macs"], r.bin_bytes or f["bin_bytes"]
+        r.paper_macs = f["paper_macs"]
 
 
 def write_outputs(out: Path, res: Results) -> list[Path]:
@@ -501,12 +588,17 @@ def run(args) -> int:
             res = run_merge(args.merge, out)
         print(f"merged {len(res.records)} records from {len(args.merge)} files into {out}/results.md")
         return 0
-    if args.runs < 1 or args.warmup < 0 or args.repeats < 1:
-        raise BenchError("--runs and --repeats must be >= 1, --warmup >= 0")
+    if args.runs < 1 or args.warmup < 0 or args.repeats < 1 or args.convert_runs < 0:
+        raise BenchError("--runs and --repeats must be >= 1, --warmup and --convert-runs >= 0")
     threads = parse_threads(args.threads)
     remote = [n for n, v in (("--qemu", args.qemu), ("--adb", args.adb), ("--ssh", args.ssh)) if v]
     if len(remote) > 1:
         raise BenchError(f"{' and '.join(remote)} measure in different places: run them one at a time, then --merge")
+    desktop_only = [n for n, v in (("--photos", args.photos), ("--convert-runs", args.convert_runs),
+                                   ("--cpp", args.cpp)) if v]
+    if remote and desktop_only:
+        raise BenchError(f"{', '.join(desktop_only)} measure{'s' if len(desktop_only) == 1 else ''} on the desktop; "
+                         f"drop {remote[0]} (or run them apart, then --merge)")
     bad = [p for p in args.precisions.split(",") if p not in ("fp16", "fp32")]
     if bad or not args.precisions:
         raise BenchError(f"--precisions {args.precisions!r}: expected fp16, fp32 or fp16,fp32")
@@ -551,9 +643,14 @@ def _measure(args, out: Path, threads: list[int]) -> int:
         res = new_results("qemu", records, machine)
     else:
         targets = resolve_targets(args.models, args.all, work, progress=not args.quiet)
+        device = machine.get("cpu_model") or ""
+        if args.convert_runs:
+            check_convertible(targets, work)  # before anything is measured
         records = measure_desktop(targets, threads=threads, runs=args.runs, warmup=args.warmup,
                                   reference_graphs=args.reference_graphs, cpp=args.cpp,
-                                  progress=not args.quiet, device=machine.get("cpu_model") or "")
+                                  progress=not args.quiet, device=device, photos=args.photos)
+        if args.convert_runs:
+            records += measure_conversion(targets, args.convert_runs, device, progress=not args.quiet)
         res = new_results("desktop", records, machine)
     machine = res.machine if "host" not in res.machine else res.machine["host"]
     machine["loadavg_start"], machine["loadavg_end"] = load_start, loadavg()

@@ -16,11 +16,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from litedet.convert.verify.cpp_core import core_sources
+
 ROOT = Path(__file__).resolve().parents[1]
 CPP = ROOT / "android_demo" / "app" / "src" / "main" / "cpp"
 MAIN = ROOT / "android_demo" / "host_tests" / "litedet_cpp.cpp"
-# the postprocessing core (the runner and the kinds' ncnn steps: litedet_cpp_sources)
-CORE_SOURCES = (CPP / "litedet_post.cpp", CPP / "litedet_rpn_psroi.cpp")
+# the C++ core (no ncnn: box maths, letterbox, one file per kind), found by cpp_core's rule; the
+# runner and the kinds' ncnn steps: litedet_cpp_sources
+CORE_SOURCES = tuple(CPP / s for s in core_sources(CPP))
 # the postprocessing core rounds as the Python does only without FMA contraction (CMakeLists.txt)
 CORE_FLAGS = ("-ffp-contract=off", "-fno-fast-math")
 ARCHES = {"x86_64": ("g++", ()), "aarch64": ("aarch64-linux-gnu-g++", ("-static",))}

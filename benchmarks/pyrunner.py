@@ -91,12 +91,11 @@ def peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def bin_bytes(bundle: Path, m=None) -> int:
-    """The size of the shipped weights: every graph's bin."""
-    from litedet.runtime.manifest import load_manifest
+def bin_bytes(bundle) -> int:
+    """The size of the shipped weights (every graph's bin) of a Bundle or a bundle directory."""
+    from litedet.runtime.bundle import open_bundle_dir
 
-    m = m or load_manifest(bundle)
-    return sum((bundle / path).stat().st_size for field, path, _ in m.graph_files() if field.endswith("bin"))
+    return sum(g.bin.stat().st_size for g in open_bundle_dir(bundle, verify=False).graph_files().values())
 
 
 def bench_bundle(bundle: str | Path, image, *, threads: int = 1, precision: str = "fp16", runs: int = 20,
@@ -109,7 +108,7 @@ def bench_bundle(bundle: str | Path, image, *, threads: int = 1, precision: str 
     t = time_pipeline(runner, image, runs, warmup)
     return {"model": runner.manifest.architecture, "place": place, "runtime": "ncnn", "precision": precision, "threads": threads,
             "device": device, "input": t["input"], "latency_ms": t["latency_ms"], "stages_ms": t["stages_ms"],
-            "bin_bytes": bin_bytes(bundle, runner.manifest)}
+            "bin_bytes": bin_bytes(bundle)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from litedet.benchmarks.pyrunner import PROGRESS
+from litedet.runtime.bundle import Bundle
 
 DEVICE_DIR = "/data/local/tmp/litedet"
 BENCHNCNN_LOOPS = 8
@@ -159,22 +160,21 @@ def list_adb_devices(exe: str) -> list[AdbDevice]:
     return parse_adb_devices(p.stdout)
 
 
-def _graph_inputs(bundle: Path, image: np.ndarray) -> list[tuple[str, Path, list[int]]]:
+def _graph_inputs(bundle: Bundle, image: np.ndarray) -> list[tuple[str, Path, list[int]]]:
     """(label, param, [C, H, W]) of each graph of a bundle on the standard image."""
     from litedet.runtime import open_bundle
-    from litedet.runtime.manifest import load_manifest
+    from litedet.runtime.bundle import MAIN_GRAPH
 
     from litedet.benchmarks.bench import graph_shape
 
-    m = load_manifest(bundle)
+    m = bundle.manifest
     chw, _ = open_bundle(bundle, threads=1, fp16=False).preprocess_array(image)
-    out = [(m.architecture, bundle / m.param, list(chw.shape))]
-    for name, g in m.extra_graphs().items():
-        out.append((f"{m.architecture}:{name}", bundle / g.param, list(graph_shape(m, name))))
-    return out
+    return [(m.architecture, g.param, list(chw.shape)) if name == MAIN_GRAPH else
+            (f"{m.architecture}:{name}", g.param, list(graph_shape(m, name)))
+            for name, g in bundle.graph_files().items()]
 
 
-def bench_adb(targets: list[tuple[str, Path]], *, serial: str | None, benchncnn: Path | None, runs: int,
+def bench_adb(targets: list[tuple[str, Bundle]], *, serial: str | None, benchncnn: Path | None, runs: int,
               warmup: int, progress: bool = True) -> tuple[list[dict], dict, str | None]:
     """(records, device info, error or None: the run stopped there, records so far kept)."""
     with tempfile.TemporaryDirectory(prefix="litedet-bench-adb-") as tmp:
@@ -196,12 +196,11 @@ def _adb_prepare(adb: "Adb", benchncnn: Path, image: np.ndarray, work: Path) -> 
     adb.run("push", str(png), f"{DEVICE_DIR}/image.png")
 
 
-def _adb_bench_bundle(adb: "Adb", i: int, bundle: Path, image: np.ndarray, work: Path, runs: int, warmup: int,
+def _adb_bench_bundle(adb: "Adb", i: int, bundle: Bundle, image: np.ndarray, work: Path, runs: int, warmup: int,
                       device: str) -> list[dict]:
     """benchncnn on each graph of one bundle, then (detectors) the app's C++ pipeline."""
     from litedet.benchmarks.cpp import cpp_record
     from litedet.runtime.devconfig import export_device_assets
-    from litedet.runtime.manifest import load_manifest
 
     records = []
     for name, param, chw in _graph_inputs(bundle, image):
@@ -212,7 +211,7 @@ def _adb_bench_bundle(adb: "Adb", i: int, bundle: Path, image: np.ndarray, work:
                         f"param={shlex.quote(remote)} shape={shape}")
         res = parse_benchncnn(out)
         records.append(benchncnn_record(res, next(iter(res.timings)), name, chw, device))
-    if load_manifest(bundle).task == "detection":  # the app's C++ pipeline runs detectors
+    if bundle.manifest.task == "detection":  # the app's C++ pipeline runs detectors
         assets = work / f"assets_{i}"  # written afresh from the bundle
         export_device_assets(bundle, assets, name="model")
         rdir = f"{DEVICE_DIR}/assets_{i}"
@@ -321,7 +320,7 @@ def _tar_stream(files: list[tuple[Path, str]]) -> bytes:
     return buf.getvalue()
 
 
-def bench_ssh(targets: list[tuple[str, Path]], target: str, *, remote_python: str = "python3", port: int | None = None,
+def bench_ssh(targets: list[tuple[str, Bundle]], target: str, *, remote_python: str = "python3", port: int | None = None,
               identity: Path | None = None, options: list[str] | None = None, runs: int = 20, warmup: int = 3,
               threads: list[int] | None = None, precisions: tuple[str, ...] = ("fp16", "fp32"),
               progress: bool = True, remote_dir: str = "/tmp/litedet-bench",
@@ -336,7 +335,6 @@ def _ssh_upload(base: list[str], targets, work: Path, remote_dir: str, target: s
     """One tar stream over ssh: the runner zip, the standard image and each bundle's manifest and
     graphs; returns the bundles' folders on the board."""
     from litedet.benchmarks.bench import standard_image
-    from litedet.runtime.manifest import load_manifest
 
     zip_path = build_runner_zip(work / "litedet_bench_runner.pyz")
     np.save(work / "image.npy", standard_image())
@@ -345,9 +343,9 @@ def _ssh_upload(base: list[str], targets, work: Path, remote_dir: str, target: s
     for i, (label, bundle) in enumerate(targets):
         name = f"b{i}_{re.sub(r'[^A-Za-z0-9_.-]', '_', label)}"
         names.append(f"bundles/{name}")
-        files.append((bundle / "manifest.json", f"bundles/{name}/manifest.json"))
-        for _, rel, _ in load_manifest(bundle).graph_files():
-            files.append((bundle / rel, f"bundles/{name}/{rel}"))
+        files.append((bundle.path / "manifest.json", f"bundles/{name}/manifest.json"))
+        for _, rel, _ in bundle.manifest.graph_files():
+            files.append((bundle.file(rel, rel), f"bundles/{name}/{rel}"))
     q = shlex.quote(remote_dir)
     p = subprocess.run(base + [f"rm -rf {q} && mkdir -p {q} && tar xf - -C {q}"], input=_tar_stream(files),
                        capture_output=True, timeout=600)

@@ -20,8 +20,9 @@ SCHEMA = "litedet-bench/1"
 PLACES = ("desktop", "qemu", "adb", "ssh")
 # ncnn: the Python runtime (litedet.runtime); ncnn-empty: a graph with empty weights
 # (reference graphs, as benchncnn runs them); litedet_cpp: the app's C++ pipeline;
-# benchncnn: ncnn's own benchmark tool on a device
-RUNTIMES = ("ncnn", "ncnn-empty", "onnxruntime", "torch", "litedet_cpp", "benchncnn")
+# benchncnn: ncnn's own benchmark tool on a device; litedet-convert: `litedet convert` itself
+# (latency_ms is the wall time of one conversion, convert_steps_ms its steps)
+RUNTIMES = ("ncnn", "ncnn-empty", "onnxruntime", "torch", "litedet_cpp", "benchncnn", "litedet-convert")
 PRECISIONS = ("fp32", "fp16")
 UNITS = ("ms", "instructions")
 STAGES = ("pre", "inference", "glue", "post")
@@ -49,17 +50,20 @@ class Record:
     unit: str = "ms"                   # UNITS
     device: str = ""                   # CPU model / phone model / board
     input: list[int] | None = None     # [C, H, W] of the network input
+    image: str = ""                    # the photo it ran on (scikit-image's name), where one did
     latency_ms: dict | None = None     # stats() of one whole inference (or pipeline, see stages_ms)
     stages_ms: dict | None = None      # STAGES -> stats() (None where a stage does not apply)
     instructions: int | None = None    # unit "instructions": one inference
-    stage_instructions: dict | None = None
+    stage_instructions: dict | None = None  # inference, glue (numpy), glue_cpp (the app's C++ glue)
     repeats_identical: bool | None = None  # qemu: every repeat gave the same count
     params: int | None = None
     macs: int | None = None            # multiply-accumulates (two-stage: stage 1 + head on its RoIs)
+    paper_macs: int | None = None      # the published figure at the model's standard input (the registry's)
     bin_bytes: int | None = None       # the shipped (fp16) weights, all graphs
     peak_rss_bytes: int | None = None  # one process that loads the bundle and runs it (this runtime)
     reference_graph: str | None = None  # ncnn's benchmark graph of the same network
     reference_ratio: float | None = None  # ours / the reference graph's, same measurement, same run
+    convert_steps_ms: dict | None = None  # litedet-convert: step (load, trace, pnnx, ...) -> stats()
     partial: bool = False              # the measurement was cut short (e.g. the device went away)
     note: str = ""
 
@@ -97,9 +101,12 @@ class Record:
         else:
             need(isinstance(self.instructions, int) and self.instructions > 0,
                  "an 'instructions' record needs a positive integer instructions")
-        for k in ("params", "macs", "bin_bytes", "peak_rss_bytes"):
+        for k, v in (self.convert_steps_ms or {}).items():
+            _check_stats(v, f"{where} ({self.model!r}) convert_steps_ms.{k}")
+        for k in ("params", "macs", "paper_macs", "bin_bytes", "peak_rss_bytes"):
             v = getattr(self, k)
             need(v is None or (isinstance(v, int) and v >= 0), f"{k} must be a non-negative integer or null")
+        need(isinstance(self.image, str), "image must be a string (a photo's name)")
         need(self.input is None or (isinstance(self.input, list) and all(isinstance(v, int) for v in self.input)),
              "input must be a list of integers [C, H, W]")
         need(self.reference_ratio is None or (isinstance(self.reference_ratio, (int, float))
@@ -196,6 +203,12 @@ def _ms(s: dict | None) -> str:
     return "" if not s else f"{s.get('median', s.get('mean')):.2f}" + ("" if "median" in s else " avg")
 
 
+def _steps(steps: dict | None) -> str:
+    if not steps:
+        return ""
+    return "; steps (median s): " + ", ".join(f"{k} {v['median'] / 1e3:.2f}" for k, v in steps.items())
+
+
 def markdown_table(res: Results) -> str:
     """One table: a row per record."""
     head = ["model", "place", "device", "runtime", "prec", "thr", "input", "median", "min–max", "pre", "inference",
@@ -211,11 +224,12 @@ def markdown_table(res: Results) -> str:
         else:
             med, rng = f"{r.instructions:,} insns", "identical" if r.repeats_identical else "DIFFER"
         ref = f"{r.reference_ratio:.3f} ({r.reference_graph})" if r.reference_ratio else ""
-        note = ("PARTIAL " if r.partial else "") + r.note
+        note = ("PARTIAL " if r.partial else "") + r.note + _steps(r.convert_steps_ms)
         lines.append("| " + " | ".join([
             r.model, r.place, r.device, r.runtime, r.precision, str(r.threads),
-            "x".join(map(str, r.input)) if r.input else "", med, rng,
-            *stage_cells, _si(r.params), _si(r.macs), _si(r.bin_bytes, "B"),
+            ("x".join(map(str, r.input)) if r.input else "") + (f" ({r.image})" if r.image else ""), med, rng,
+            *stage_cells, _si(r.params), _si(r.macs) + (f" (paper {_si(r.paper_macs)})" if r.paper_macs else ""),
+            _si(r.bin_bytes, "B"),
             _si(r.peak_rss_bytes, "B"), ref, note.replace("|", "/")]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -223,7 +237,7 @@ def markdown_table(res: Results) -> str:
 def _plotted(r: Record) -> str | None:
     """The series a record goes in, or None: per place the shipped way (ncnn fp16, 1 thread;
     on a phone benchncnn and litedet_cpp), and the empty-weight pairs of the reference graphs."""
-    if r.unit != "ms" or not r.macs or r.threads != 1:
+    if r.unit != "ms" or not r.macs or r.threads != 1 or r.runtime == "litedet-convert":
         return None
     if r.runtime == "ncnn-empty":
         return "ncnn's reference graphs (empty weights)" if r.model.startswith("ref:") else \

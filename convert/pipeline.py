@@ -97,7 +97,9 @@ def _extra_graphs(extras, work: Path, tmp: Path, fp32: bool, seed: int) -> tuple
     import torch
 
     from .export import trace_deploy
-    from .families import ExtraGraphIO
+    from litedet.runtime.kinds import GraphFiles
+
+    from .families import GraphIO
 
     ios, files = {}, {}
     for eg in extras:
@@ -108,8 +110,9 @@ def _extra_graphs(extras, work: Path, tmp: Path, fp32: bool, seed: int) -> tuple
         if len(res.output_names) != len(eg.output_names):
             raise ConvertError(f"graph {eg.name!r} has {len(res.output_names)} outputs; expected {len(eg.output_names)}")
         param, binf = f"{eg.name}.ncnn.param", f"{eg.name}.ncnn.bin"
-        ios[eg.name] = ExtraGraphIO(res.input_name, res.output_names, param, binf, sha256_file(tmp / param),
-                                    sha256_file(tmp / binf), ref_bin or "")
+        own = GraphFiles(param=param, bin=binf, param_sha256=sha256_file(tmp / param),
+                         bin_sha256=sha256_file(tmp / binf), fp32_bin=ref_bin or "")
+        ios[eg.name] = GraphIO(res.input_name, res.output_names, res.dynamic_shape, files=own)
         files[f"{eg.name}_torchscript"] = f"{REF_DIR}/{eg.name}.torchscript.pt"
         if ref_bin:
             files[f"{eg.name}_fp32_bin"] = ref_bin
@@ -310,9 +313,9 @@ def _write_bundle(job: _Job, tmp: Path, route: str, fp32: bool, seed: int, steps
 
 
 def registered_models() -> list[dict]:
-    """Every registered architecture with its task, family and default input side (for
-    tools above convert, e.g. ``litedet bench --all``, that may not import models)."""
+    """Every registered architecture with its task, family, default input side and published MACs
+    (for tools above convert, e.g. ``litedet bench``, that may not import models)."""
     from litedet.models import list_models, model_info
 
     return [{"name": n, "task": model_info(n).task, "family": model_info(n).family,
-             "input_size": model_info(n).input_size} for n in list_models()]
+             "input_size": model_info(n).input_size, "paper_macs": model_info(n).paper_macs} for n in list_models()]

@@ -433,6 +433,12 @@ def _add_bench(sub) -> None:
     s.add_argument("--reference-graphs", type=Path, default=None,
                    help="ncnn's benchmark graphs (e.g. ../shared/reference/ncnn-benchmark): ours / theirs per model")
     s.add_argument("--cpp", action="store_true", help="desktop: also the app's C++ pipeline (litedet_cpp)")
+    s.add_argument("--photos", action="store_true",
+                   help="desktop: every way on each of scikit-image's four photos (stage costs per photo), "
+                        "not the astronaut only")
+    s.add_argument("--convert-runs", type=int, default=0, metavar="N",
+                   help="desktop: also time N fresh `litedet convert` runs of each registered model (wall time "
+                        "and its steps)")
     s.add_argument("--qemu", action="store_true", help="aarch64 guest instructions under qemu (fp32 and fp16)")
     s.add_argument("--repeats", type=int, default=2, help="--qemu: repeats of each count (default 2)")
     s.add_argument("--adb", action="store_true", help="on an Android phone over adb (needs --benchncnn)")

@@ -201,22 +201,26 @@ class MobileNetV3(FeatureStages, nn.Module):
         return self.classifier(global_pool(self.features(x)))
 
 
-@register_model("mobilenet_v1", family="classifier", task="classification", input_size=224)
+@register_model("mobilenet_v1", family="classifier", task="classification", input_size=224,
+                paper_macs=569_000_000)
 def mobilenet_v1(**kw) -> MobileNetV1:
     return MobileNetV1(1.0, **kw)
 
 
-@register_model("mobilenet_v1_0.75", family="classifier", task="classification", input_size=224)
+@register_model("mobilenet_v1_0.75", family="classifier", task="classification", input_size=224,
+                paper_macs=325_000_000)
 def mobilenet_v1_0_75(**kw) -> MobileNetV1:
     return MobileNetV1(0.75, **kw)
 
 
-@register_model("mobilenet_v1_0.5", family="classifier", task="classification", input_size=224)
+@register_model("mobilenet_v1_0.5", family="classifier", task="classification", input_size=224,
+                paper_macs=149_000_000)
 def mobilenet_v1_0_5(**kw) -> MobileNetV1:
     return MobileNetV1(0.5, **kw)
 
 
-@register_model("mobilenet_v2", family="classifier", task="classification", input_size=224)
+@register_model("mobilenet_v2", family="classifier", task="classification", input_size=224,
+                paper_macs=300_000_000)
 def mobilenet_v2(**kw) -> MobileNetV2:
     return MobileNetV2(1.0, **kw)
 
@@ -231,11 +235,13 @@ def mobilenet_v2_0_5(**kw) -> MobileNetV2:
     return MobileNetV2(0.5, **kw)
 
 
-@register_model("mobilenet_v3_large", family="classifier", task="classification", input_size=224)
+@register_model("mobilenet_v3_large", family="classifier", task="classification", input_size=224,
+                paper_macs=219_000_000)
 def mobilenet_v3_large(**kw) -> MobileNetV3:
     return MobileNetV3(_V3_LARGE, 1280, **kw)
 
 
-@register_model("mobilenet_v3_small", family="classifier", task="classification", input_size=224)
+@register_model("mobilenet_v3_small", family="classifier", task="classification", input_size=224,
+                paper_macs=56_000_000)
 def mobilenet_v3_small(**kw) -> MobileNetV3:
     return MobileNetV3(_V3_SMALL, 1024, **kw)

@@ -32,6 +32,9 @@ class ModelInfo:
     input_size: int  # default network input side
     strides: tuple[int, ...]  # feature strides the deploy outputs come at (() for classifiers)
     outputs: tuple[DeployOutput, ...]  # deploy forward's outputs, in the order it returns them
+    # the multiply-accumulates its paper publishes at input_size (the papers' "FLOPs"), for
+    # `litedet bench` to show beside the count on our graph; None where none is published
+    paper_macs: int | None = None
 
 
 class UnknownModelError(KeyError):
@@ -43,13 +46,14 @@ _REGISTRY: Registry[ModelInfo] = Registry("architecture", UnknownModelError)
 
 
 def register_model(name: str, *, family: str, task: str, input_size: int, strides: tuple[int, ...] = (),
-                   outputs: tuple[DeployOutput, ...] = (("logits", 0),)) -> Callable:
+                   outputs: tuple[DeployOutput, ...] = (("logits", 0),), paper_macs: int | None = None) -> Callable:
     """Decorator (or a call on a builder) that registers ``builder`` as ``name``."""
     if input_size <= 0:
         raise ValueError(f"model {name!r}: input_size must be positive, got {input_size}")
 
     def deco(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY.add(name, ModelInfo(name, builder, family, task, input_size, tuple(strides), tuple(outputs)))
+        _REGISTRY.add(name, ModelInfo(name, builder, family, task, input_size, tuple(strides), tuple(outputs),
+                                      paper_macs))
         return builder
 
     return deco

@@ -183,12 +183,14 @@ class ResNet(nn.Module):
         return self.fc(global_pool(self.forward_features(x)[-1]))
 
 
-@register_model("resnet18", family="classifier", task="classification", input_size=224)
+@register_model("resnet18", family="classifier", task="classification", input_size=224,
+                paper_macs=1800_000_000)
 def resnet18(**kw) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], **kw)
 
 
-@register_model("resnet50", family="classifier", task="classification", input_size=224)
+@register_model("resnet50", family="classifier", task="classification", input_size=224,
+                paper_macs=3800_000_000)
 def resnet50(**kw) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], **kw)
 

@@ -207,17 +207,20 @@ def _snet(name: str, **kwargs) -> ShuffleNetV2:
     return ShuffleNetV2(STAGE_REPEATS, table, kernel_size=5, with_last_conv=len(table) == 5, **kwargs)
 
 
-@register_model("snet49", family="classifier", task="classification", input_size=224)
+@register_model("snet49", family="classifier", task="classification", input_size=224,
+                paper_macs=49_000_000)
 def snet49(**kwargs) -> ShuffleNetV2:
     return _snet("snet49", **kwargs)
 
 
-@register_model("snet146", family="classifier", task="classification", input_size=224)
+@register_model("snet146", family="classifier", task="classification", input_size=224,
+                paper_macs=146_000_000)
 def snet146(**kwargs) -> ShuffleNetV2:
     return _snet("snet146", **kwargs)
 
 
-@register_model("snet535", family="classifier", task="classification", input_size=224)
+@register_model("snet535", family="classifier", task="classification", input_size=224,
+                paper_macs=535_000_000)
 def snet535(**kwargs) -> ShuffleNetV2:
     return _snet("snet535", **kwargs)
 
@@ -226,21 +229,25 @@ def _shufflenetv2(width: str, **kwargs) -> ShuffleNetV2:
     return ShuffleNetV2(STAGE_REPEATS, STAGE_OUT_CHANNELS[width], **kwargs)
 
 
-@register_model("shufflenet_v2_x0_5", family="classifier", task="classification", input_size=224)
+@register_model("shufflenet_v2_x0_5", family="classifier", task="classification", input_size=224,
+                paper_macs=41_000_000)
 def shufflenet_v2_x0_5(**kwargs) -> ShuffleNetV2:
     return _shufflenetv2("0.5x", **kwargs)
 
 
-@register_model("shufflenet_v2_x1_0", family="classifier", task="classification", input_size=224)
+@register_model("shufflenet_v2_x1_0", family="classifier", task="classification", input_size=224,
+                paper_macs=146_000_000)
 def shufflenet_v2_x1_0(**kwargs) -> ShuffleNetV2:
     return _shufflenetv2("1.0x", **kwargs)
 
 
-@register_model("shufflenet_v2_x1_5", family="classifier", task="classification", input_size=224)
+@register_model("shufflenet_v2_x1_5", family="classifier", task="classification", input_size=224,
+                paper_macs=299_000_000)
 def shufflenet_v2_x1_5(**kwargs) -> ShuffleNetV2:
     return _shufflenetv2("1.5x", **kwargs)
 
 
-@register_model("shufflenet_v2_x2_0", family="classifier", task="classification", input_size=224)
+@register_model("shufflenet_v2_x2_0", family="classifier", task="classification", input_size=224,
+                paper_macs=591_000_000)
 def shufflenet_v2_x2_0(**kwargs) -> ShuffleNetV2:
     return _shufflenetv2("2.0x", **kwargs)

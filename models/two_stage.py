@@ -232,17 +232,18 @@ class LightHeadRCNN(TwoStageDetector):
         return self.rpn.cls_logits(f_rpn), self.rpn.bbox_pred(f_rpn), self.lsc(c5)
 
 
-def _register(name: str, cls: type, backbone: str, input_size: int) -> None:
+def _register(name: str, cls: type, backbone: str, input_size: int, paper_mmacs: int | None = None) -> None:
     def build(**kw) -> TwoStageDetector:
         return cls(backbone=backbone, **kw)
 
     build.__name__ = name
     build.__doc__ = f"{cls.__name__} on {backbone} at {input_size}x{input_size}."
     register_model(name, family="two_stage", task="detection", input_size=input_size, strides=(16, 32),
-                   outputs=OUTPUTS)(build)
+                   outputs=OUTPUTS, paper_macs=paper_mmacs * 1_000_000 if paper_mmacs else None)(build)
 
 
-for _b in ("snet49", "snet146", "snet535"):
-    _register(f"thundernet_{_b}", ThunderNet, _b, 320)
+# the ThunderNet paper's detector complexity at 320 (its MFLOPs are multiply-adds)
+for _b, _mmacs in (("snet49", 262), ("snet146", 473), ("snet535", 1300)):
+    _register(f"thundernet_{_b}", ThunderNet, _b, 320, _mmacs)
 for _b in ("resnet18", "resnet50", "snet146"):
     _register(f"lighthead_rcnn_{_b}", LightHeadRCNN, _b, 512)

@@ -153,16 +153,41 @@ def test_two_stage_bench_splits_the_glue(thundernet_bundle, tmp_path):
     need_ncnn_lib("x86_64")  # --cpp links the app's C++ against it
     out = tmp_path / "out"
     assert main(["bench", str(thundernet_bundle), "--runs", "2", "--warmup", "0", "--out", str(out), "--cpp",
-                 "--quiet"]) == 0
+                 "--photos", "--quiet"]) == 0
     res = load_results(out)
-    by = {(r.runtime, r.precision): r for r in res.records}
+    photos = ("astronaut", "chelsea", "coffee", "motorcycle_left")
+    assert sorted({r.image for r in res.records}) == sorted(photos)
+    for photo in photos:  # every way on every photo: the glue's cost per photo, Python and the app's C++
+        by = {(r.runtime, r.precision): r for r in res.records if r.image == photo}
+        nc = by[("ncnn", "fp16")]
+        assert all(nc.stages_ms[k]["median"] > 0 for k in ("pre", "inference", "glue", "post"))
+        assert "head on" in by[("onnxruntime", "fp32")].note
+        cpp = by[("litedet_cpp", "fp16")]
+        assert cpp.stages_ms["glue"]["median"] > 0 and cpp.input == nc.input
+        assert nc.input == ([3, 320, 320] if photo == "astronaut" else [3, 224, 320])  # landscape: 320x224
+    by = {(r.runtime, r.precision): r for r in res.records if r.image == "astronaut"}
     nc = by[("ncnn", "fp16")]
-    assert all(nc.stages_ms[k]["median"] > 0 for k in ("pre", "inference", "glue", "post"))
-    # MACs: stage 1 + the head on 200 RoIs, ThunderNet-SNet49's 262 M of the paper
-    assert 2.5e8 < nc.macs < 2.7e8
-    assert "head on" in by[("onnxruntime", "fp32")].note
-    cpp = by[("litedet_cpp", "fp16")]
-    assert cpp.stages_ms["glue"]["median"] > 0 and cpp.macs == nc.macs and cpp.input == nc.input
+    # MACs: stage 1 + the head on 200 RoIs beside ThunderNet-SNet49's 262 M of the paper
+    assert 2.5e8 < nc.macs < 2.7e8 and nc.paper_macs == 262_000_000 and by[("litedet_cpp", "fp16")].macs == nc.macs
+    assert nc.peak_rss_bytes and all(r.peak_rss_bytes is None for r in res.records
+                                     if r.image != "astronaut" and r.runtime == "ncnn")
+    assert "(paper 262.00 M)" in (out / "results.md").read_text()
+
+
+def test_conversion_wall_time_is_measured(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["bench", "shufflenet_v2_x0_5", "--convert-runs", "2", "--runs", "1", "--warmup", "0", "--out",
+                 str(out), "--bundles-dir", str(tmp_path / "bundles"), "--quiet"]) == 0
+    conv = [r for r in load_results(out).records if r.runtime == "litedet-convert"]
+    assert len(conv) == 1 and conv[0].latency_ms["runs"] == 2 and conv[0].latency_ms["min"] > 100
+    steps = conv[0].convert_steps_ms
+    assert {"load", "trace", "pnnx", "verify"} <= set(steps) and all(v["runs"] == 2 for v in steps.values())
+    assert sum(v["median"] for v in steps.values()) <= conv[0].latency_ms["max"]
+    assert "steps (median s): load" in (out / "results.md").read_text()
+    # a bundle directory cannot be converted again: one line naming the fix
+    assert main(["bench", str(tmp_path / "bundles" / "shufflenet_v2_x0_5"), "--convert-runs", "1", "--out",
+                 str(tmp_path / "o2"), "--quiet"]) == 2
+    assert "name the architecture instead" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, msg", [
@@ -174,6 +199,8 @@ def test_two_stage_bench_splits_the_glue(thundernet_bundle, tmp_path):
     (["--qemu", "--repeats", "0", "nanodet_m"], "--runs and --repeats must be >= 1"),
     (["--reference-graphs", "/nonexistent", "shufflenet_v2_x0_5"], "not a directory of ncnn benchmark graphs"),
     (["nanodet_m", "--merge", "a.json"], "--merge joins results files; measure models in a separate run"),
+    (["--qemu", "--photos", "nanodet_m"], "--photos measures on the desktop; drop --qemu"),
+    (["--convert-runs", "-1", "nanodet_m"], "--warmup and --convert-runs >= 0"),
 ])
 def test_bad_arguments_give_one_line(args, msg, tmp_path, capsys):
     assert main(["bench", *args, "--out", str(tmp_path / "o"), "--quiet"]) == 2

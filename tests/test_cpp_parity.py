@@ -1,5 +1,6 @@
 """Python <-> C++ postprocessing parity: the on-device C++ core
-(android_demo/app/src/main/cpp/litedet_post.*) against runtime/detector.postprocess_outputs.
+(android_demo/app/src/main/cpp/litedet_gfl.*, litedet_boxes.*, litedet_letterbox.*) against
+runtime/kinds/gfl.py:postprocess_outputs.
 
 Same raw tensors in, same detections out: the same count, labels, names and order, scores
 equal to 1e-4, and box coordinates equal to 1e-4 network-input pixels (i.e. scaled by the
@@ -50,14 +51,14 @@ BOX_TOL = 1e-4  # network-input pixels
 @pytest.fixture(scope="session")
 def cpp(tmp_path_factory):
     """The C++ core built once per session into a fresh cache dir."""
-    from litedet.convert.verify.cpp_core import CppPostprocessor, build_core
+    from litedet.convert.verify.cpp_core import CppCore, build_core
 
     if shutil.which("g++") is None:
         msg = "no C++ compiler (g++) on PATH: the C++ core cannot be built"
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
-    return CppPostprocessor(build_core(tmp_path_factory.mktemp("cpp-cache")))
+    return CppCore(build_core(tmp_path_factory.mktemp("cpp-cache")))
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +149,7 @@ def assert_same(py: list[Detection], cc: list[Detection], lb: Letterbox) -> tupl
 
 def compare(cpp, m: Manifest, outputs: dict[str, np.ndarray], lb: Letterbox) -> list[Detection]:
     py = postprocess_outputs(m, outputs, lb)
-    cc = cpp.postprocess(m, outputs, lb)
+    cc = cpp.kind("gfl").postprocess(m, outputs, lb)
     assert_same(py, cc, lb)
     return py
 
@@ -320,14 +321,14 @@ def test_distribution_to_distance_matches_numpy(cpp, reg_max):
     rng = np.random.default_rng(reg_max)
     x = (rng.standard_normal((300, 4 * (reg_max + 1))) * rng.choice([0.1, 3.0, 30.0], size=(300, 1))).astype(np.float32)
     # only exp differs (numpy SIMD expf vs libm expf, <= 2 ulp): a few ulp of reg_max at most
-    np.testing.assert_allclose(cpp.distribution_to_distance(x, reg_max), distribution_to_distance(x, reg_max),
+    np.testing.assert_allclose(cpp.kind("gfl").distribution_to_distance(x, reg_max), distribution_to_distance(x, reg_max),
                                rtol=0, atol=8 * np.finfo(np.float32).eps * max(reg_max, 1))
     # where exp is exact (one-hot logits) the pairwise sums make C++ bit-identical to numpy
     hot = np.full((50, 4, reg_max + 1), -1000.0, np.float32)
     np.put_along_axis(hot, rng.integers(0, reg_max + 1, (50, 4, 1)), 0.0, axis=2)
     hot[:5, :, :] = 0.25  # uniform rows: exp(0) = 1 everywhere
     hot = hot.reshape(50, -1)
-    np.testing.assert_array_equal(cpp.distribution_to_distance(hot, reg_max), distribution_to_distance(hot, reg_max))
+    np.testing.assert_array_equal(cpp.kind("gfl").distribution_to_distance(hot, reg_max), distribution_to_distance(hot, reg_max))
 
 
 @st.composite
@@ -430,7 +431,7 @@ def test_all_below_threshold_gives_no_detections_in_both(cpp, base, score_thresh
         blob = m.output("cls_scores", s).blob
         outs[blob] = np.minimum(outs[blob], np.float32(score_threshold))  # equal to the threshold: dropped
     assert compare(cpp, m, outs, lb) == []
-    assert cpp.postprocess(m, outs, lb) == []
+    assert cpp.kind("gfl").postprocess(m, outs, lb) == []
 
 
 def test_score_ties_keep_the_lowest_class_and_input_order(cpp, base):
@@ -497,18 +498,18 @@ def test_raw_logits_nan_and_wrong_shapes_are_refused_by_both(cpp, base):
         with pytest.raises(ValueError, match=match):
             postprocess_outputs(base, outs, lb)
         with pytest.raises(CppCoreError, match=match):
-            cpp.postprocess(base, outs, lb)
+            cpp.kind("gfl").postprocess(base, outs, lb)
     other = geometry(base, 640, 640)  # outputs of a 320x256 input given with a 320x320 letterbox
     with pytest.raises(ValueError):
         postprocess_outputs(base, good, other)
     with pytest.raises(CppCoreError, match="rows"):
-        cpp.postprocess(base, good, other)
+        cpp.kind("gfl").postprocess(base, good, other)
     outs = dict(good)
     outs[base.output("dist_logits", 16).blob] = good[base.output("dist_logits", 16).blob][:, :20]
     with pytest.raises(ValueError, match="reg_max"):
         postprocess_outputs(base, outs, lb)
     with pytest.raises(CppCoreError, match="reg_max"):
-        cpp.postprocess(base, outs, lb)
+        cpp.kind("gfl").postprocess(base, outs, lb)
 
 
 # ---------------------------------------------------------------------------
@@ -524,7 +525,7 @@ AARCH64_DRIVER = r"""
 #include <stdexcept>
 #include <string>
 #include <vector>
-#include "litedet_post.h"
+#include "litedet_gfl.h"
 
 template <class T> static void rd(FILE* f, T* p, size_t n) {
   if (fread(p, sizeof(T), n, f) != n) throw std::runtime_error("short read");
@@ -555,11 +556,11 @@ int main(int argc, char** argv) {
     }
     fclose(f);
     FILE* o = fopen((std::string(argv[a]) + ".out").c_str(), "wb");
-    litedet::Config cfg;
+    litedet::GflConfig cfg;
     std::string err;
     std::vector<litedet::Detection> dets;
     const litedet::Letterbox lb{g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
-    if (!litedet::parse_config(text, cfg, &err) || !litedet::try_postprocess(cfg, lv, lb, dets, &err)) {
+    if (!litedet::parse_gfl_config(text, cfg, &err) || !litedet::try_postprocess(cfg, lv, lb, dets, &err)) {
       int32_t c = -1;
       fwrite(&c, 4, 1, o);
       fwrite(err.data(), 1, err.size(), o);
@@ -583,7 +584,7 @@ int main(int argc, char** argv) {
 def _aarch64_build(tmp_path_factory):
     """Starts the aarch64 cross-build at the top of the module, so it compiles while the
     other tests (and the seeded conversion) run; None when the toolchain is missing."""
-    from litedet.convert.verify.cpp_core import BASE_FLAGS, CPP_DIR
+    from litedet.convert.verify.cpp_core import BASE_FLAGS, CPP_DIR, core_sources
 
     cxx, qemu = shutil.which("aarch64-linux-gnu-g++"), shutil.which("qemu-aarch64")
     if not cxx or not qemu:
@@ -592,7 +593,7 @@ def _aarch64_build(tmp_path_factory):
     d = tmp_path_factory.mktemp("aarch64")
     (d / "driver.cpp").write_text(AARCH64_DRIVER)
     flags = [f for f in BASE_FLAGS if f not in ("-fPIC", "-shared")]  # the same float flags as the library
-    cmd = [cxx, *flags, "-static", f"-I{CPP_DIR}", str(d / "driver.cpp"), str(CPP_DIR / "litedet_post.cpp"),
+    cmd = [cxx, *flags, "-static", f"-I{CPP_DIR}", str(d / "driver.cpp"), *(str(CPP_DIR / s) for s in core_sources()),
            "-o", str(d / "driver")]
     # own process group, so a deselected test can stop g++ together with its cc1plus/as children
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -667,7 +668,7 @@ def test_aarch64_build_under_qemu_gives_the_same_detections(cpp, base, aarch64_d
             continue
         assert not isinstance(arm, str), arm
         assert_same(postprocess_outputs(m, outs, lb), arm, lb)
-        x86 = cpp.postprocess(m, outs, lb)
+        x86 = cpp.kind("gfl").postprocess(m, outs, lb)
         # same C++ and the same float flags: aarch64 and x86-64 agree bit for bit
         assert [dataclasses.astuple(d) for d in arm] == [dataclasses.astuple(d) for d in x86]
 

@@ -95,10 +95,10 @@ def test_device_config_keys_come_from_the_cpp_table(seeded_bundle):
 
 
 def test_the_cpp_dump_has_exactly_the_table_keys(seeded_bundle):
-    from litedet.convert.verify.cpp_core import CppPostprocessor
+    from litedet.convert.verify.cpp_core import CppCore
 
     m = load_manifest(seeded_bundle)
-    parsed = CppPostprocessor().parse_config_text(device_config_text(m, "m.param", "m.bin"))
+    parsed = CppCore().parse_config_text(device_config_text(m, "m.param", "m.bin"))
     assert list(parsed) == [k for k, _ in config_keys()]
     assert parsed["center_offset"] == 0.5 and parsed["strides"] == [8, 16, 32] and parsed["multi_label"] is False
 

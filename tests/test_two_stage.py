@@ -164,7 +164,7 @@ def test_parity_catches_a_wrong_anchor_convention(thundernet_bundle, tmp_path):
 
 def test_empty_proposal_set_gives_no_detections(thundernet_bundle, tmp_path, image):
     """Nothing above the RPN's score threshold: an empty list from Python, C++ and the CLI."""
-    from litedet.convert.verify.cpp_core import CppPostprocessor
+    from litedet.convert.verify.cpp_core import CppCore
 
     b = edited_bundle(thundernet_bundle, tmp_path / "b", lambda d: d["postprocess"].update(rpn_score_threshold=1.0))
     r = open_bundle(b)
@@ -173,9 +173,9 @@ def test_empty_proposal_set_gives_no_detections(thundernet_bundle, tmp_path, ima
     out = r.run_mat(mat)
     assert len(out["proposals"]) == 0 and out["rcnn_scores"].shape == (0, 81) and out["rcnn_deltas"].shape == (0, 4)
     assert r.postprocess(out, g) == []
-    core = CppPostprocessor()
-    boxes, _ = core.proposals(r.manifest, out, g.in_w, g.in_h)
-    assert len(boxes) == 0 and core.rcnn_detections(r.manifest, out, g) == []
+    core = CppCore()
+    boxes, _ = core.kind("rpn_psroi").proposals(r.manifest, out, g.in_w, g.in_h)
+    assert len(boxes) == 0 and core.kind("rpn_psroi").rcnn_detections(r.manifest, out, g) == []
     res = litedet("detect", b, image, "--json")
     assert res.returncode == 0 and json.loads(res.stdout) == []
 
@@ -196,7 +196,7 @@ def test_light_head_converts_and_passes_parity(tmp_path):
 # -- the device --------------------------------------------------------------------------------
 
 def test_android_push_writes_both_graphs_and_a_config_cpp_reads(thundernet_bundle, tmp_path):
-    from litedet.convert.verify.cpp_core import CppPostprocessor
+    from litedet.convert.verify.cpp_core import CppCore
     from litedet.runtime.devconfig import config_keys
 
     demo = tmp_path / "demo"
@@ -209,7 +209,7 @@ def test_android_push_writes_both_graphs_and_a_config_cpp_reads(thundernet_bundl
     m = load_manifest(thundernet_bundle)
     assert (assets / "thunder.head.bin").read_bytes() == (thundernet_bundle / m.postprocess.head.bin).read_bytes()
     text = (assets / "thunder.cfg").read_text()
-    parsed = CppPostprocessor().parse_config_text(text, "rpn_psroi")
+    parsed = CppCore().parse_config_text(text, "rpn_psroi")
     assert list(parsed) == [k for k, _ in config_keys("rpn_psroi")]
     p = m.postprocess
     assert parsed["kind"] == "rpn_psroi" and parsed["head_param"] == "thunder.head.param"
@@ -217,15 +217,15 @@ def test_android_push_writes_both_graphs_and_a_config_cpp_reads(thundernet_bundl
     assert parsed["class_names"] == m.class_names and parsed["box_clip"] == pytest.approx(p.box_clip)
     # the NanoDet reader refuses it by its kind, naming the key
     with pytest.raises(ValueError, match="kind"):
-        CppPostprocessor().parse_config_text(text, "gfl")
+        CppCore().parse_config_text(text, "gfl")
 
 
 def test_cpp_config_reader_names_a_bad_key(thundernet_bundle):
-    from litedet.convert.verify.cpp_core import CppConfigError, CppPostprocessor
+    from litedet.convert.verify.cpp_core import CppConfigError, CppCore
     from litedet.runtime.devconfig import device_config_text
 
     text = device_config_text(load_manifest(thundernet_bundle), "a.param", "a.bin")
-    core = CppPostprocessor()
+    core = CppCore()
     for old, new, key in (("rpn_box_weights=1.0,1.0,1.0,1.0", "rpn_box_weights=1.0,1.0", "rpn_box_weights"),
                           ("pooled_size=7", "pooled_size=0", "pooled_size"),
                           ("head_bin=m.head.bin\n", "", "head_bin")):

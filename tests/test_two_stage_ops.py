@@ -17,9 +17,9 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 
 @pytest.fixture(scope="module")
 def core():
-    from litedet.convert.verify.cpp_core import CppPostprocessor
+    from litedet.convert.verify.cpp_core import CppCore
 
-    return CppPostprocessor()
+    return CppCore()
 
 
 def _boxes(rng: np.random.Generator, n: int, w: float, h: float, outside: float = 0.3) -> np.ndarray:
@@ -40,7 +40,7 @@ def test_anchors_equal_torchvision(oracle, core, sizes, ratios):
     ref = oracle.call("anchors", feat_w=21, feat_h=13, stride=16, sizes=sizes, ratios=ratios)
     assert a.shape == ref.shape == (21 * 13 * len(sizes) * len(ratios), 4)
     np.testing.assert_array_equal(a, ref)
-    np.testing.assert_array_equal(core.make_anchors(21, 13, 16, sizes, ratios, 0.0), a)
+    np.testing.assert_array_equal(core.kind("rpn_psroi").make_anchors(21, 13, 16, sizes, ratios, 0.0), a)
 
 
 def test_anchor_offset_moves_the_centre_by_offset_strides():
@@ -66,7 +66,7 @@ def test_decode_equals_torchvision_and_round_trips(oracle, core, seed, wset):
     # so the error is a few ulps of the largest coordinate, not of each result
     atol = max(1e-4, 4e-7 * float(np.abs(want).max()) * 4)
     np.testing.assert_allclose(got, want, rtol=0, atol=atol)
-    np.testing.assert_allclose(core.decode_boxes(ref, deltas, wset, BOX_CLIP), got, rtol=0, atol=atol)
+    np.testing.assert_allclose(core.kind("rpn_psroi").decode_boxes(ref, deltas, wset, BOX_CLIP), got, rtol=0, atol=atol)
     # encode is decode's inverse (where dw/dh were not clamped)
     fine = np.abs(deltas[:, 2:] / np.array(wset[2:], np.float32)).max(1) < BOX_CLIP
     back = encode_boxes(ref[fine], got[fine], list(wset))
@@ -109,7 +109,7 @@ def test_psroi_align_equals_torchvision(oracle, core, seed, pooled, groups, samp
     assert got.shape == want.shape == (17, groups, pooled, pooled)
     # the same float32 operations in the same order as torchvision's CPU kernel: bit for bit
     np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(core.ps_roi_align(feat, rois, scale, pooled, sampling), got)
+    np.testing.assert_array_equal(core.kind("rpn_psroi").ps_roi_align(feat, rois, scale, pooled, sampling), got)
 
 
 def test_psroi_align_reads_the_position_sensitive_channel():
@@ -171,13 +171,12 @@ def test_proposals_and_detections_equal_torchvision(oracle, thundernet_bundle, p
 
 def test_glue_in_cpp_equals_numpy(core, thundernet_bundle, photos):
     """Proposals, PSRoIAlign and detections of the C++ core on the same ncnn outputs."""
-    from litedet.convert.verify.cpp_core import two_stage_cpp_match
     from litedet.runtime.runner import open_bundle
 
     r = open_bundle(thundernet_bundle)
     for name, img in photos.items():
         mat, g = r.preprocess(img)
-        c = two_stage_cpp_match(core, r.manifest, r.run_mat(mat), g)
+        c = core.kind("rpn_psroi").match(r.manifest, r.run_mat(mat), g)
         assert c.identical and c.python > 0, (name, c)
         assert c.details["pooled_max_abs"] == 0.0, name  # bit for bit
         assert c.details["proposal_box_diff"] <= 1e-4 and c.max_box_diff <= 1e-4 and c.max_score_diff <= 1e-6, name

@@ -8,6 +8,11 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cpp="$here/../app/src/main/cpp"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
+# the core: every litedet_*.cpp but the runner, the JNI glue, the kinds' ncnn halves and the C API
+core=()
+for f in "$cpp"/litedet_*.cpp; do
+    case "$f" in *_ncnn.cpp|*_capi.cpp|*/litedet_jni.cpp) ;; *) core+=("$f") ;; esac
+done
 "${CXX:-g++}" -std=c++17 -O1 -Wall -Wextra -Werror -ffp-contract=off -I"$cpp" \
-    "$here/test_demo_helpers.cpp" "$cpp/litedet_post.cpp" -o "$out/test_demo_helpers"
+    "$here/test_demo_helpers.cpp" "${core[@]}" -o "$out/test_demo_helpers"
 "$out/test_demo_helpers"

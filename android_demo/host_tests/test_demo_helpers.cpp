@@ -15,7 +15,7 @@
 
 #include "demo_utils.h"
 #include "frame_utils.h"
-#include "litedet_post.h"
+#include "litedet_letterbox.h"
 
 using namespace litedet_demo;
 

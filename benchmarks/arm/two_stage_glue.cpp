@@ -1,5 +1,6 @@
 // The two-stage glue of the C++ core (what the phone runs between its two ncnn graphs),
-// as a static aarch64 program for instruction counts under qemu (bench_two_stage.py --qemu).
+// as a static aarch64 program for instruction counts under qemu (`litedet bench --qemu`, through
+// benchmarks/arm/cpp_glue.py, which registers it for the rpn_psroi kind).
 //
 //   two_stage_glue CFG OBJ.bin DELTAS.bin FEAT.bin IN_W IN_H load|run
 //

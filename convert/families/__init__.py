@@ -9,10 +9,10 @@ adapter module and edits no pipeline.
 
 from __future__ import annotations
 
-from .base import (DeploySpec, ExtraGraph, ExtraGraphIO, FamilyAdapter, GraphIO, Prepared, adapter_for, adapter_for_config, calibration_batch,
+from .base import (DeploySpec, ExtraGraph, FamilyAdapter, GraphIO, Prepared, adapter_for, adapter_for_config, calibration_batch,
                    check_for_kind, register_adapter, unregister_adapter)
 
-__all__ = ["DeploySpec", "ExtraGraph", "ExtraGraphIO", "FamilyAdapter", "GraphIO", "Prepared", "adapter_for", "adapter_for_config", "calibration_batch", "check_for_kind",
+__all__ = ["DeploySpec", "ExtraGraph", "FamilyAdapter", "GraphIO", "Prepared", "adapter_for", "adapter_for_config", "calibration_batch", "check_for_kind",
            "register_adapter", "unregister_adapter"]
 
 from . import classifier, nanodet, two_stage  # noqa: E402,F401  (the built-in families register themselves)

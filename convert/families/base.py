@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from litedet.registry import Registry
-from litedet.runtime.kinds import KindSpec
+from litedet.runtime.kinds import GraphFiles, KindSpec
 from litedet.runtime.manifest import InputSpec, OutputSpec, ResizeSpec
 
 from ..verify.checks import ResultCheck
@@ -18,7 +18,7 @@ from ..verify.checks import ResultCheck
 if TYPE_CHECKING:
     from litedet.models.registry import ModelInfo
 
-__all__ = ["DeploySpec", "ExtraGraph", "ExtraGraphIO", "GraphIO", "Prepared", "FamilyAdapter", "adapter_for_config", "register_adapter", "unregister_adapter", "adapter_for",
+__all__ = ["DeploySpec", "ExtraGraph", "GraphIO", "Prepared", "FamilyAdapter", "adapter_for_config", "register_adapter", "unregister_adapter", "adapter_for",
            "check_for_kind", "calibration_batch", "agreed_class_count"]
 
 Shape = tuple[int, int, int, int]
@@ -39,28 +39,16 @@ class ExtraGraph:
 
 
 @dataclass
-class ExtraGraphIO:
-    """What pnnx made of an ExtraGraph, and its files in the bundle."""
-
-    input_name: str
-    output_names: list[str]
-    param: str
-    bin: str
-    param_sha256: str
-    bin_sha256: str
-    fp32_bin: str  # '' when the shipped bin is fp32
-
-
-@dataclass
 class GraphIO:
-    """What pnnx made: the input blob, the output blobs in deploy order, and
-    whether the graph follows the input size (converted with two shapes);
-    ``extra``: the further graphs by name."""
+    """What pnnx made of a graph: the input blob, the output blobs in deploy order, whether the
+    graph follows the input size (converted with two shapes); ``files``: a further graph's files
+    in the bundle (the manifest's record, ``GraphFiles``); ``extra``: the further graphs by name."""
 
     input_name: str
     output_names: list[str]
     dynamic: bool
-    extra: dict[str, ExtraGraphIO] = field(default_factory=dict)
+    extra: dict[str, "GraphIO"] = field(default_factory=dict)
+    files: GraphFiles | None = None
 
 
 @dataclass

@@ -8,6 +8,7 @@ mean/std) with a centred letterbox padded to a multiple of 32.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from litedet.datasets import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, default_class_names
@@ -97,8 +98,7 @@ class TwoStageAdapter(FamilyAdapter):
                              f"{sorted(graph.extra)}; expected 3 outputs and a 'head' graph")
         h = graph.extra["head"]
         obj, dlt, feat = graph.output_names
-        head = HeadGraph(param=h.param, bin=h.bin, param_sha256=h.param_sha256, bin_sha256=h.bin_sha256,
-                         fp32_bin=h.fp32_bin, layout="features_by_rois", input_blob=h.input_name,
+        head = HeadGraph(**asdict(h.files), layout="features_by_rois", input_blob=h.input_name,
                          in_features=s.psroi_channels,
                          scores_blob=h.output_names[0], deltas_blob=h.output_names[1])
         post = RpnPsroiSpec(
@@ -143,32 +143,6 @@ class TwoStageAdapter(FamilyAdapter):
             n = got[deploy.postprocess.head.scores_blob].size // (len(deploy.class_names) + 1)
             if n != rows:
                 raise ValueError(f"the converted head gives scores for {n} RoIs when given {rows}")
-
-
-def cost_table() -> list[dict]:
-    """Params and multiply-accumulates of every registered two-stage model: stage 1 at its input
-    size, the head per RoI, and the detector at rpn_post_nms_top_n RoIs (how the papers count)."""
-    import torch
-
-    from litedet.models import create_model, list_models, model_info
-    from litedet.models.profile import profile
-
-    rows = []
-    for name in list_models():
-        info = model_info(name)
-        if info.family != TwoStageAdapter.family:
-            continue
-        m = create_model(name).eval()
-        s = info.input_size
-        p1 = profile(m, s, s)  # forward is stage 1: the hooks see no head layer
-        head_macs = sum(layer.in_features * layer.out_features for layer in m.rcnn.modules()
-                        if isinstance(layer, torch.nn.Linear))
-        head_params = sum(p.numel() for p in m.rcnn.parameters())
-        rois = m.spec.rpn_post_nms_top_n
-        rows.append({"model": name, "input": s, "params_stage1": p1.params - head_params, "params_head": head_params,
-                     "macs_stage1": p1.macs, "macs_head_per_roi": head_macs, "rois": rois,
-                     "macs_total": p1.macs + head_macs * rois})
-    return rows
 
 
 register_adapter(TwoStageAdapter())

@@ -106,7 +106,8 @@ class DetectionCheck(ResultCheck):
     def cpp(self, core, m, outputs, geometry):
         from litedet.runtime.kinds.gfl import postprocess_outputs
 
-        c = cpp_match(postprocess_outputs(m, outputs, geometry), core.postprocess(m, outputs, geometry), geometry)
+        cpp_dets = core.kind(m.postprocess.kind).postprocess(m, outputs, geometry)
+        c = cpp_match(postprocess_outputs(m, outputs, geometry), cpp_dets, geometry)
         bad = not c.identical or c.max_box_diff > 1e-4 or c.max_score_diff > 1e-4
         return c, (f"C++ postprocessing differs from Python: {c}" if bad else None)
 
@@ -194,9 +195,7 @@ class RpnPsroiCheck(DetectionCheck):
             "detections are reported (proposals ranked differently near the top-N cut change them legitimately)"]
 
     def cpp(self, core, m, outputs, geometry):
-        from .cpp_core import two_stage_cpp_match
-
-        c = two_stage_cpp_match(core, m, outputs, geometry)
+        c = core.kind(m.postprocess.kind).match(m, outputs, geometry)
         bad = not c.identical or c.max_box_diff > 1e-4 or c.max_score_diff > 1e-4
         return c, (f"C++ two-stage glue differs from Python: {c}" if bad else None)
 

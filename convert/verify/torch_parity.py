@@ -148,11 +148,11 @@ def run_parity(bundle: str | Path, images: list[tuple[str, np.ndarray]] | None =
 
 
 def _cpp_core(s: Sides):
-    from .cpp_core import CppPostprocessor
+    from .cpp_core import CppCore
 
     if not s.check.has_cpp:
         raise ValueError(f"--cpp: the C++ core has no postprocess kind {s.manifest.postprocess.kind!r}")
-    return CppPostprocessor()
+    return CppCore()
 
 
 def _parity_of_image(s: Sides, th: ParityThresholds, name: str, img: np.ndarray, ts, graphs, r16: BundleRunner,

@@ -13,7 +13,6 @@ a kind only wires them to the manifest. Built in: ``gfl`` (NanoDet),
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -44,9 +43,11 @@ class KindSpec:
 
 
 @dataclass(kw_only=True)
-class GraphFiles(ABC):
-    """A further ncnn graph of a bundle (a two-stage detector's head): its files, confined to the
-    bundle. A kind subclasses it with the blob names its graph has."""
+class GraphFiles:
+    """The files of one ncnn graph in a bundle (paths relative to it, their sha256, and the fp32
+    reference weights): the one record of a graph's files, written by ``convert`` (its
+    ``GraphIO.files``) and read from the manifest. A kind's further graph (a two-stage detector's
+    head) subclasses it with the blob names its graph has."""
 
     param: str
     bin: str
@@ -54,9 +55,10 @@ class GraphFiles(ABC):
     bin_sha256: str
     fp32_bin: str  # the fp32 reference weights of the same graph ('' when the bin itself is fp32)
 
-    @abstractmethod
     def blobs(self) -> tuple[str, list[str]]:
-        """(input blob, output blobs in the graph's order)."""
+        """(input blob, output blobs in the graph's order): the kind's subclass says."""
+        raise NotImplementedError(f"{type(self).__name__} names no blobs: a kind's graph entry subclasses "
+                                  "GraphFiles with its blob fields")
 
 
 @dataclass(frozen=True)

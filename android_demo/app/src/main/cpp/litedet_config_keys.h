@@ -1,5 +1,6 @@
 // The keys of NAME.cfg, written once. Everything that reads or writes the config uses this
-// table: the Config struct and parse_config (litedet_post.*), the C API's dump
+// table: each kind's config struct and reader (GflConfig in litedet_gfl.*, RpnPsroiConfig in
+// litedet_rpn_psroi.*), the C API's dump
 // (litedet_capi.cpp), and the generator litedet.runtime.devconfig, which parses the
 // X(...) lines below (one per line: key, type, lo, hi).
 //
@@ -85,7 +86,7 @@
   X(class_names, labels, 0, 0)
 
 // Written by the generator for a reader's information (which bundle the assets came from);
-// parse_config ignores them, as it ignores every key it does not know.
+// the readers ignore them, as it ignores every key it does not know.
 #define LITEDET_GFL_INFO_KEYS(X) \
   X(param_sha256)                   \
   X(bin_sha256)

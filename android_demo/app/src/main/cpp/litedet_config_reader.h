@@ -1,4 +1,4 @@
-// The NAME.cfg reader shared by the config parsers of every postprocess kind (litedet_post.cpp
+// The NAME.cfg reader shared by the config parsers of every postprocess kind (litedet_gfl.cpp
 // for gfl, litedet_rpn_psroi.cpp for rpn_psroi): key=value lines, '#' comments, typed readers
 // named after the config types of litedet_config_keys.h. Internal to the core.
 #pragma once

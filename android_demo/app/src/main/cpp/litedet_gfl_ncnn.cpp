@@ -1,12 +1,13 @@
 // Postprocess kind 'gfl' (NanoDet, NanoDet-Plus) on the device: one graph, per stride a class
 // score blob [H*W, num_classes] (sigmoid in the graph) and a distribution blob
-// [H*W, 4*(reg_max+1)]; decoding is the core's litedet::postprocess (litedet_post.h), the
+// [H*W, 4*(reg_max+1)]; decoding is the core's litedet::postprocess (litedet_gfl.h), the
 // mirror of runtime/kinds/gfl.py:postprocess_outputs. Steps named as the Python kind's:
 // extract_levels (the graph's outputs, shape-checked), postprocess_outputs.
 
 #include <exception>
 
 #include "demo_utils.h"
+#include "litedet_gfl.h"
 #include "litedet_ncnn.h"
 
 namespace litedet_demo {
@@ -23,7 +24,7 @@ class GflKind : public NcnnKind
 public:
     bool parse(const std::string& cfg_text, std::string& err) override
     {
-        return litedet::parse_config(cfg_text, cfg_, &err);
+        return litedet::parse_gfl_config(cfg_text, cfg_, &err);
     }
     InputConfig input() const override { return input_of(cfg_); }
     std::vector<GraphFiles> graphs() const override { return {{cfg_.param, cfg_.bin}}; }
@@ -106,7 +107,7 @@ private:
         }
     }
 
-    litedet::Config cfg_;
+    litedet::GflConfig cfg_;
 };
 
 } // namespace

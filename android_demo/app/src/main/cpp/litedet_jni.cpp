@@ -5,10 +5,10 @@
 // RGBA), are cropped to the preview's aspect ratio, run through the model and
 // drawn, then copied into the SurfaceView's ANativeWindow.
 //
-// Every model constant comes from NAME.cfg in the assets (parsed by
-// litedet::parse_config): blob names, input size, letterbox policy, pixel
-// order, mean/norm, strides, reg_max, thresholds, class names. The models are
-// found by listing the assets for *.cfg. Preprocessing, inference and
+// Every model constant comes from NAME.cfg in the assets (parsed by the reader
+// of the kind its kind= names, through ModelRunner): blob names, input size,
+// letterbox policy, pixel order, mean/norm, the kind's decoding settings, class
+// names. The models are found by listing the assets for *.cfg. Preprocessing, inference and
 // postprocessing are in litedet_ncnn.cpp (no Android there, so it is also
 // checked on a desktop against the Python runtime).
 
@@ -42,7 +42,7 @@
 #include "demo_utils.h"
 #include "frame_utils.h"
 #include "litedet_ncnn.h"
-#include "litedet_post.h"
+#include "litedet_letterbox.h"
 #include "ndkcamera.h"
 
 #define LOG_TAG "litedet"

@@ -8,7 +8,37 @@
 #include <string>
 #include <vector>
 
+#include "litedet_config_reader.h"
+
 namespace litedet {
+
+// The C++ type of each config type of litedet_config_keys.h: a kind's config struct has one
+// member per key of its table (written by litedet.runtime.devconfig.device_config_text).
+using cfg_str = std::string;
+using cfg_names = std::vector<std::string>;
+using cfg_labels = std::vector<std::string>;
+using cfg_int = int;
+using cfg_real = float;
+using cfg_flag = bool;
+using cfg_reals = std::vector<float>;
+using cfg_ints = std::vector<int>;
+
+// The value of the kind= key of any kind's NAME.cfg ("" when it has none): the postprocess kind
+// whose key table the file follows. The form with *error returns false (the line at fault)
+// when the text is not key=value lines.
+inline bool config_kind(const std::string& text, std::string& kind, std::string* error) {
+  std::map<std::string, std::string> kv;
+  kind.clear();
+  if (!cfgread::split_lines(text, kv, error)) return false;
+  auto it = kv.find("kind");
+  if (it != kv.end()) kind = cfgread::trim(it->second);
+  return true;
+}
+
+inline std::string config_kind(const std::string& text) {
+  std::string kind;
+  return config_kind(text, kind, nullptr) ? kind : "";
+}
 
 // Parse cfg_text with the kind's reader and write the parsed config back into out; false and
 // *error (naming the key) when the text does not parse.

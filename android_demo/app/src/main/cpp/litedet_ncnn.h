@@ -30,7 +30,8 @@
 #include "allocator.h"
 #include "net.h"
 
-#include "litedet_post.h"
+#include "litedet_kind.h"
+#include "litedet_letterbox.h"
 
 namespace litedet_demo {
 

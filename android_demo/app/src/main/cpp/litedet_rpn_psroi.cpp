@@ -1,5 +1,5 @@
 // litedet two-stage core; see litedet_rpn_psroi.h. Mirrors runtime/kinds/rpn_psroi_ops.py function by
-// function. Build with -ffp-contract=off and without -ffast-math (see litedet_post.h).
+// function. Build with -ffp-contract=off and without -ffast-math (see litedet_boxes.h).
 #include "litedet_rpn_psroi.h"
 
 #include <algorithm>
@@ -29,7 +29,7 @@ bool parse_rpn_psroi_config(const std::string& text, RpnPsroiConfig& cfg, std::s
   if (!r.has_error() && version != LITEDET_CONFIG_VERSION)
     return fail("config key 'version' is " + std::to_string(version) + "; this litedet core reads version " +
                 std::to_string(LITEDET_CONFIG_VERSION));
-  const std::string kind = r.str("kind");  // the kind first, as parse_config
+  const std::string kind = r.str("kind");  // the kind first, as parse_gfl_config
   if (!r.has_error() && kind != "rpn_psroi")
     return fail("config key 'kind' is '" + kind + "'; parse_rpn_psroi_config reads 'rpn_psroi' configs");
 #define LITEDET_TWO_STAGE_READ(key, type, lo, hi) c.key = r.read_##type(#key, lo, hi);

@@ -14,7 +14,7 @@
 //   threshold, min size, per-class NMS, max_detections -> map back to the image.
 //
 // The conventions are written once, at the top of runtime/kinds/rpn_psroi_ops.py; the floating-point
-// policy is litedet_post.h's (float everywhere numpy uses float32, same operation order,
+// policy is litedet_boxes.h's (float everywhere numpy uses float32, same operation order,
 // -ffp-contract=off, no fast-math). exp (decode, sigmoid) may differ from numpy's by an ulp;
 // every other step is exact, so proposals, pooled features and detections match Python's to
 // ~1e-5 with identical order and labels.
@@ -24,8 +24,10 @@
 #include <string>
 #include <vector>
 
+#include "litedet_boxes.h"
 #include "litedet_config_keys.h"
-#include "litedet_post.h"
+#include "litedet_kind.h"
+#include "litedet_letterbox.h"
 
 namespace litedet {
 

@@ -1,11 +1,10 @@
-// litedet on-device postprocessing core; see litedet_post.h for the conventions and the
-// floating-point policy. Mirrors runtime/kinds/gfl.py, runtime/boxes.py and runtime/letterbox.py function by function.
+// litedet on-device postprocessing of the 'gfl' kind; see litedet_gfl.h for the conventions.
+// Mirrors runtime/kinds/gfl.py function by function.
 //
-// Build with -ffp-contract=off and without -ffast-math (see the header).
-#include "litedet_post.h"
+// Build with -ffp-contract=off and without -ffast-math (litedet_boxes.h).
+#include "litedet_gfl.h"
 
 #include "litedet_config_reader.h"
-#include "litedet_kind.h"
 
 #include <algorithm>
 #include <cmath>
@@ -28,21 +27,7 @@ using cfgread::Reader;
 
 }  // namespace
 
-bool config_kind(const std::string& text, std::string& kind, std::string* error) {
-  std::map<std::string, std::string> kv;
-  kind.clear();
-  if (!cfgread::split_lines(text, kv, error)) return false;
-  auto it = kv.find("kind");
-  if (it != kv.end()) kind = cfgread::trim(it->second);
-  return true;
-}
-
-std::string config_kind(const std::string& text) {
-  std::string kind;
-  return config_kind(text, kind, nullptr) ? kind : "";
-}
-
-bool parse_config(const std::string& text, Config& cfg, std::string* error) {
+bool parse_gfl_config(const std::string& text, GflConfig& cfg, std::string* error) {
   auto fail = [&](const std::string& msg) {
     if (error) *error = msg;
     return false;
@@ -50,7 +35,7 @@ bool parse_config(const std::string& text, Config& cfg, std::string* error) {
   std::map<std::string, std::string> kv;
   if (!cfgread::split_lines(text, kv, error)) return false;
   Reader r(std::move(kv));
-  Config c;
+  GflConfig c;
   long long version = r.integer("version", 0, 1 << 20);
   if (!r.has_error() && version != kConfigVersion)
     return fail("config key 'version' is " + std::to_string(version) + "; this litedet core reads version " +
@@ -58,7 +43,7 @@ bool parse_config(const std::string& text, Config& cfg, std::string* error) {
   // the kind first: another kind's config would otherwise fail on its first missing key
   const std::string kind = r.str("kind");
   if (!r.has_error() && kind != "gfl")
-    return fail("config key 'kind' is '" + kind + "'; parse_config reads 'gfl' configs (NanoDet); "
+    return fail("config key 'kind' is '" + kind + "'; parse_gfl_config reads 'gfl' configs (NanoDet); "
                 "'rpn_psroi' configs are read by parse_rpn_psroi_config");
 #define LITEDET_CONFIG_READ(key, type, lo, hi) c.key = r.read_##type(#key, lo, hi);
   LITEDET_GFL_KEYS(LITEDET_CONFIG_READ)
@@ -99,83 +84,8 @@ bool parse_config(const std::string& text, Config& cfg, std::string* error) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Geometry
-// ---------------------------------------------------------------------------------------
-int resize_policy_code(const std::string& name) {
-  if (name == "letterbox") return kLetterbox;
-  if (name == "letterbox_top_left") return kLetterboxTopLeft;
-  if (name == "stretch") return kStretch;
-  return -1;
-}
-
-Letterbox letterbox_geometry(int src_w, int src_h, int target, int multiple, bool fixed, int policy) {
-  if (src_w <= 0 || src_h <= 0)
-    throw std::invalid_argument("image size must be positive, got " + std::to_string(src_w) + "x" + std::to_string(src_h));
-  if (target <= 0 || multiple <= 0 || target % multiple)
-    throw std::invalid_argument("target " + std::to_string(target) + " must be a positive multiple of " +
-                                std::to_string(multiple));
-  if (policy != kLetterbox && policy != kLetterboxTopLeft && policy != kStretch)
-    throw std::invalid_argument("resize policy " + std::to_string(policy) + " is unknown");
-  if (policy == kStretch) {
-    Letterbox lb;
-    lb.src_w = src_w;
-    lb.src_h = src_h;
-    lb.resized_w = lb.resized_h = lb.in_w = lb.in_h = target;
-    lb.pad_left = lb.pad_top = 0;
-    return lb;
-  }
-  long long w, h;  // exact integer floor, as Python's //
-  if (src_w >= src_h) {
-    w = target;
-    h = std::max<long long>(1, static_cast<long long>(src_h) * target / src_w);
-  } else {
-    w = std::max<long long>(1, static_cast<long long>(src_w) * target / src_h);
-    h = target;
-  }
-  long long in_w, in_h;
-  if (fixed) {
-    in_w = in_h = target;
-  } else {
-    in_w = (w + multiple - 1) / multiple * multiple;
-    in_h = (h + multiple - 1) / multiple * multiple;
-  }
-  Letterbox lb;
-  lb.src_w = src_w;
-  lb.src_h = src_h;
-  lb.resized_w = static_cast<int>(w);
-  lb.resized_h = static_cast<int>(h);
-  lb.in_w = static_cast<int>(in_w);
-  lb.in_h = static_cast<int>(in_h);
-  lb.pad_left = policy == kLetterboxTopLeft ? 0 : static_cast<int>((in_w - w) / 2);
-  lb.pad_top = policy == kLetterboxTopLeft ? 0 : static_cast<int>((in_h - h) / 2);
-  return lb;
-}
-
-// ---------------------------------------------------------------------------------------
 // Decode
 // ---------------------------------------------------------------------------------------
-float pairwise_sum(const float* a, std::size_t n, std::size_t stride) {
-  // numpy's <TYPE>_pairwise_sum (loops_utils.h.src), operation for operation.
-  if (n < 8) {
-    float res = 0.f;
-    for (std::size_t i = 0; i < n; ++i) res += a[i * stride];
-    return res;
-  }
-  if (n <= 128) {
-    float r[8];
-    for (std::size_t k = 0; k < 8; ++k) r[k] = a[k * stride];
-    std::size_t i = 8;
-    for (; i < n - (n % 8); i += 8)
-      for (std::size_t k = 0; k < 8; ++k) r[k] += a[(i + k) * stride];
-    float res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-    for (; i < n; ++i) res += a[i * stride];
-    return res;
-  }
-  std::size_t n2 = n / 2;
-  n2 -= n2 % 8;
-  return pairwise_sum(a, n2, stride) + pairwise_sum(a + n2 * stride, n - n2, stride);
-}
-
 void distribution_to_distance(const float* logits, int reg_max, float out[4]) {
   const std::size_t bins = static_cast<std::size_t>(reg_max) + 1;
   // scratch: on the stack for the usual reg_max (7, 16), on the heap beyond
@@ -241,100 +151,9 @@ void decode_level(const float* scores, const float* dists, int rows, int num_cla
 }
 
 // ---------------------------------------------------------------------------------------
-// NMS
-// ---------------------------------------------------------------------------------------
-namespace {
-// np.maximum / np.minimum: NaN propagates
-inline float np_max(float a, float b) { return std::isnan(a) ? a : std::isnan(b) ? b : (a >= b ? a : b); }
-inline float np_min(float a, float b) { return std::isnan(a) ? a : std::isnan(b) ? b : (a <= b ? a : b); }
-}  // namespace
-
-float box_iou(const float* a, const float* b) {
-  const float iw = np_max(0.f, np_min(a[2], b[2]) - np_max(a[0], b[0]));
-  const float ih = np_max(0.f, np_min(a[3], b[3]) - np_max(a[1], b[1]));
-  const float inter = iw * ih;
-  const float area_a = (a[2] - a[0]) * (a[3] - a[1]);
-  const float area_b = (b[2] - b[0]) * (b[3] - b[1]);
-  const float uni = area_a + area_b - inter;
-  return uni > 0.f ? inter / uni : 0.f;
-}
-
-std::vector<std::size_t> nms(const std::vector<Candidate>& cand, float iou_threshold, bool class_agnostic,
-                             int max_detections) {
-  std::vector<std::size_t> keep;
-  if (max_detections <= 0) return keep;
-  const std::size_t n = cand.size();
-  std::vector<std::size_t> order(n);
-  for (std::size_t i = 0; i < n; ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(),
-                   [&](std::size_t a, std::size_t b) { return cand[a].score > cand[b].score; });
-  // structure of arrays in sorted order; area as box_iou computes it
-  std::vector<float> x1(n), y1(n), x2(n), y2(n), area(n);
-  std::vector<int> labels(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    const Candidate& c = cand[order[i]];
-    x1[i] = c.x1, y1[i] = c.y1, x2[i] = c.x2, y2[i] = c.y2, labels[i] = c.label;
-    area[i] = (c.x2 - c.x1) * (c.y2 - c.y1);
-  }
-  // Greedy NMS decided lazily: a box is suppressed exactly when a box kept before it (boxes
-  // that were suppressed suppress nothing) overlaps it by more than the threshold. So each
-  // candidate, in score order, is tested against the boxes kept so far, and the scan stops
-  // at max_detections: with 2000 RPN candidates and 200 kept that is a few tens of thousands
-  // of IoUs instead of a million. box_iou(kept, candidate): the same operands, the same
-  // float operations as the eager form and as the Python.
-  const float thr = iou_threshold;
-  std::vector<std::size_t> kept_at;  // positions (in score order) of the kept boxes
-  for (std::size_t j = 0; j < n; ++j) {
-    bool suppressed = false;
-    for (std::size_t i : kept_at) {
-      if (!class_agnostic && labels[i] != labels[j]) continue;
-      const float iw = np_max(0.f, np_min(x2[i], x2[j]) - np_max(x1[i], x1[j]));
-      const float ih = np_max(0.f, np_min(y2[i], y2[j]) - np_max(y1[i], y1[j]));
-      const float inter = iw * ih;
-      const float uni = area[i] + area[j] - inter;
-      if ((uni > 0.f ? inter / uni : 0.f) > thr) {
-        suppressed = true;
-        break;
-      }
-    }
-    if (suppressed) continue;
-    kept_at.push_back(j);
-    keep.push_back(order[j]);
-    if (keep.size() >= static_cast<std::size_t>(max_detections)) break;
-  }
-  return keep;
-}
-
-// ---------------------------------------------------------------------------------------
-// Back to the original image
-// ---------------------------------------------------------------------------------------
-namespace {
-// np.clip(v, 0, hi) as numpy computes it: min(max(v, lo), hi), NaN passes through.
-inline float np_clip(float v, float hi) {
-  float t = std::isnan(v) ? v : (v > 0.f ? v : 0.f);
-  return std::isnan(t) ? t : (t < hi ? t : hi);
-}
-}  // namespace
-
-Detection map_box_back(const Candidate& c, const Letterbox& lb) {
-  const float sx = static_cast<float>(lb.resized_w) / static_cast<float>(lb.src_w);
-  const float sy = static_cast<float>(lb.resized_h) / static_cast<float>(lb.src_h);
-  const float pl = static_cast<float>(lb.pad_left), pt = static_cast<float>(lb.pad_top);
-  const float w = static_cast<float>(lb.src_w), h = static_cast<float>(lb.src_h);
-  Detection d;
-  d.x1 = np_clip((c.x1 - pl) / sx, w);
-  d.y1 = np_clip((c.y1 - pt) / sy, h);
-  d.x2 = np_clip((c.x2 - pl) / sx, w);
-  d.y2 = np_clip((c.y2 - pt) / sy, h);
-  d.score = c.score;
-  d.label = c.label;
-  return d;
-}
-
-// ---------------------------------------------------------------------------------------
 // The whole chain (runtime/kinds/gfl.py:postprocess_outputs)
 // ---------------------------------------------------------------------------------------
-std::vector<Detection> postprocess(const Config& cfg, const std::vector<LevelOutput>& levels, const Letterbox& lb) {
+std::vector<Detection> postprocess(const GflConfig& cfg, const std::vector<LevelOutput>& levels, const Letterbox& lb) {
   if (levels.size() != cfg.strides.size())
     throw std::invalid_argument("got " + std::to_string(levels.size()) + " output levels; the config has " +
                                 std::to_string(cfg.strides.size()) + " strides");
@@ -374,7 +193,7 @@ std::vector<Detection> postprocess(const Config& cfg, const std::vector<LevelOut
   return out;
 }
 
-bool try_postprocess(const Config& cfg, const std::vector<LevelOutput>& levels, const Letterbox& lb,
+bool try_postprocess(const GflConfig& cfg, const std::vector<LevelOutput>& levels, const Letterbox& lb,
                      std::vector<Detection>& out, std::string* error) noexcept {
   try {
     out = postprocess(cfg, levels, lb);
@@ -391,8 +210,8 @@ namespace {
 
 // gfl's config written back, one line per key of LITEDET_GFL_KEYS.
 bool dump_gfl_config(const std::string& text, std::string& out, std::string* error) {
-  Config c;
-  if (!parse_config(text, c, error)) return false;
+  GflConfig c;
+  if (!parse_gfl_config(text, c, error)) return false;
   std::ostringstream o;
 #define LITEDET_GFL_DUMP(key, type, lo, hi) o << #key "=" << cfgread::dump_value(c.key) << "\n";
   LITEDET_GFL_KEYS(LITEDET_GFL_DUMP)
