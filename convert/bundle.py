@@ -75,8 +75,8 @@ def check_bundle_loads(d: Path) -> None:
 def check_input_size(size: int, multiple: int = 32) -> None:
     """A positive multiple of the largest stride, at most MAX_INPUT_SIZE (checked before any work)."""
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        raise ConvertError(f"input size {size!r} must be a positive multiple of {multiple} (e.g. 320), "
-                           f"at most {MAX_INPUT_SIZE}")
+        what = "a positive integer" if multiple == 1 else f"a positive multiple of {multiple}"
+        raise ConvertError(f"input size {size!r} must be {what} (e.g. 320), at most {MAX_INPUT_SIZE}")
     if size > MAX_INPUT_SIZE:
         raise ConvertError(f"input size {size} is larger than {MAX_INPUT_SIZE}, the largest litedet converts "
                            f"(phones run 320-416); choose a multiple of {multiple} up to {MAX_INPUT_SIZE}")

@@ -11,7 +11,7 @@ import numpy as np
 
 from litedet.runtime.visualize import drawable, save_image
 
-__all__ = ["log_bar_chart", "scatter_chart", "log_scatter_chart"]
+__all__ = ["log_bar_chart", "scatter_chart", "log_scatter_chart", "metric_bar_chart"]
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _COLORS = [(200, 120, 40), (40, 140, 230), (60, 170, 60), (180, 60, 180), (30, 30, 200), (120, 120, 120)]
@@ -128,4 +128,28 @@ def log_scatter_chart(path: str | Path, title: str, x_label: str, y_label: str,
             _text(img, lab, (px(x) + 7, py(y) - 6), 0.33, c)
         cv2.circle(img, (left + 20, top + 14 + 16 * j), 5, c, fill, cv2.LINE_AA)
         _text(img, name, (left + 30, top + 18 + 16 * j), 0.4)
+    save_image(path, img)
+
+
+def metric_bar_chart(path: str | Path, title: str, values: dict[str, float], notes: list[str] = ()) -> None:
+    """One horizontal bar per name on a 0..1 axis with its value written, and lines of text below
+    (e.g. the classes a backend loses most)."""
+    left, w, top, bar = 130, 760, 40, 22
+    h = top + len(values) * (bar + 10) + 30 + 16 * len(notes)
+    img = np.full((h, w, 3), 255, np.uint8)
+    _text(img, title[:110], (10, 22), 0.5)
+    scale = w - left - 80
+    for i in range(11):
+        x = left + int(scale * i / 10)
+        cv2.line(img, (x, top), (x, top + len(values) * (bar + 10)), (230, 230, 230), 1)
+    y = top
+    for j, (name, v) in enumerate(values.items()):
+        _text(img, name, (8, y + 15))
+        cv2.rectangle(img, (left, y), (left + int(scale * min(max(v, 0.0), 1.0)), y + bar), _COLORS[j % len(_COLORS)], -1)
+        _text(img, f"{v:.4f}", (left + int(scale * min(max(v, 0.0), 1.0)) + 6, y + 15))
+        y += bar + 10
+    y += 20
+    for line in notes:
+        _text(img, line[:120], (8, y), 0.38)
+        y += 16
     save_image(path, img)

@@ -12,7 +12,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from litedet.runtime.manifest import Manifest, sha256_file
 
 from .bundle import (BIN_NAME, PARAM_NAME, REF_DIR, ConvertError, ConvertResult, assemble_manifest, atomic_bundle_dir,
                      check_destination, check_input_size, now_utc, reference_image, tool_versions)
+
+if TYPE_CHECKING:
+    from .preprocessing import Stated
 
 __all__ = ["convert_model", "VERIFY_MIN_COSINE", "ROUTES"]
 
@@ -207,13 +210,14 @@ class _Job:
     names: list[str]
     input_size: int
     provenance: dict
+    stated: Any = None  # the user's preprocessing (convert/preprocessing.py: Stated)
 
 
 def convert_model(arch: str | None, out: str | Path, checkpoint: str | Path | None = None,
                   input_size: int | None = None, fp32: bool = False, route: str = "pnnx", force: bool = False,
                   seed: int = 0, progress: bool = True, class_names: list[str] | None = None,
                   model_kwargs: dict | None = None, trust_checkpoint: bool = False, config: str | Path | None = None,
-                  options: dict | None = None) -> ConvertResult:
+                  options: dict | None = None, preprocess: "Stated | None" = None) -> ConvertResult:
     """Checkpoint -> verified bundle directory (see DESIGN.md for its contents).
 
     ``arch`` may be None when ``config`` (e.g. NanoDet's own .yml) names it.
@@ -228,7 +232,7 @@ def convert_model(arch: str | None, out: str | Path, checkpoint: str | Path | No
     out = Path(out)
     t0 = time.perf_counter()
     job = _prepare(arch, out, checkpoint, input_size, force, seed, class_names, model_kwargs, trust_checkpoint,
-                   config, options)
+                   config, options, preprocess)
     steps = _Steps(job.arch, progress, t0)
     steps.done("load")
     with atomic_bundle_dir(out, force) as tmp:
@@ -237,14 +241,22 @@ def convert_model(arch: str | None, out: str | Path, checkpoint: str | Path | No
 
 
 def _prepare(arch, out: Path, checkpoint, input_size, force: bool, seed: int, class_names, model_kwargs,
-             trust: bool, config, options) -> _Job:
+             trust: bool, config, options, stated=None) -> _Job:
     """Resolve the architecture, check every input and the destination, build the model with its
     weights (loaded, imported or seeded): all before the first conversion step."""
     from litedet.models import create_model
 
+    from .preprocessing import Stated, check_graph_import, default_source, sources
+
     arch, info, adapter, prepared = _resolve(arch, config, checkpoint, class_names, trust, options)
+    stated = stated or Stated()
+    size_source = "flags" if input_size is not None else ("config" if prepared.input_size else "architecture default")
     input_size = input_size if input_size is not None else (prepared.input_size or info.input_size)
-    check_input_size(input_size)
+    check_input_size(input_size, adapter.input_multiple)
+    try:
+        check_graph_import(checkpoint, stated, adapter.preprocess_convention)
+    except ValueError as e:
+        raise ConvertError(str(e)) from None
     check_destination(out, force)
     model = create_model(arch, **{**prepared.model_kwargs, **(model_kwargs or {})})
     try:
@@ -253,12 +265,25 @@ def _prepare(arch, out: Path, checkpoint, input_size, force: bool, seed: int, cl
         raise ConvertError(str(e)) from None
     provenance = _weights(adapter, model, info, checkpoint, seed, input_size, trust)
     provenance["deploy_options"] = prepared.options
+    provenance["preprocessing"] = sources(stated, default_source(adapter.preprocess_convention, config is not None),
+                                          size_source)
     if config is not None:
         provenance["config"] = {"path": str(Path(config).resolve()), "sha256": sha256_file(config)}
     if prepared.notes:
         provenance["inferred"] = prepared.notes
     model.eval()
-    return _Job(arch, info, adapter, prepared, model, names, input_size, provenance)
+    return _Job(arch, info, adapter, prepared, model, names, input_size, provenance, stated)
+
+
+def _stated(job: _Job, deploy, dynamic: bool):
+    """The family's preprocessing with what the user stated in its place (refused where it
+    contradicts the config the family read)."""
+    from .preprocessing import apply_stated, check_against_config
+
+    config = job.provenance.get("config")
+    if config is not None:
+        check_against_config(deploy, job.stated, config["path"])
+    return apply_stated(deploy, job.stated, job.info.task, dynamic)
 
 
 def _write_bundle(job: _Job, tmp: Path, route: str, fp32: bool, seed: int, steps: "_Steps") -> tuple[Manifest, dict]:
@@ -286,6 +311,7 @@ def _write_bundle(job: _Job, tmp: Path, route: str, fp32: bool, seed: int, steps
     try:
         graph = GraphIO(res.input_name, res.output_names, res.dynamic_shape, extra_io)
         deploy = adapter.deploy_spec(model, info, job.input_size, graph, job.names, job.prepared.options)
+        deploy = _stated(job, deploy, res.dynamic_shape)
         manifest = assemble_manifest(job.arch, job.input_size, deploy, not fp32, sha256_file(tmp / PARAM_NAME),
                                      sha256_file(tmp / BIN_NAME))
     except ValueError as e:

@@ -48,6 +48,11 @@ def _print_convert(r) -> None:
     print(f"bundle: {r.bundle}  ({m.architecture}, {m.task}, input {m.resize.target}, {m.weight_storage} weights, "
           f"{shape}, route {m.provenance.get('route')})")
     print(f"weights: {m.provenance.get('weights')}" + (f" from {m.provenance['source_checkpoint']}" if m.provenance.get("source_checkpoint") else ""))
+    src = m.provenance.get("preprocessing", {})
+    fmt = lambda v: ",".join(f"{x:g}" for x in v)  # noqa: E731
+    print(f"preprocessing: {m.input.pixel_format} ({src.get('pixel_format', '?')}), mean {fmt(m.input.mean)} "
+          f"({src.get('mean', '?')}), norm {fmt(m.input.norm)} ({src.get('norm', '?')}), {rs.policy} "
+          f"({src.get('resize', '?')}), input {rs.target} ({src.get('input_size', '?')})")
     for note in [m.provenance.get("note"), *m.provenance.get("inferred", [])]:
         if note:
             print(f"note: {note}")
@@ -86,13 +91,21 @@ def _options(a: argparse.Namespace) -> dict:
     return {k: v for k, v in (("decode", a.decode), ("preprocess", a.preprocess)) if v}
 
 
+def _stated(a: argparse.Namespace):
+    """The preprocessing flags as stated (convert/preprocessing.py)."""
+    from litedet.convert.preprocessing import stated_from_flags
+
+    return stated_from_flags(a.pixel_order, a.mean, a.norm, a.std, a.resize)
+
+
 def _cmd_convert(a: argparse.Namespace) -> int:
     from litedet.convert.pipeline import convert_model
 
     names = _read_class_names(a.class_names) if a.class_names else None
     r = convert_model(a.arch, a.out, checkpoint=a.checkpoint, input_size=a.input_size, fp32=a.fp32,
                       route=a.route, force=a.force, seed=a.seed, progress=not a.quiet, class_names=names,
-                      trust_checkpoint=a.trust_checkpoint, config=a.config, options=_options(a))
+                      trust_checkpoint=a.trust_checkpoint, config=a.config, options=_options(a),
+                      preprocess=_stated(a))
     _print_convert(r)
     return 0
 
@@ -208,7 +221,13 @@ def _cmd_parity(a: argparse.Namespace) -> int:
     bundle = Path(a.bundle)
     out = Path(a.out) if a.out else bundle.parent / f"{bundle.name}-parity"
     thresholds = _thresholds(a.threshold)
-    load_manifest(bundle)  # a bad bundle is refused before any folder is made
+    kind = load_manifest(bundle).postprocess.kind  # a bad bundle is refused before any folder is made
+    if a.adb:
+        from litedet.runtime.devconfig import device_kinds
+
+        if kind not in device_kinds():
+            raise ValueError(f"--adb runs the app's C++ pipeline, which runs kinds {', '.join(device_kinds())}; "
+                             f"this bundle is {kind!r}")
     if out.resolve().is_relative_to(bundle.resolve()):
         raise ValueError(f"--out {out} is inside the bundle {bundle}; the report goes into a folder of its own")
     images = _load_images(a.images) if a.images is not None else None
@@ -220,15 +239,36 @@ def _cmd_parity(a: argparse.Namespace) -> int:
         from litedet.convert.verify.arm import arm_parity, format_arm_report
 
         arm = arm_parity(bundle, images=images, out_dir=out / "arm", cache_dir=a.arm_cache, progress=not a.quiet)
+    phone = _adb_parity(a, bundle, images, out) if a.adb else None
     if a.json:
-        print(json.dumps({**r.to_dict(), **({"arm": arm.to_dict()} if arm else {})}, indent=2))
+        print(json.dumps({**r.to_dict(), **({"arm": arm.to_dict()} if arm else {}),
+                          **({"adb": phone} if phone else {})}, indent=2))
     else:
         print(format_report(r))
         if arm:
             print()
             print(format_arm_report(arm))
-        print(f"report: {out / 'parity.json'}, images: {out}/parity_*.jpg" + (f", ARM: {out / 'arm'}" if arm else ""))
-    return 0 if r.passed and (arm is None or arm.passed) else 1
+        if phone:
+            from litedet.benchmarks.remote_eval import format_adb_parity
+
+            print()
+            print(format_adb_parity(phone))
+        print(f"report: {out / 'parity.json'}, images: {out}/parity_*.jpg" + (f", ARM: {out / 'arm'}" if arm else "")
+              + (f", phone: {out / 'adb'}" if phone else ""))
+    return 0 if r.passed and (arm is None or arm.passed) and (phone is None or phone["passed"]) else 1
+
+
+def _adb_parity(a: argparse.Namespace, bundle: Path, images, out: Path) -> dict:
+    """parity --adb: the phone's part, written to OUT/adb/adb_parity.{json,txt}."""
+    from litedet.benchmarks.remote_eval import adb_parity, format_adb_parity
+    from litedet.convert.verify.report import write_report
+    from litedet.photos import default_images
+    from litedet.runtime.bundle import Bundle
+
+    rep = adb_parity(Bundle.open(bundle), images if images is not None else list(default_images()), a.serial,
+                     progress=not a.quiet)
+    write_report(out / "adb", "adb_parity", rep, format_adb_parity(rep))
+    return rep
 
 
 def _cmd_assets(a: argparse.Namespace) -> int:
@@ -279,7 +319,8 @@ def _run_steps(a: argparse.Namespace, out: Path, names: list[str] | None) -> int
           f"({'checkpoint ' + a.checkpoint if a.checkpoint else 'seeded random weights, untrained'})")
     r = convert_model(arch, bundle, checkpoint=a.checkpoint, input_size=a.input_size, fp32=a.fp32,
                       route=a.route, force=True, seed=a.seed, progress=not a.quiet, class_names=names,
-                      trust_checkpoint=a.trust_checkpoint, config=a.config, options=_options(a))
+                      trust_checkpoint=a.trust_checkpoint, config=a.config, options=_options(a),
+                      preprocess=_stated(a))
     _print_convert(r)
     print("== 2/4 parity: torch fp32 vs ncnn fp32 vs ncnn fp16")
     rep = run_parity(bundle, out_dir=out / "parity", progress=not a.quiet)
@@ -320,6 +361,15 @@ def _convert_options(s: argparse.ArgumentParser) -> None:
                    help="detectors: 'letterbox' (default; centred padding) or upstream NanoDet's val pipeline, "
                         "keep_ratio (pad right/bottom after normalisation) or stretch; --config picks the upstream one")
     s.add_argument("--class-names", help="a text file with one class name per line (as many as the model has classes)")
+    g = s.add_argument_group("preprocessing (stated, never assumed: required when --checkpoint is a graph, "
+                             ".param or .onnx, of a family without a fixed convention)")
+    g.add_argument("--pixel-order", choices=("rgb", "bgr"), default=None, help="the channel order the model was trained on")
+    g.add_argument("--mean", default=None, metavar="A,B,C", help="per-channel mean on 0..255 pixels, in pixel order")
+    g.add_argument("--norm", default=None, metavar="A,B,C", help="per-channel scale applied after the mean (1/std)")
+    g.add_argument("--std", default=None, metavar="A,B,C", help="per-channel std (the same as --norm 1/std)")
+    g.add_argument("--resize", choices=("letterbox", "stretch", "center_crop"), default=None,
+                   help="how an image becomes the input: keep aspect and pad, stretch to the square, or (classifiers) "
+                        "centre crop")
     s.add_argument("--trust-checkpoint", action="store_true",
                    help="DANGEROUS: unpickle the whole checkpoint, which runs code from the file (default: "
                         "tensors only, other classes read as inert placeholders); only for files you trust")
@@ -395,11 +445,85 @@ def _add_parity(sub) -> None:
                    help="also run the bundle with the aarch64 ncnn under qemu-aarch64, fp16 storage AND arithmetic "
                         "(needs scripts/setup_arm.sh), vs x86 ncnn fp32 and torch")
     s.add_argument("--arm-cache", default=None, help="the setup_arm.sh cache (default: $LITEDET_ARM_CACHE or ~/.cache/litedet/arm)")
+    s.add_argument("--adb", action="store_true",
+                   help="also run the bundle on an Android phone through the app's C++ (litedet_cpp over adb): the "
+                        "reference image against torch's stored outputs, then the images against torch")
+    s.add_argument("--serial", default=None, help="--adb: the device (adb devices -l lists them)")
     s.add_argument("--threshold", action="append", metavar="KEY=VALUE",
                    help="override a pass/fail threshold, e.g. fp16_min_cosine=0.9999 (repeatable)")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=_cmd_parity)
+
+
+def _add_eval(sub) -> None:
+    s = sub.add_parser("eval", help="accuracy per backend (torch, ncnn fp32/fp16, ARM fp32/fp16 under qemu) on a folder "
+                                    "of photos: COCO mAP or top-1/top-5, one report (eval.json/.md/.png)")
+    s.add_argument("bundle")
+    s.add_argument("--images", required=True, help="a folder of photos (e.g. ../shared/reference/imagenet-sample)")
+    s.add_argument("--labels", nargs=2, metavar=("synset|coco", "FILE"), default=None,
+                   help="real labels: 'synset synset_words.txt' (classifiers; the label is the file name's WordNet "
+                        "id) or 'coco ANN.json' (detectors); without, agreement with --against")
+    s.add_argument("--backends", default="torch,ncnn-fp32,ncnn-fp16",
+                   help="some of torch,ncnn-fp32,ncnn-fp16,arm-fp32,arm-fp16 (default torch,ncnn-fp32,ncnn-fp16)")
+    s.add_argument("--against", default=None, help="the reference backend (default torch, else the first)")
+    s.add_argument("--arm-images", type=int, default=20,
+                   help="the ARM backends run on the first N images (emulation: ~10 s per image; default 20)")
+    s.add_argument("--limit", type=int, default=None, help="only the first N images (sorted by name)")
+    s.add_argument("--gt-score", type=float, default=0.3,
+                   help="detectors, agreement mode: the reference's boxes with this score or more are the ground "
+                        "truth (default 0.3)")
+    s.add_argument("--adb", action="store_true",
+                   help="run the arm-fp16/arm-fp32 backends on an Android phone over adb, through the app's C++ "
+                        "(the static aarch64 litedet_cpp), the bundle's reference image first")
+    s.add_argument("--serial", default=None, help="--adb: the device (adb devices -l lists them)")
+    s.add_argument("--out", required=True, help="report directory")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=_cmd_eval)
+
+
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from litedet.atomic import output_dir
+    from litedet.convert.verify.evaluate import EvalError, evaluate, format_eval, write_eval
+
+    if a.labels is not None and a.labels[0] not in ("synset", "coco"):
+        raise EvalError(f"--labels {a.labels[0]!r}: expected 'synset FILE' (classifiers) or 'coco ANN.json' (detectors)")
+    if a.limit is not None and a.limit < 1:
+        raise EvalError(f"--limit {a.limit}: expected at least 1 image")
+    if not 0.0 < a.gt_score <= 1.0:
+        raise EvalError(f"--gt-score {a.gt_score}: expected a score in (0, 1]")
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise EvalError(f"--out {out} exists and is not a directory")
+    backends = [x.strip() for x in a.backends.split(",") if x.strip()]
+    phone = None
+    if a.adb:
+        if not any(x.startswith("arm-") for x in backends):
+            raise EvalError("--adb runs the arm-fp16 / arm-fp32 backends on the phone: add them to --backends")
+        from litedet.runtime.devconfig import device_kinds
+        from litedet.runtime.manifest import load_manifest
+
+        kind = load_manifest(a.bundle).postprocess.kind
+        if kind not in device_kinds():
+            raise EvalError(f"--adb runs the app's C++ pipeline, which runs kinds {', '.join(device_kinds())}; this "
+                            f"bundle is {kind!r}: evaluate it under qemu (drop --adb)")
+        from litedet.benchmarks.remote_eval import adb_detections
+
+        def phone(bundle, manifest, images, variants, progress):
+            return adb_detections(bundle, manifest, images, variants, serial=a.serial, progress=progress)
+    with output_dir(out):
+        r = evaluate(a.bundle, a.images, backends=backends, labels=tuple(a.labels) if a.labels else None,
+                     against=a.against, arm_images=a.arm_images, limit=a.limit, gt_score=a.gt_score,
+                     threads=a.threads, progress=not a.quiet, phone=phone)
+        write_eval(out, r)
+    print(format_eval(r), end="")
+    print(f"wrote {out}/eval.json, eval.md, eval.png ({r.wall_s:.0f} s)")
+    if r.partial:
+        print(f"litedet eval: PARTIAL results ({'; '.join(r.errors)}): the images measured so far are kept",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def _add_assets(sub) -> None:
@@ -463,7 +587,7 @@ def _add_list(sub) -> None:
 
 
 # each command adds its own parser and arguments, in the order `litedet --help` lists them
-_COMMANDS = (_add_run, _add_convert, _add_classify, _add_wrap, _add_detect, _add_parity, _add_assets, _add_android, _add_bench, _add_list)
+_COMMANDS = (_add_run, _add_convert, _add_classify, _add_wrap, _add_detect, _add_parity, _add_eval, _add_assets, _add_android, _add_bench, _add_list)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -476,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # modules of the conversion side and the extra that installs them
 _EXTRAS = {"torch": "convert", "torchvision": "convert", "pnnx": "convert", "onnx": "convert", "onnxsim": "convert",
-           "onnxruntime": "convert", "tqdm": "convert", "skimage": "photos"}
+           "onnxruntime": "convert", "tqdm": "convert", "skimage": "photos", "faster_coco_eval": "convert"}
 
 
 # after SIGTERM, the seconds the main thread has to unwind (removing its temp files) before the

@@ -136,13 +136,16 @@ def device_config_text(m: Manifest, param_name: str, bin_name: str, names: dict[
     return "\n".join(lines) + "\n"
 
 
-def export_device_assets(bundle_dir: "str | Path | Bundle", dest: str | Path, name: str | None = None) -> list[Path]:
+def export_device_assets(bundle_dir: "str | Path | Bundle", dest: str | Path, name: str | None = None,
+                         manifest: Manifest | None = None, fp32: bool = False) -> list[Path]:
     """Copy param/bin as NAME.param/NAME.bin and write NAME.cfg into ``dest``.
 
     Refuses a bundle whose files do not match its manifest's sha256s. All three files
-    are written, or none: the previous ones stay when any write fails."""
+    are written, or none: the previous ones stay when any write fails. ``manifest``: the
+    bundle's manifest with other decode settings (``litedet eval`` decodes as upstream
+    evaluates); ``fp32``: the fp32 reference weights in place of the shipped ones."""
     b = open_bundle_dir(bundle_dir)  # every graph file confined and sha256-checked
-    m, dest = b.manifest, Path(dest)
+    m, dest = manifest or b.manifest, Path(dest)
     name = name or m.variant.replace(".", "_")
     if not name.replace("-", "_").replace("_", "a").isalnum():
         raise ManifestError(f"asset name {name!r} must use letters, digits, '-' and '_' only")
@@ -155,7 +158,7 @@ def export_device_assets(bundle_dir: "str | Path | Bundle", dest: str | Path, na
         raise ManifestError(f"{dest} is inside the bundle {b.path}; the assets go into a folder of their own")
     dest.mkdir(parents=True, exist_ok=True)
     sources = {}
-    for g in b.graph_files().values():
+    for g in b.graph_files(fp32=fp32).values():
         prefix = "" if g.name == MAIN_GRAPH else f"{g.name}_"
         sources.update({f"{prefix}param": g.param, f"{prefix}bin": g.bin})
     # all or none: a half push would pair a new param/bin with an old cfg

@@ -83,6 +83,12 @@ class FamilyAdapter(ABC):
         """Untrained but well-behaved weights for a checkpoint-less conversion."""
 
     deploy_options: ClassVar[dict[str, tuple[str, ...]]] = {}  # option -> allowed values (first: default)
+    # the input side must be a multiple of this (detectors: their largest stride; classifiers end in
+    # global pooling and take any side their layers accept, e.g. SqueezeNet's 227)
+    input_multiple: ClassVar[int] = 32
+    # True: every export of the family uses the same preprocessing (NanoDet: BGR, upstream's mean/norm),
+    # so weights imported from a graph need no --pixel-order/--mean/--norm (convert/preprocessing.py)
+    preprocess_convention: ClassVar[bool] = False
 
     def config_arch(self, config: str | Path) -> str | None:
         """The architecture a config file of this family describes; None when the family reads no configs."""

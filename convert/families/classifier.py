@@ -17,6 +17,7 @@ class ClassifierAdapter(FamilyAdapter):
     family = "classifier"
     kind = "softmax_topk"
     check = TopKCheck()
+    input_multiple = 1  # global pooling: any side the layers accept (SqueezeNet v1.1 was trained at 227)
 
     def seed(self, model, info, seed, input_size):
         from litedet.models.init import seeded_random_weights

@@ -32,6 +32,7 @@ class NanoDetAdapter(FamilyAdapter):
     kind = "gfl"
     check = DetectionCheck()
     deploy_options = {"decode": tuple(DECODE), "preprocess": PREPROCESS}
+    preprocess_convention = True  # every NanoDet export: BGR, upstream's mean/norm (config: normalize)
 
     def seed(self, model, info, seed, input_size, logit_std: float = 1.0):
         """Random convs, BatchNorm statistics calibrated on the reference card, class

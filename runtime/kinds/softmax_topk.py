@@ -33,6 +33,9 @@ class SoftmaxTopkSpec(KindSpec):
     top_k: int = field(default=5, metadata=rng(1, 100_000))
 
 
+CLASSIFIER_RESIZES = ("center_crop", "stretch", "letterbox", "letterbox_top_left")
+
+
 def _validate(m: "Manifest") -> None:
     logits = m.outputs_with_role("logits")
     if len(logits) != 1:
@@ -42,8 +45,10 @@ def _validate(m: "Manifest") -> None:
                          f"{m.num_classes} class names")
     if m.postprocess.top_k <= 0:
         raise ValueError("postprocess.top_k must be positive")
-    if m.resize.policy != "center_crop":
-        raise ValueError(f"resize.policy is {m.resize.policy!r}; postprocess kind 'softmax_topk' needs 'center_crop'")
+    # any geometry: the results are classes, never mapped back to the image
+    if m.resize.policy not in CLASSIFIER_RESIZES:
+        raise ValueError(f"resize.policy is {m.resize.policy!r}; postprocess kind 'softmax_topk' takes one of "
+                         f"{', '.join(CLASSIFIER_RESIZES)}")
 
 
 def classify_outputs(m: "Manifest", outputs: dict[str, np.ndarray], geometry: Any = None,
