@@ -228,6 +228,7 @@ def _cmd_parity(a: argparse.Namespace) -> int:
         if kind not in device_kinds():
             raise ValueError(f"--adb runs the app's C++ pipeline, which runs kinds {', '.join(device_kinds())}; "
                              f"this bundle is {kind!r}")
+        _check_phone(a.serial)
     if out.resolve().is_relative_to(bundle.resolve()):
         raise ValueError(f"--out {out} is inside the bundle {bundle}; the report goes into a folder of its own")
     images = _load_images(a.images) if a.images is not None else None
@@ -256,6 +257,13 @@ def _cmd_parity(a: argparse.Namespace) -> int:
         print(f"report: {out / 'parity.json'}, images: {out}/parity_*.jpg" + (f", ARM: {out / 'arm'}" if arm else "")
               + (f", phone: {out / 'adb'}" if phone else ""))
     return 0 if r.passed and (arm is None or arm.passed) and (phone is None or phone["passed"]) else 1
+
+
+def _check_phone(serial: str | None) -> None:
+    """The phone --adb will use is there and ready (RemoteError naming what to do otherwise)."""
+    from litedet.benchmarks.remote import choose_device, find_adb, list_adb_devices
+
+    choose_device(list_adb_devices(find_adb()), serial)
 
 
 def _adb_parity(a: argparse.Namespace, bundle: Path, images, out: Path) -> dict:
@@ -508,6 +516,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         if kind not in device_kinds():
             raise EvalError(f"--adb runs the app's C++ pipeline, which runs kinds {', '.join(device_kinds())}; this "
                             f"bundle is {kind!r}: evaluate it under qemu (drop --adb)")
+        _check_phone(a.serial)  # no device, several, unauthorized: said before any work
         from litedet.benchmarks.remote_eval import adb_detections
 
         def phone(bundle, manifest, images, variants, progress):

@@ -102,6 +102,19 @@ def test_bad_preprocessing_flags_give_one_line(flags, msg, tmp_path, capsys):
     assert len(err) == 1 and msg in err[0], err
 
 
+def test_resize_is_stated_for_every_task(tmp_path, capsys, photos):
+    from litedet.runtime.classifier import Classifier
+
+    assert main(["convert", "nanodet_m", "--resize", "center_crop", "--out", str(tmp_path / "d"), "--quiet"]) == 2
+    assert "a detection model's results could not be mapped back" in capsys.readouterr().err
+    assert main(["convert", "shufflenet_v2_x0_5", "--resize", "letterbox", "--input-size", "160", "--out",
+                 str(tmp_path / "c"), "--quiet"]) == 0
+    clf = Classifier.from_bundle(tmp_path / "c")
+    assert clf.manifest.resize.policy == "letterbox" and clf.manifest.provenance["preprocessing"]["resize"] == "flags"
+    mat, g = clf.preprocess(photos["coffee"])  # 600x400: the long side to 160, the aspect kept
+    assert (mat.w, mat.h) == (160, 106) and len(clf.classify(photos["coffee"])) == 5
+
+
 def test_sources_of_defaults_are_recorded(tmp_path):
     from litedet.convert.pipeline import convert_model
 
@@ -143,10 +156,11 @@ def test_arm_fp16_backend_under_qemu(arm_env, nanodet_bundle, tmp_path):
     """The aarch64 ncnn under qemu with fp16 arithmetic on the first images; the report says how many."""
     from litedet.convert.verify.evaluate import evaluate
 
-    r = evaluate(nanodet_bundle, PHOTOS, backends=["ncnn-fp32", "arm-fp16"], against="ncnn-fp32", arm_images=2,
-                 limit=6, progress=False, arm_env=arm_env)
+    r = evaluate(nanodet_bundle, PHOTOS, backends=["ncnn-fp32", "arm-fp32", "arm-fp16"], against="ncnn-fp32",
+                 arm_images=2, limit=6, progress=False, arm_env=arm_env)
     assert r.backends["ncnn-fp32"]["images"] == 6 and r.backends["arm-fp16"]["images"] == 2
     assert r.backends["arm-fp16"]["AP"] > 0.5 and "fp16 arithmetic" in r.backends["arm-fp16"]["note"]
+    assert r.backends["arm-fp32"]["AP"] > 0.99  # the control: the same fp32 program as x86
 
 
 # -- the metrics on their own ---------------------------------------------------------
@@ -284,6 +298,19 @@ def test_a_phone_that_goes_away_keeps_the_images_done(arm_env, phone, tmp_path_f
     assert "PARTIAL results (stopped on AAA: adb shell on AAA failed" in capsys.readouterr().err
     rep = json.loads((out / "eval.json").read_text())
     assert rep["partial"] and rep["backends"]["arm-fp16"]["images"] == 1 and rep["backends"]["ncnn-fp32"]["images"] == 3
+
+
+def test_eval_adb_says_what_is_wrong_with_the_phone_before_any_work(phone, nanodet_bundle, tmp_path, capsys):
+    args = ["eval", str(nanodet_bundle), "--images", str(PHOTOS), "--backends", "arm-fp16", "--adb", "--out",
+            str(tmp_path / "o"), "--quiet"]
+    for devices, msg in (("", "no device connected"), ("AAA unauthorized", "device AAA is unauthorized"),
+                         ("AAA device\nBBB device", "2 devices connected (AAA, BBB): choose one with --serial")):
+        (phone / "devices").write_text(f"List of devices attached\n{devices}\n")
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
+        assert not (tmp_path / "o").exists()
+    assert "push" not in (phone / "log").read_text() if (phone / "log").exists() else True
 
 
 def test_eval_adb_refuses_what_the_phone_cannot_run(squeeze_bundle, tmp_path, capsys):

@@ -44,6 +44,7 @@ def wrap_ncnn_model(param: str | Path, bin_path: str | Path, out: str | Path, ar
     from .nanodet import gfl_deploy_spec
 
     param, bin_path = Path(param), Path(bin_path)
+    size_given = input_size is not None
     for p in (param, bin_path):
         if not p.is_file():
             raise ConvertError(f"ncnn model file not found: {p}")
@@ -77,7 +78,10 @@ def wrap_ncnn_model(param: str | Path, bin_path: str | Path, out: str | Path, ar
                               sha256_file(tmp / PARAM_NAME), sha256_file(tmp / BIN_NAME))
         m.provenance = {"weights": "ncnn-wrapped", "source_checkpoint": str(param.resolve()),
                         "source_sha256": sha256_file(param) + ":" + sha256_file(bin_path), "route": "wrap",
-                        "tools": tool_versions(), "created": now_utc()}
+                        "tools": tool_versions(), "created": now_utc(),
+                        # every NanoDet export: BGR, upstream's mean/norm; the size as the graph or --input-size says
+                        "preprocessing": {k: "family convention" for k in ("pixel_format", "mean", "norm", "resize")}
+                        | {"input_size": "flags" if size_given else "architecture default"}}
         m.validate().write(tmp / "manifest.json")
     return m
 

@@ -342,7 +342,7 @@ def write_eval(out: str | Path, r: EvalReport) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     key = "AP" if r.task == "detection" else ("top1" if any("top1" in v for v in r.backends.values()) else
                                               "agreement_top1")
-    values = {k: max(v.get(key) or 0.0, 0.0) for k, v in r.backends.items()}
+    values = {f"{k} ({v.get('images', 0)})": max(v.get(key) or 0.0, 0.0) for k, v in r.backends.items()}
     notes = [f"{k} loses most: " + "; ".join(lost[:3]) for k, lost in r.losers.items() if lost]
     with tempfile.TemporaryDirectory(dir=out, prefix=".chart-") as tmp:
         png = Path(tmp) / "eval.png"
