@@ -171,7 +171,7 @@ def atomic_bundle_dir(out: Path, force: bool, verify=check_bundle_loads) -> Iter
     """Yield a temp dir beside ``out``; once the body has filled it and ``verify(tmp)``
     passes, it replaces ``out``. ``force`` may replace only an existing bundle, never
     another directory. Temp dirs of dead runs are cleaned first (``litedet.atomic``)."""
-    from litedet.atomic import cleanup_stale_dirs, make_temp_dir
+    from litedet.atomic import cleanup_stale_dirs, make_temp_dir, temp_dir_path
 
     out = check_destination(out, force)
     if out.exists():
@@ -182,9 +182,9 @@ def atomic_bundle_dir(out: Path, force: bool, verify=check_bundle_loads) -> Iter
         raise ConvertError(f"cannot create the folder for {out}: {e.strerror} ({e.filename})") from None
     before = _identity(out)
     cleanup_stale_dirs(out.parent, out.name)
-    tmp = make_temp_dir(out.parent, out.name)
+    tmp = temp_dir_path(out.parent, out.name)
     try:
-        yield tmp
+        yield make_temp_dir(tmp)  # made inside the try: a Ctrl-C right after the mkdir still removes it
         if verify is not None:
             verify(tmp)
         _put_in_place(tmp, out, before)

@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["OWNER_FILE", "make_temp_dir", "mark_owned", "owner_alive", "cleanup_stale_dirs", "replace_files",
+__all__ = ["OWNER_FILE", "temp_dir_path", "make_temp_dir", "mark_owned", "owner_alive", "cleanup_stale_dirs", "replace_files",
            "write_bytes", "write_text", "output_dir"]
 
 OWNER_FILE = ".litedet-owner"
@@ -81,10 +80,21 @@ def cleanup_stale_dirs(parent: Path, name: str) -> list[Path]:
     return done
 
 
-def make_temp_dir(parent: Path, name: str) -> Path:
-    """A fresh ``.NAME.tmp-*`` directory in ``parent``, marked with its owner."""
-    d = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
-    d.chmod(0o755)  # mkdtemp makes it private; a bundle is an ordinary directory
+def temp_dir_path(parent: Path, name: str) -> Path:
+    """A fresh ``.NAME.tmp-*`` path in ``parent`` (not created: see make_temp_dir)."""
+    import secrets
+
+    while True:
+        d = Path(parent) / f".{name}.tmp-{secrets.token_hex(4)}"
+        if not d.exists():
+            return d
+
+
+def make_temp_dir(d: Path) -> Path:
+    """Create ``d`` (from temp_dir_path) and mark it with its owner. Call it inside the ``try``
+    whose ``finally`` removes ``d``: the path is known before the directory exists, so a Ctrl-C
+    at any point after the mkdir still has it removed."""
+    d.mkdir(mode=0o755)
     mark_owned(d)
     return d
 
