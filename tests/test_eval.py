@@ -161,6 +161,7 @@ def test_arm_fp16_backend_under_qemu(arm_env, nanodet_bundle, tmp_path):
     assert r.backends["ncnn-fp32"]["images"] == 6 and r.backends["arm-fp16"]["images"] == 2
     assert r.backends["arm-fp16"]["AP"] > 0.5 and "fp16 arithmetic" in r.backends["arm-fp16"]["note"]
     assert r.backends["arm-fp32"]["AP"] > 0.99  # the control: the same fp32 program as x86
+    assert r.backends["arm-fp16"]["reference_same_images"]["AP"] == 1.0  # the reference on the same 2 images
 
 
 # -- the metrics on their own ---------------------------------------------------------

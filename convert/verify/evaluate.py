@@ -270,6 +270,10 @@ def _score_classification(runs: dict[str, BackendRun], against: str, labels) -> 
 
     ref = runs[against].results
     records = {k: topk_metrics(r.results, labels, ref) for k, r in runs.items()}
+    for k, r in runs.items():  # a backend on a subset (ARM) beside the reference on the same images
+        if len(r.results) < len(ref):
+            same = topk_metrics({n: ref[n] for n in r.results}, labels, None)
+            records[k]["reference_same_images"] = {x: same.get(x) for x in ("top1", "top5")}
     losers = {}
     for k, rec in records.items():
         if k != against and labels is not None:
@@ -287,6 +291,11 @@ def _score_detection(m: Manifest, runs: dict[str, BackendRun], against: str, gt,
     if gt is None:
         gt = coco_gt_from_results(runs[against].results, sizes, m.class_names, gt_score)
     records = {k: coco_map(gt, r.results) for k, r in runs.items()}
+    ref_res = runs[against].results
+    for k, r in runs.items():  # a backend on a subset (ARM) beside the reference on the same images
+        if len(r.results) < len(ref_res):
+            same = coco_map(gt, {n: ref_res[n] for n in r.results})
+            records[k]["reference_same_images"] = {x: same.get(x) for x in ("AP", "AP50")}
     losers = {}
     ref = records[against].get("per_class", {})
     for k, rec in records.items():
@@ -315,6 +324,11 @@ def format_eval(r: EvalReport) -> str:
                      f"{rec.get('note', '')} |")
     for k, lost in r.losers.items():
         lines += ["", f"**{k}, what it loses against {r.against}** ({len(lost)}): " + ("; ".join(lost[:10]) or "nothing")]
+    for k, rec in r.backends.items():
+        same = rec.get("reference_same_images")
+        if same:
+            lines += ["", f"**{k}** saw {rec.get('images')} images; {r.against} on the same images: " +
+                      ", ".join(f"{x} {_cell(v)}" for x, v in same.items())]
     for k, rec in r.backends.items():
         d = rec.get("device_reference")
         if d:
