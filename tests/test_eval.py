@@ -337,3 +337,33 @@ def test_parity_on_a_phone(arm_env, phone, nanodet_bundle, tmp_path, capsys):
     assert [r["image"] for r in rep["rows"]] == ["reference (torch's stored outputs)", "p"]
     assert rep["device"]["model"] == "Pixel 7" and "parity on the phone Pixel 7 (AAA)" in text
     assert rc == (0 if rep["passed"] else 1) and rep["passed"], text
+
+
+def test_real_coco_annotations_are_matched_by_file_and_category_name(nanodet_bundle, tmp_path):
+    """--labels coco: images by file name, categories by name (COCO's 'traffic light' is our
+    'traffic_light'), ids as COCO numbers them (not 0..79); boxes written from torch's detections
+    score torch 1.0 and a backend that lost boxes less."""
+    from litedet.convert.verify.evaluate import list_images, run_backends
+
+    imgs = list_images(PHOTOS, 12)
+    runs, sizes = run_backends(nanodet_bundle, imgs, ["torch"], progress=False)
+    from litedet.datasets import COCO_CLASSES
+
+    cats = [{"id": 100 + i, "name": n.replace("_", " ")} for i, n in enumerate(COCO_CLASSES)]
+    anns = []
+    for i, im in enumerate(imgs):
+        for d in runs["torch"].results[im.name]:
+            if d.score >= 0.3:
+                anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 100 + d.label, "iscrowd": 0,
+                             "bbox": [d.x1, d.y1, d.x2 - d.x1, d.y2 - d.y1], "area": (d.x2 - d.x1) * (d.y2 - d.y1)})
+    assert anns
+    ann = tmp_path / "instances.json"
+    ann.write_text(json.dumps({"images": [{"id": i + 1, "file_name": im.name, "width": sizes[im.name][0],
+                                           "height": sizes[im.name][1]} for i, im in enumerate(imgs)],
+                               "annotations": anns, "categories": cats}))
+    out = tmp_path / "ev"
+    assert main(["eval", str(nanodet_bundle), "--images", str(PHOTOS), "--limit", "12", "--labels", "coco", str(ann),
+                 "--backends", "torch,ncnn-fp16", "--out", str(out), "--quiet"]) == 0
+    rep = json.loads((out / "eval.json").read_text())
+    assert rep["labels"] == "annotations instances.json"
+    assert rep["backends"]["torch"]["AP"] == pytest.approx(1.0) and rep["backends"]["ncnn-fp16"]["AP"] > 0.9
