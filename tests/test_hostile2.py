@@ -136,16 +136,26 @@ def test_an_output_shape_that_disagrees_is_refused_at_open_without_an_abort(tmp_
 
 
 def test_ctrl_c_during_convert_is_one_line_and_exit_130(tmp_path):
-    p = subprocess.Popen([sys.executable, "-m", "litedet.cli", "convert", "nanodet_m", "--out", str(tmp_path / "b"),
-                          "--quiet"], stderr=subprocess.PIPE, text=True)
-    t = time.perf_counter()
-    while not list(tmp_path.glob(".b.tmp-*")) and time.perf_counter() - t < 60:
-        time.sleep(0.05)  # until the conversion is under way
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=60)
-    assert p.returncode == 130, err
-    assert "Traceback" not in err and "KeyboardInterrupt" not in err and "interrupted" in err
-    assert not (tmp_path / "b").exists() and stale(tmp_path) == []
+    """Ctrl-C while the conversion works (tracing, pnnx: seconds) is one line, exit 130, nothing left.
+    A signal that lands after the bundle is in place (a loaded machine can delay it that long) meets
+    a finished conversion, which is right but tests nothing: then it is tried again."""
+    for attempt in range(3):
+        d = tmp_path / f"run{attempt}"
+        d.mkdir()
+        p = subprocess.Popen([sys.executable, "-m", "litedet.cli", "convert", "nanodet_m", "--out", str(d / "b"),
+                              "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        t = time.perf_counter()
+        while not list(d.glob(".b.tmp-*/.work")) and p.poll() is None and time.perf_counter() - t < 60:
+            time.sleep(0.02)  # until the conversion is at work (its scratch folder exists)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        if p.returncode != 130 and (d / "b" / "manifest.json").is_file():
+            continue  # the signal came after the work was done: the bundle is whole; try again
+        assert p.returncode == 130, err
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err and "interrupted" in err
+        assert not (d / "b").exists() and stale(d) == []
+        return
+    pytest.fail("the SIGINT never landed during the conversion in 3 tries")
 
 
 @pytest.mark.parametrize("where", ["out", "wrap"])
