@@ -118,21 +118,27 @@ def run_backends(bundle: "str | Path | Bundle", images: list[EvalImage], backend
     runs = {k: BackendRun(k) for k in backends}
     sizes: dict[str, list[int]] = {}
     arm = [k for k in backends if k.startswith("arm-")]
-    arm_in: dict[str, tuple[np.ndarray, Any]] = {}
-    for img in tqdm(images, desc="eval", unit="image", disable=not progress, file=None):
-        a = read_image(img)
-        chw, g = r32.preprocess_array(a)
-        sizes[img.name] = [int(a.shape[1]), int(a.shape[0])]
-        if arm and len(arm_in) < arm_images and phone is None:
-            arm_in[img.name] = (chw, g)
-        for key, fn in local.items():
-            t0 = time.perf_counter()
-            runs[key].results[img.name] = r32.kind.decode(m, fn(chw), g)
-            runs[key].wall_s += time.perf_counter() - t0
-    if arm and phone is not None:
-        _run_phone_backends(b, m, arm, images[:arm_images], runs, phone, progress)
+    job = None
+    if arm and phone is None:  # the emulated child works on one core while this loop uses the other
+        arm_in = {im.name: r32.preprocess_array(read_image(im)) for im in images[:arm_images]}
+        job = _start_arm(b, arm, arm_in, threads, arm_env)
+    try:
+        for img in tqdm(images, desc="eval", unit="image", disable=not progress, file=None):
+            a = read_image(img)
+            chw, g = r32.preprocess_array(a)
+            sizes[img.name] = [int(a.shape[1]), int(a.shape[0])]
+            for key, fn in local.items():
+                t0 = time.perf_counter()
+                runs[key].results[img.name] = r32.kind.decode(m, fn(chw), g)
+                runs[key].wall_s += time.perf_counter() - t0
+    except BaseException:
+        if job is not None:
+            job.kill()
+        raise
+    if job is not None:
+        _finish_arm(job, m, r32, arm, arm_in, runs, progress)
     elif arm:
-        _run_arm_backends(b, m, r32, arm, arm_in, runs, threads, progress, arm_env)
+        _run_phone_backends(b, m, arm, images[:arm_images], runs, phone, progress)
     return runs, sizes
 
 
@@ -170,24 +176,25 @@ def _local_backends(b: Bundle, backends: list[str], threads: int, r32) -> dict:
     return fns
 
 
-def _run_arm_backends(b: Bundle, m: Manifest, r32, arm: list[str], arm_in: dict, runs: dict, threads: int,
-                      progress: bool, env) -> None:
-    """The ARM backends in one emulated child (fp32: the fp32 reference bin with fp16 off; fp16:
-    the shipped bin with fp16 storage and arithmetic), decoded here."""
+def _start_arm(b: Bundle, arm: list[str], arm_in: dict, threads: int, env):
+    """The ARM backends in one emulated child, started in the background (fp32: the fp32 reference
+    bin with fp16 off; fp16: the shipped bin with fp16 storage and arithmetic)."""
     from .arm.env import resolve_env
     from .arm.protocol import ArmJob, Variant
 
     fp32_bin = str(b.graph_files(fp32=True)["model"].bin)
     variants = [Variant(k, k == "arm-fp16", None if k == "arm-fp16" else fp32_bin) for k in arm]
-    t0 = time.perf_counter()
-    job = ArmJob(resolve_env(env, None), b.path.resolve(), {n: c for n, (c, _) in arm_in.items()}, variants, threads,
-                 None)
+    return ArmJob(resolve_env(env, None), b.path.resolve(), {n: c for n, (c, _) in arm_in.items()}, variants,
+                  threads, None)
+
+
+def _finish_arm(job, m: Manifest, r32, arm: list[str], arm_in: dict, runs: dict, progress: bool) -> None:
+    """The child's outputs decoded here, as the local backends' are."""
     out, meta = job.finish(progress)
-    wall = time.perf_counter() - t0
     for k in arm:
         for name, (_, g) in arm_in.items():
             runs[k].results[name] = r32.kind.decode(m, out[k][name], g)
-        runs[k].wall_s = wall / len(arm)
+        runs[k].wall_s = meta.get("child_wall_s", 0.0) / len(arm)
         runs[k].note = (f"qemu-aarch64 -cpu {meta.get('cpu')} ({'fp16 arithmetic' if k == 'arm-fp16' else 'fp32'}); "
                         f"asimdhp {meta.get('asimdhp')}; emulated time, not device speed")
 
