@@ -142,8 +142,10 @@ def test_ctrl_c_during_convert_is_one_line_and_exit_130(tmp_path):
     for attempt in range(3):
         d = tmp_path / f"run{attempt}"
         d.mkdir()
+        # SIGINT as a terminal delivers it: a shell's background job (`pytest &`) would pass SIG_IGN on
         p = subprocess.Popen([sys.executable, "-m", "litedet.cli", "convert", "nanodet_m", "--out", str(d / "b"),
-                              "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         t = time.perf_counter()
         while not list(d.glob(".b.tmp-*/.work")) and p.poll() is None and time.perf_counter() - t < 60:
             time.sleep(0.02)  # until the conversion is at work (its scratch folder exists)
