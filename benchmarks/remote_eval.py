@@ -170,16 +170,15 @@ def adb_parity(bundle: Bundle, images: list[tuple[str, np.ndarray]], serial: str
 
 def _torch_detections(bundle: Bundle, images: list[tuple[str, np.ndarray]]) -> dict[str, list[Detection]]:
     """torch fp32 (the bundle's TorchScript) on this machine's preprocessing, decoded by the bundle."""
-    from litedet.convert.verify.torch_parity import load_torchscript, torch_complete, torch_graphs, torch_outputs
+    from litedet.convert.verify.torch_parity import torch_runner
     from litedet.runtime.runner import BundleRunner
 
-    m = bundle.manifest
     r = BundleRunner.from_bundle(bundle, threads=1, fp16=False)
-    ts, graphs = load_torchscript(bundle.reference("torchscript")), torch_graphs(bundle, m)
+    run = torch_runner(bundle)
     out = {}
     for name, img in images:
         chw, g = r.preprocess_array(img)
-        out[name] = r.kind.decode(m, torch_complete(bundle, m, torch_outputs(ts, m, chw), chw, graphs), g)
+        out[name] = r.kind.decode(bundle.manifest, run(chw), g)
     return out
 
 

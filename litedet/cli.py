@@ -223,12 +223,7 @@ def _cmd_parity(a: argparse.Namespace) -> int:
     thresholds = _thresholds(a.threshold)
     kind = load_manifest(bundle).postprocess.kind  # a bad bundle is refused before any folder is made
     if a.adb:
-        from litedet.runtime.devconfig import device_kinds
-
-        if kind not in device_kinds():
-            raise ValueError(f"--adb runs the app's C++ pipeline, which runs kinds {', '.join(device_kinds())}; "
-                             f"this bundle is {kind!r}")
-        _check_phone(a.serial)
+        _check_phone(kind, a.serial, "check it on this machine (drop --adb)")
     if out.resolve().is_relative_to(bundle.resolve()):
         raise ValueError(f"--out {out} is inside the bundle {bundle}; the report goes into a folder of its own")
     images = _load_images(a.images) if a.images is not None else None
@@ -259,10 +254,15 @@ def _cmd_parity(a: argparse.Namespace) -> int:
     return 0 if r.passed and (arm is None or arm.passed) and (phone is None or phone["passed"]) else 1
 
 
-def _check_phone(serial: str | None) -> None:
-    """The phone --adb will use is there and ready (RemoteError naming what to do otherwise)."""
+def _check_phone(kind: str, serial: str | None, instead: str) -> None:
+    """Before any work: the app's C++ runs the bundle's kind, and the phone --adb will use is there
+    and ready (no device, several, unauthorized: RemoteError naming what to do)."""
     from litedet.benchmarks.remote import choose_device, find_adb, list_adb_devices
+    from litedet.runtime.devconfig import device_kinds
 
+    if kind not in device_kinds():
+        raise ValueError(f"--adb runs the app's C++ pipeline, which runs kinds {', '.join(device_kinds())}; this "
+                         f"bundle is {kind!r}: {instead}")
     choose_device(list_adb_devices(find_adb()), serial)
 
 
@@ -509,14 +509,9 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     if a.adb:
         if not any(x.startswith("arm-") for x in backends):
             raise EvalError("--adb runs the arm-fp16 / arm-fp32 backends on the phone: add them to --backends")
-        from litedet.runtime.devconfig import device_kinds
         from litedet.runtime.manifest import load_manifest
 
-        kind = load_manifest(a.bundle).postprocess.kind
-        if kind not in device_kinds():
-            raise EvalError(f"--adb runs the app's C++ pipeline, which runs kinds {', '.join(device_kinds())}; this "
-                            f"bundle is {kind!r}: evaluate it under qemu (drop --adb)")
-        _check_phone(a.serial)  # no device, several, unauthorized: said before any work
+        _check_phone(load_manifest(a.bundle).postprocess.kind, a.serial, "evaluate it under qemu (drop --adb)")
         from litedet.benchmarks.remote_eval import adb_detections
 
         def phone(bundle, manifest, images, variants, progress):

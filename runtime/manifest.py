@@ -23,7 +23,7 @@ from litedet.text import QUOTE
 from litedet.text import short as short_text
 from litedet.paths import file_kind
 
-from .kinds import BundleError, GraphFiles, KindSpec, kind_names, postprocess_kind, rng
+from .kinds import BundleError, KindGraph, KindSpec, kind_names, postprocess_kind, rng
 
 __all__ = [
     "MANIFEST_VERSION", "MAX_INPUT_SIZE", "ManifestError", "InputSpec", "ResizeSpec", "OutputSpec", "KindSpec",
@@ -145,7 +145,7 @@ class Manifest:
                 return o
         raise ManifestError(f"manifest has no output with role {role!r} at stride {stride}")
 
-    def extra_graphs(self) -> dict[str, GraphFiles]:
+    def extra_graphs(self) -> dict[str, KindGraph]:
         """The bundle's further ncnn graphs by name (a two-stage head), as its kind declares them."""
         kind = postprocess_kind(self.postprocess.kind)
         return kind.graphs(self.postprocess) if kind.graphs else {}

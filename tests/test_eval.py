@@ -222,7 +222,7 @@ def test_bad_eval_input_gives_one_line(squeeze_bundle, tmp_path, capsys):
     cases = [
         (["--images", str(empty)], "holds no images"),
         (["--images", str(tmp_path / "nope")], "not a directory"),
-        (["--images", str(broken), "--backends", "ncnn-fp16"], "is not a readable image"),
+        (["--images", str(broken), "--backends", "ncnn-fp16"], "could not decode"),
         (["--images", str(other), "--labels", "synset", str(SYNSETS)], "these labels match none of the images"),
         (["--images", str(other), "--labels", "coco", str(ann)], "a classification bundle is scored with --labels synset"),
         (["--images", str(other), "--backends", "arm-fp16", "--arm-images", "0"], "--arm-images 0"),

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from litedet.runtime.bundle import Bundle, open_bundle_dir
 from litedet.runtime.manifest import Manifest
 
@@ -70,16 +68,6 @@ def list_images(folder: str | Path, limit: int | None = None) -> list[EvalImage]
     return [EvalImage(p.name, p) for p in found]
 
 
-def read_image(img: EvalImage) -> np.ndarray:
-    """The photo as BGR uint8, or EvalError naming the file."""
-    import cv2
-
-    a = cv2.imread(str(img.path), cv2.IMREAD_COLOR)
-    if a is None or a.size == 0:
-        raise EvalError(f"{img.path} is not a readable image (OpenCV cannot decode it); remove it or convert it")
-    return a
-
-
 def eval_manifest(m: Manifest) -> tuple[Manifest, dict[str, Any]]:
     """The manifest as the metric decodes it (EVAL_DECODE for detectors), and what was changed."""
     if m.task != "detection":
@@ -107,7 +95,7 @@ def run_backends(bundle: "str | Path | Bundle", images: list[EvalImage], backend
     each image's [w, h]."""
     from tqdm import tqdm
 
-    from litedet.runtime.runner import BundleRunner
+    from litedet.runtime.runner import BundleRunner, load_image
 
     b = open_bundle_dir(bundle)
     check_backends(b, backends)
@@ -120,11 +108,11 @@ def run_backends(bundle: "str | Path | Bundle", images: list[EvalImage], backend
     arm = [k for k in backends if k.startswith("arm-")]
     job = None
     if arm and phone is None:  # the emulated child works on one core while this loop uses the other
-        arm_in = {im.name: r32.preprocess_array(read_image(im)) for im in images[:arm_images]}
+        arm_in = {im.name: r32.preprocess_array(load_image(im.path)) for im in images[:arm_images]}
         job = _start_arm(b, arm, arm_in, threads, arm_env)
     try:
         for img in tqdm(images, desc="eval", unit="image", disable=not progress, file=None):
-            a = read_image(img)
+            a = load_image(img.path)
             chw, g = r32.preprocess_array(a)
             sizes[img.name] = [int(a.shape[1]), int(a.shape[0])]
             for key, fn in local.items():
@@ -165,10 +153,9 @@ def _local_backends(b: Bundle, backends: list[str], threads: int, r32) -> dict:
 
     fns = {}
     if "torch" in backends:
-        from .torch_parity import load_torchscript, torch_complete, torch_graphs, torch_outputs
+        from .torch_parity import torch_runner
 
-        ts, graphs = load_torchscript(b.reference("torchscript")), torch_graphs(b, b.manifest)
-        fns["torch"] = lambda chw: torch_complete(b, b.manifest, torch_outputs(ts, b.manifest, chw), chw, graphs)
+        fns["torch"] = torch_runner(b)
     if "ncnn-fp32" in backends:
         fns["ncnn-fp32"] = r32.run_array
     if "ncnn-fp16" in backends:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from litedet.runtime.bundle import Bundle, open_bundle_dir
 from litedet.runtime.manifest import Manifest, ManifestError
 from litedet.runtime.runner import BundleRunner
 
@@ -26,7 +27,8 @@ from .compare import Limits, align_outputs
 from .driver import Comparison, Sides, default_images, images_to_compare, judge, open_sides, reference_file
 from .report import ImageParity, ParityReport, error_chart, format_table, write_report
 
-__all__ = ["ParityThresholds", "run_parity", "format_report", "reference_file", "torch_outputs", "default_images"]
+__all__ = ["ParityThresholds", "run_parity", "format_report", "reference_file", "torch_outputs", "torch_runner",
+           "default_images"]
 
 KEYS = ["ncnn_fp32", "ncnn_fp16"]
 
@@ -98,6 +100,15 @@ def torch_complete(bundle: Path, m: Manifest, outputs: dict[str, np.ndarray], ch
         return {b: o[0].numpy() for b, o in zip(m.extra_graphs()[name].blobs()[1], outs)}
 
     return {**outputs, **kind.complete(m, outputs, chw.shape[2], chw.shape[1], run_graph)}
+
+
+def torch_runner(bundle: "Path | Bundle"):
+    """[C, H, W] -> torch's completed outputs of the bundle (its reference TorchScript, every graph),
+    by the manifest's blob names."""
+    b = open_bundle_dir(bundle, verify=False)
+    m = b.manifest
+    ts, graphs = load_torchscript(b.reference("torchscript")), torch_graphs(b, m)
+    return lambda chw: torch_complete(b, m, torch_outputs(ts, m, chw), chw, graphs)
 
 
 def torch_graphs(bundle: Path, m: Manifest) -> dict:

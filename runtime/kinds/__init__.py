@@ -13,6 +13,7 @@ a kind only wires them to the manifest. Built in: ``gfl`` (NanoDet),
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -21,7 +22,7 @@ from litedet.registry import Registry
 if TYPE_CHECKING:
     from litedet.runtime.manifest import Manifest
 
-__all__ = ["BundleError", "rng", "GraphFiles", "KindSpec", "PostprocessKind", "register_kind", "unregister_kind", "postprocess_kind", "kind_names"]
+__all__ = ["BundleError", "rng", "GraphFiles", "KindGraph", "KindSpec", "PostprocessKind", "register_kind", "unregister_kind", "postprocess_kind", "kind_names"]
 
 
 class BundleError(ValueError):
@@ -46,8 +47,7 @@ class KindSpec:
 class GraphFiles:
     """The files of one ncnn graph in a bundle (paths relative to it, their sha256, and the fp32
     reference weights): the one record of a graph's files, written by ``convert`` (its
-    ``GraphIO.files``) and read from the manifest. A kind's further graph (a two-stage detector's
-    head) subclasses it with the blob names its graph has."""
+    ``GraphIO.files``) and read from the manifest (a kind's ``KindGraph``)."""
 
     param: str
     bin: str
@@ -55,10 +55,15 @@ class GraphFiles:
     bin_sha256: str
     fp32_bin: str  # the fp32 reference weights of the same graph ('' when the bin itself is fp32)
 
+
+@dataclass(kw_only=True)
+class KindGraph(GraphFiles, ABC):
+    """A further graph of a bundle as its kind's manifest section holds it (a two-stage detector's
+    head): its files and the blob names its graph has (a subclass's fields)."""
+
+    @abstractmethod
     def blobs(self) -> tuple[str, list[str]]:
-        """(input blob, output blobs in the graph's order): the kind's subclass says."""
-        raise NotImplementedError(f"{type(self).__name__} names no blobs: a kind's graph entry subclasses "
-                                  "GraphFiles with its blob fields")
+        """(input blob, output blobs in the graph's order)."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,8 @@ class PostprocessKind:
     validate: Callable[["Manifest"], None]  # raise ValueError naming the field when inconsistent
     decode: Callable[..., list]  # (manifest, outputs, geometry, **options) -> results (dataclasses with to_dict)
     describe: Callable[[Any], str] = str  # one result as a line of text (litedet CLI output)
-    # further graphs of the bundle by name (spec -> {name: GraphFiles}); the runner loads them
-    graphs: Callable[[Any], dict[str, GraphFiles]] | None = None
+    # further graphs of the bundle by name (spec -> {name: KindGraph}); the runner loads them
+    graphs: Callable[[Any], dict[str, KindGraph]] | None = None
     # (manifest, stage-1 outputs, in_w, in_h, run_graph(name, input), reference=None) -> the
     # tensors of the later stages, added to the outputs before decode (run_graph runs one of
     # ``graphs``); with ``reference`` (another side's completed outputs) the later stages run

@@ -25,7 +25,7 @@ import numpy as np
 from ..letterbox import RESIZE_ALIGNS, Letterbox, map_boxes_back
 from ..results import Detection, describe_detection
 from .rpn_psroi_ops import Proposals, make_anchors, ps_roi_align, rcnn_detections, select_proposals
-from . import BundleError, GraphFiles, KindSpec, PostprocessKind, register_kind, rng
+from . import BundleError, KindGraph, KindSpec, PostprocessKind, register_kind, rng
 
 if TYPE_CHECKING:
     from litedet.runtime.manifest import Manifest
@@ -43,7 +43,7 @@ HEAD_LAYOUTS = ("features_by_rois",)
 
 
 @dataclass(kw_only=True)
-class HeadGraph(GraphFiles):
+class HeadGraph(KindGraph):
     """The R-CNN head graph. Layout ``features_by_rois``: input [in_features, N, 1] (every RoI
     along the height, so the fcs run as 1x1 convolutions), outputs [C + 1, N, 1] and [D, N, 1]."""
 
@@ -125,7 +125,7 @@ def _validate(m: "Manifest") -> None:
     _need(p.head.layout in HEAD_LAYOUTS, f"postprocess.head.layout is {p.head.layout!r}; expected one of {HEAD_LAYOUTS}")
 
 
-def _graphs(p: RpnPsroiSpec) -> dict[str, GraphFiles]:
+def _graphs(p: RpnPsroiSpec) -> dict[str, KindGraph]:
     return {"head": p.head}
 
 

@@ -206,22 +206,6 @@ bool try_postprocess(const GflConfig& cfg, const std::vector<LevelOutput>& level
   return false;
 }
 
-namespace {
-
-// gfl's config written back, one line per key of LITEDET_GFL_KEYS.
-bool dump_gfl_config(const std::string& text, std::string& out, std::string* error) {
-  GflConfig c;
-  if (!parse_gfl_config(text, c, error)) return false;
-  std::ostringstream o;
-#define LITEDET_GFL_DUMP(key, type, lo, hi) o << #key "=" << cfgread::dump_value(c.key) << "\n";
-  LITEDET_GFL_KEYS(LITEDET_GFL_DUMP)
-#undef LITEDET_GFL_DUMP
-  out = o.str();
-  return true;
-}
-
-const bool kGflRegistered = register_config_dump("gfl", dump_gfl_config);
-
-}  // namespace
+LITEDET_REGISTER_CONFIG_DUMP("gfl", GflConfig, parse_gfl_config, LITEDET_GFL_KEYS);
 
 }  // namespace litedet

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,22 @@ inline ConfigDump config_dump(const std::string& kind) {
   auto it = config_dumps().find(kind);
   return it == config_dumps().end() ? nullptr : it->second;
 }
+
+// One key=value line of a parsed config ``c`` into ``o`` (the X of a LITEDET_<KIND>_KEYS table).
+#define LITEDET_DUMP_KEY(key, type, lo, hi) o << #key "=" << ::litedet::cfgread::dump_value(c.key) << "\n";
+
+// Registers kind NAME's config dump: the text parsed by PARSE into a CFG, written back one line per
+// key of its table KEYS (LITEDET_<KIND>_KEYS). One line in the kind's core file.
+#define LITEDET_REGISTER_CONFIG_DUMP(NAME, CFG, PARSE, KEYS)                                              \
+  static const bool litedet_config_dump_##CFG = ::litedet::register_config_dump(                        \
+      NAME, [](const std::string& text, std::string& out, std::string* error) -> bool {                  \
+        CFG c;                                                                                           \
+        if (!PARSE(text, c, error)) return false;                                                        \
+        std::ostringstream o;                                                                            \
+        KEYS(LITEDET_DUMP_KEY)                                                                           \
+        out = o.str();                                                                                   \
+        return true;                                                                                     \
+      })
 
 inline std::vector<std::string> core_kind_names() {
   std::vector<std::string> out;

@@ -289,22 +289,6 @@ std::vector<Candidate> rcnn_detections(const RpnPsroiConfig& cfg, const float* r
   return out;
 }
 
-namespace {
-
-// rpn_psroi's config written back, one line per key of LITEDET_RPN_PSROI_KEYS.
-bool dump_rpn_psroi_config(const std::string& text, std::string& out, std::string* error) {
-  RpnPsroiConfig c;
-  if (!parse_rpn_psroi_config(text, c, error)) return false;
-  std::ostringstream o;
-#define LITEDET_RPN_PSROI_DUMP(key, type, lo, hi) o << #key "=" << cfgread::dump_value(c.key) << "\n";
-  LITEDET_RPN_PSROI_KEYS(LITEDET_RPN_PSROI_DUMP)
-#undef LITEDET_RPN_PSROI_DUMP
-  out = o.str();
-  return true;
-}
-
-const bool kRpnPsroiRegistered = register_config_dump("rpn_psroi", dump_rpn_psroi_config);
-
-}  // namespace
+LITEDET_REGISTER_CONFIG_DUMP("rpn_psroi", RpnPsroiConfig, parse_rpn_psroi_config, LITEDET_RPN_PSROI_KEYS);
 
 }  // namespace litedet
