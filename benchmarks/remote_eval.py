@@ -27,7 +27,8 @@ from litedet.runtime.results import Detection
 __all__ = ["PhoneRun", "adb_detections", "reference_check", "adb_parity", "format_adb_parity"]
 
 CHUNK = 40  # images per litedet_cpp process (command-line length, and progress)
-VARIANTS = {"arm-fp16": [], "arm-fp32": ["--fp32"]}  # on the phone: fp16 arithmetic on, or off with fp32 weights
+# on the phone: the shipped graph with fp16 arithmetic on (int8 layers in int8), or fp16 off with the fp32 graph
+VARIANTS = {"arm-fp16": [], "arm-int8": [], "arm-fp32": ["--fp32"]}
 
 
 class PhoneRun:

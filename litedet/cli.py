@@ -472,8 +472,9 @@ def _add_eval(sub) -> None:
     s.add_argument("--labels", nargs=2, metavar=("synset|coco", "FILE"), default=None,
                    help="real labels: 'synset synset_words.txt' (classifiers; the label is the file name's WordNet "
                         "id) or 'coco ANN.json' (detectors); without, agreement with --against")
-    s.add_argument("--backends", default="torch,ncnn-fp32,ncnn-fp16",
-                   help="some of torch,ncnn-fp32,ncnn-fp16,arm-fp32,arm-fp16 (default torch,ncnn-fp32,ncnn-fp16)")
+    s.add_argument("--backends", default=None,
+                   help="some of torch,ncnn-fp32,ncnn-fp16,arm-fp32,arm-fp16 (default torch,ncnn-fp32,ncnn-fp16); an "
+                        "int8 bundle's shipped graph is ncnn-int8 / arm-int8 (default torch,ncnn-fp32,ncnn-int8)")
     s.add_argument("--against", default=None, help="the reference backend (default torch, else the first)")
     s.add_argument("--arm-images", type=int, default=20,
                    help="the ARM backends run on the first N images (emulation: ~10 s per image; default 20)")
@@ -504,12 +505,15 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     out = Path(a.out)
     if out.exists() and not out.is_dir():
         raise EvalError(f"--out {out} exists and is not a directory")
-    backends = [x.strip() for x in a.backends.split(",") if x.strip()]
+    from litedet.convert.verify.evaluate import default_backends
+    from litedet.runtime.manifest import load_manifest
+
+    backends = [x.strip() for x in a.backends.split(",") if x.strip()] if a.backends is not None else \
+        default_backends(load_manifest(a.bundle))
     phone = None
     if a.adb:
         if not any(x.startswith("arm-") for x in backends):
-            raise EvalError("--adb runs the arm-fp16 / arm-fp32 backends on the phone: add them to --backends")
-        from litedet.runtime.manifest import load_manifest
+            raise EvalError("--adb runs the arm-fp16 / arm-int8 / arm-fp32 backends on the phone: add them to --backends")
 
         _check_phone(load_manifest(a.bundle).postprocess.kind, a.serial, "evaluate it under qemu (drop --adb)")
         from litedet.benchmarks.remote_eval import adb_detections
@@ -527,6 +531,37 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         print(f"litedet eval: PARTIAL results ({'; '.join(r.errors)}): the images measured so far are kept",
               file=sys.stderr)
         return 1
+    return 0
+
+
+def _add_quantize(sub) -> None:
+    s = sub.add_parser("quantize", help="fp16/fp32 bundle -> int8 bundle in ncnn's own format (calibration table, "
+                                        "int8 param/bin), calibrated on your photos")
+    s.add_argument("bundle")
+    s.add_argument("--calib", required=True, help="a folder of calibration photos (e.g. ../shared/reference/imagenet-sample)")
+    s.add_argument("--out", required=True, help="the int8 bundle's directory")
+    s.add_argument("--method", default="kl", help="activation scales: kl (ncnn2table's default), aciq or minmax")
+    s.add_argument("--keep-fp", default="", metavar="LAYER,...",
+                   help="layers (ncnn layer names of the param) to keep in floating point")
+    s.add_argument("--target-agreement", type=float, default=None,
+                   help="keep the most sensitive layers in floating point, the fewest that bring agreement with the "
+                        "fp32 graph on the calibration images (agreement mAP, or top-1) to this, e.g. 0.95")
+    s.add_argument("--limit", type=int, default=None, help="only the first N calibration photos (sorted by name)")
+    s.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=_cmd_quantize)
+
+
+def _cmd_quantize(a: argparse.Namespace) -> int:
+    from litedet.convert.int8_bundle import QuantizeError, quantize_bundle, summary
+
+    if a.limit is not None and a.limit < 1:
+        raise QuantizeError(f"--limit {a.limit}: expected at least 1 image")
+    keep = [x.strip() for x in a.keep_fp.split(",") if x.strip()]
+    r = quantize_bundle(a.bundle, a.calib, a.out, method=a.method, keep_fp=keep, target_agreement=a.target_agreement,
+                        limit=a.limit, force=a.force, threads=a.threads, progress=not a.quiet)
+    print(summary(r))
     return 0
 
 
@@ -591,7 +626,7 @@ def _add_list(sub) -> None:
 
 
 # each command adds its own parser and arguments, in the order `litedet --help` lists them
-_COMMANDS = (_add_run, _add_convert, _add_classify, _add_wrap, _add_detect, _add_parity, _add_eval, _add_assets, _add_android, _add_bench, _add_list)
+_COMMANDS = (_add_run, _add_convert, _add_classify, _add_wrap, _add_detect, _add_parity, _add_eval, _add_quantize, _add_assets, _add_android, _add_bench, _add_list)
 
 
 def build_parser() -> argparse.ArgumentParser:

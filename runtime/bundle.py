@@ -24,7 +24,7 @@ class GraphFile:
     """One ncnn graph of a bundle: where its files are and the blobs it is run by."""
 
     name: str  # MAIN_GRAPH, or the name its kind gives a further graph ("head")
-    param: Path
+    param: Path  # the shipped graph, or (an int8 bundle, fp32=True) the fp32 reference graph
     bin: Path  # the shipped weights, or the fp32 reference weights (Bundle.graph_files(fp32=True))
     input_blob: str
     output_blobs: tuple[str, ...]
@@ -60,7 +60,9 @@ class Bundle:
         def weights(rel: str, what: str, ref_key: str) -> Path:
             return self.reference(ref_key) if fp32 and self.has_reference(ref_key) else self.file(rel, what)
 
-        out = {MAIN_GRAPH: GraphFile(MAIN_GRAPH, self.file(m.param, "param"), weights(m.bin, "bin", "fp32_bin"),
+        # an int8 bundle's fp32 reference is a graph of its own: its param has no 8=1 layers
+        param = self.reference("fp32_param") if fp32 and self.has_reference("fp32_param") else self.file(m.param, "param")
+        out = {MAIN_GRAPH: GraphFile(MAIN_GRAPH, param, weights(m.bin, "bin", "fp32_bin"),
                                      m.input.blob, tuple(o.blob for o in m.outputs))}
         for name, g in m.extra_graphs().items():
             inp, outs = g.blobs()

@@ -12,6 +12,7 @@ they are written once for the generator, the C++ parser and its C API.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from functools import lru_cache
@@ -100,7 +101,7 @@ def _common(m: Manifest, param_name: str, bin_name: str) -> dict:
     """The keys every kind's config has: the files, the input and its preprocessing."""
     r = m.resize
     return {"kind": m.postprocess.kind, "param_sha256": m.param_sha256, "bin_sha256": m.bin_sha256,
-            "architecture": m.architecture, "variant": m.variant, "param": param_name, "bin": bin_name,
+            "architecture": m.architecture, "variant": m.variant, "precision": m.weight_storage, "param": param_name, "bin": bin_name,
             "input_blob": m.input.blob, "pixel_format": m.input.pixel_format, "mean": m.input.mean,
             "norm": m.input.norm, "target_size": r.target, "pad_multiple": r.pad_multiple, "pad_mode": r.pad_mode,
             "pad_value": r.pad_value, "resize_policy": r.policy, "pad_normalized": r.pad_normalized,
@@ -146,6 +147,8 @@ def export_device_assets(bundle_dir: "str | Path | Bundle", dest: str | Path, na
     evaluates); ``fp32``: the fp32 reference weights in place of the shipped ones."""
     b = open_bundle_dir(bundle_dir)  # every graph file confined and sha256-checked
     m, dest = manifest or b.manifest, Path(dest)
+    if fp32 and m.int8 is not None:  # the fp32 reference graph ships: the config says so
+        m = dataclasses.replace(m, weight_storage="fp32", int8=None)
     name = name or m.variant.replace(".", "_")
     if not name.replace("-", "_").replace("_", "a").isalnum():
         raise ManifestError(f"asset name {name!r} must use letters, digits, '-' and '_' only")

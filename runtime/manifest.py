@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -27,14 +28,17 @@ from .kinds import BundleError, KindGraph, KindSpec, kind_names, postprocess_kin
 
 __all__ = [
     "MANIFEST_VERSION", "MAX_INPUT_SIZE", "ManifestError", "InputSpec", "ResizeSpec", "OutputSpec", "KindSpec",
-    "Manifest", "load_manifest", "sha256_file", "bundle_path",
+    "Manifest", "Int8Spec", "load_manifest", "sha256_file", "bundle_path",
 ]
 
 # 2: the postprocess section holds only its kind's fields, and every field is required
-MANIFEST_VERSION = 2
+# 3: the int8 section (null unless `litedet quantize` wrote the bundle); a version 2 manifest is read
+#    as version 3 with int8 null (it has no int8 layers), nothing else changed
+MANIFEST_VERSION = 3
 # the largest network input side a bundle may have (phones run 320-416; 2048 is already ~40x the work)
 MAX_INPUT_SIZE = 2048
 PIXEL_FORMATS = ("bgr", "rgb")
+WEIGHT_STORAGE = ("fp16", "fp32", "int8")
 PAD_MODES = ("stride_multiple", "fixed")
 RESIZE_POLICIES = ("letterbox", "letterbox_top_left", "stretch", "center_crop")
 
@@ -117,6 +121,30 @@ class OutputSpec:
 
 
 @dataclass
+class Int8Spec:
+    """How ``litedet quantize`` made the graph int8: ncnn runs the layers marked ``8=1`` with int8
+    weights (per output channel scales) and int8 inputs (one scale each), the rest in floating point."""
+
+    method: str  # kl | aciq | minmax: how the activation scales were chosen
+    calib_images: int = field(metadata=rng(1, 10_000_000))
+    calib_sha256: str  # of the calibration images: their sorted names and sha256s
+    table: str  # the calibration table in ncnn2table's format, a file in the bundle
+    table_sha256: str
+    int8_layers: list[str]  # the main graph's layers quantised (8=1)
+    fp_layers: list[str]  # quantisable layers kept in floating point (--keep-fp, or the automatic plan)
+    plan: str  # all | keep-fp | target-agreement: how fp_layers were chosen
+    target_agreement: float = field(metadata=rng(0.0, 1.0))  # 0 unless plan is target-agreement
+    # measured at quantize time on the calibration images against the fp32 graph: agreement mAP
+    # (detectors) or top-1 agreement (classifiers)
+    agreement: float = field(metadata=rng(0.0, 1.0))
+    agreement_metric: str
+
+
+INT8_METHODS = ("kl", "aciq", "minmax")
+INT8_PLANS = ("all", "keep-fp", "target-agreement")
+
+
+@dataclass
 class Manifest:
     architecture: str
     variant: str
@@ -125,7 +153,7 @@ class Manifest:
     bin: str
     param_sha256: str
     bin_sha256: str
-    weight_storage: str  # fp16 | fp32
+    weight_storage: str  # fp16 | fp32 | int8 (int8 layers, the others as the source bundle stored them)
     input: InputSpec
     resize: ResizeSpec
     outputs: list[OutputSpec]
@@ -133,6 +161,7 @@ class Manifest:
     class_names: list[str]
     provenance: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)
+    int8: Int8Spec | None = None
     version: int = field(default=MANIFEST_VERSION, metadata=rng(0, 1000))
 
     @property
@@ -181,7 +210,13 @@ class Manifest:
         need(self.input.pixel_format in PIXEL_FORMATS, f"input.pixel_format is {self.input.pixel_format!r}; expected one of {PIXEL_FORMATS}")
         need(len(self.input.mean) == self.input.channels and len(self.input.norm) == self.input.channels,
              f"input.mean and input.norm need {self.input.channels} values each")
-        need(self.weight_storage in ("fp16", "fp32"), f"weight_storage is {self.weight_storage!r}; expected 'fp16' or 'fp32'")
+        need(self.weight_storage in WEIGHT_STORAGE,
+             f"weight_storage is {self.weight_storage!r}; expected one of {', '.join(WEIGHT_STORAGE)}")
+        need((self.weight_storage == "int8") == (self.int8 is not None),
+             f"weight_storage is {self.weight_storage!r} but the int8 section is "
+             f"{'set' if self.int8 is not None else 'null'}; an int8 bundle has both, any other neither")
+        if self.int8 is not None:
+            self._validate_int8(need)
         r = self.resize
         need(r.policy in RESIZE_POLICIES, f"resize.policy is {r.policy!r}; expected one of {RESIZE_POLICIES}")
         need(r.pad_mode in PAD_MODES, f"resize.pad_mode is {r.pad_mode!r}; expected one of {PAD_MODES}")
@@ -207,12 +242,25 @@ class Manifest:
             raise ManifestError(str(e)) from None
         return self
 
+    def _validate_int8(self, need) -> None:
+        q = self.int8
+        check_relative(q.table, "int8.table")
+        need(q.method in INT8_METHODS, f"int8.method is {q.method!r}; expected one of {', '.join(INT8_METHODS)}")
+        need(q.plan in INT8_PLANS, f"int8.plan is {q.plan!r}; expected one of {', '.join(INT8_PLANS)}")
+        need(bool(q.int8_layers), "int8.int8_layers is empty; an int8 bundle quantises at least one layer")
+        both = set(q.int8_layers) & set(q.fp_layers)
+        need(not both, f"int8: layer {short(sorted(both)[:1])} is listed as int8 and as kept in floating point")
+        need(q.plan == "target-agreement" or q.target_agreement == 0.0,
+             f"int8.target_agreement is {q.target_agreement}; it is 0 unless int8.plan is 'target-agreement'")
+
     @classmethod
     def from_dict(cls, d: Any) -> "Manifest":
         if not isinstance(d, dict):
             raise ManifestError(f"a manifest is a JSON object; this one is a JSON {type(d).__name__}")
         if d.get("format") != "litedet-bundle":
             raise ManifestError(f"not a litedet manifest (format is {short(d.get('format'))}, expected 'litedet-bundle')")
+        if isinstance(d.get("version"), int) and d["version"] == 2 and "int8" not in d:
+            d = {**d, "version": MANIFEST_VERSION, "int8": None}  # version 2 had no int8 layers; nothing else changed
         if "version" in d and d["version"] != MANIFEST_VERSION:  # before the field checks: another layout
             raise ManifestError(f"manifest version {short(d['version'])} is not supported; this litedet reads version "
                                 f"{MANIFEST_VERSION}")
@@ -250,6 +298,11 @@ def _check_value(value: Any, t: Any, where: str, limits: tuple[float, float] | N
     """``value`` as type ``t`` (int, float, str, bool, list[X], dict, a dataclass), or ManifestError.
     ``limits``: the field's documented range (of each item, for a list of numbers)."""
     origin = typing.get_origin(t)
+    if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(t):  # X | None
+        if value is None:
+            return None
+        (t,) = [a for a in typing.get_args(t) if a is not type(None)]
+        origin = typing.get_origin(t)
     if is_dataclass(t):
         return _build(t, value, where + ".", {})
     if t is Any:

@@ -108,7 +108,8 @@ def as_pixels(image: np.ndarray, pixel_format: str) -> tuple[np.ndarray, int]:
 
 
 def make_net(param: str | Path, bin_path: str | Path, threads: int = 1, fp16: bool = True) -> ncnn.Net:
-    """An ncnn.Net with fp16 storage and arithmetic set explicitly (ARM defaults them on)."""
+    """An ncnn.Net with fp16 storage and arithmetic set explicitly (ARM defaults them on), and int8
+    inference on: layers an int8 bundle marks ``8=1`` run in int8, the others as the fp16 flags say."""
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
         raise ValueError(f"threads must be an integer from 1 to {MAX_THREADS}, got {threads!r}")
     net = ncnn.Net()
@@ -118,6 +119,7 @@ def make_net(param: str | Path, bin_path: str | Path, threads: int = 1, fp16: bo
     net.opt.use_fp16_packed = fp16
     net.opt.use_fp16_arithmetic = fp16
     net.opt.use_bf16_storage = False
+    net.opt.use_int8_inference = True
     from litedet.ncnn_param import NcnnImportError, parse_param
 
     try:  # ncnn's own parser reads past bad layers and may crash on them: ours names the problem first
@@ -320,8 +322,9 @@ class BundleRunner:
     def from_bundle(cls, bundle_dir: "str | Path | Bundle", threads: int = 1, fp16: bool = True, verify: bool = True,
                     bin_override: str | Path | None = None) -> "BundleRunner":
         """Load a bundle (a directory or an opened Bundle); ``fp16`` turns ncnn's fp16
-        storage/packed/arithmetic on or off. ``bin_override`` runs another bin with the same param
-        (the fp32 reference bin); every further graph then runs its fp32 reference weights too."""
+        storage/packed/arithmetic on or off. ``bin_override`` runs the fp32 reference bin (with the
+        fp32 reference param of an int8 bundle); every further graph then runs its fp32 reference
+        weights too."""
         b = open_bundle_dir(bundle_dir, verify)
         m = b.manifest
         if cls.task is not None and m.task != cls.task:

@@ -42,7 +42,8 @@ def test_an_unknown_field_is_an_error_naming_it(seeded_bundle, tmp_path):
     (("resize", "target"), 320.5, "'resize.target' is 320.5 \\(float\\); expected an integer"),
     (("postprocess", "multi_label"), 0, "'postprocess.multi_label' is 0 \\(int\\); expected true or false"),
     (("outputs",), {}, "'outputs' is \\{\\}; expected a list"),
-    (("version",), "2", "version '2' is not supported; this litedet reads version 2"),
+    (("version",), "2", "version '2' is not supported; this litedet reads version 3"),
+    (("version",), 1, "version 1 is not supported; this litedet reads version 3"),
 ])
 def test_a_mistyped_field_is_an_error_naming_it(seeded_bundle, tmp_path, path, value, match):
     def edit(d):
@@ -53,6 +54,20 @@ def test_a_mistyped_field_is_an_error_naming_it(seeded_bundle, tmp_path, path, v
 
     with pytest.raises(ManifestError, match=match):
         load_manifest(_edited(seeded_bundle, tmp_path / "b", edit))
+
+
+def test_a_version_2_manifest_is_read_as_version_3_without_int8(seeded_bundle, tmp_path):
+    def to_v2(d):
+        d["version"] = 2
+        del d["int8"]
+
+    m = load_manifest(_edited(seeded_bundle, tmp_path / "b", to_v2))
+    assert m.version == MANIFEST_VERSION and m.int8 is None and m.weight_storage == "fp16"
+
+
+def test_int8_storage_and_the_int8_section_go_together(seeded_bundle, tmp_path):
+    with pytest.raises(ManifestError, match="weight_storage is 'int8' but the int8 section is null"):
+        load_manifest(_edited(seeded_bundle, tmp_path / "b", lambda d: d.update(weight_storage="int8")))
 
 
 def test_a_manifest_that_is_not_an_object_is_refused(seeded_bundle, tmp_path):

@@ -349,7 +349,8 @@ int cmd_bench(const Args& a)
                 "\"input\": [3, %d, %d], \"warmup\": %d, \"latency_ms\": %s, \"stages_ms\": {\"pre\": %s, "
                 "\"inference\": %s, \"glue\": %s, \"post\": %s}, \"detections\": %zu, \"peak_rss_bytes\": %lld, "
                 "\"arch\": %s}\n",
-                json_string(det.architecture()).c_str(), json_string(name).c_str(), a.fp16 ? "fp16" : "fp32",
+                json_string(det.architecture()).c_str(), json_string(name).c_str(),
+                !a.fp16 ? "fp32" : det.precision() == "int8" ? "int8" : "fp16",
                 a.threads, json_string(a.pos[1]).c_str(), img.w, img.h, t.in_h, t.in_w, a.warmup,
                 json_stats(total).c_str(), json_stats(pre).c_str(), json_stats(inf).c_str(),
                 det.has_glue() ? json_stats(glue).c_str() : "null", json_stats(post).c_str(), dets.size(),

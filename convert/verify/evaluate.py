@@ -21,10 +21,10 @@ from typing import Any
 from litedet.runtime.bundle import Bundle, open_bundle_dir
 from litedet.runtime.manifest import Manifest
 
-__all__ = ["BACKENDS", "EVAL_DECODE", "EvalError", "EvalImage", "BackendRun", "list_images", "eval_manifest",
+__all__ = ["BACKENDS", "EVAL_DECODE", "shipped", "default_backends", "EvalError", "EvalImage", "BackendRun", "list_images", "eval_manifest",
            "run_backends"]
 
-BACKENDS = ("torch", "ncnn-fp32", "ncnn-fp16", "arm-fp32", "arm-fp16")
+BACKENDS = ("torch", "ncnn-fp32", "ncnn-fp16", "ncnn-int8", "arm-fp32", "arm-fp16", "arm-int8")
 # detectors are scored as upstream NanoDet evaluates (its val decode): a low score threshold, every
 # class of a cell above it, a hundred boxes per image; fields a kind does not have are left alone
 EVAL_DECODE = {"score_threshold": 0.05, "multi_label": True, "max_detections": 100}
@@ -77,10 +77,25 @@ def eval_manifest(m: Manifest) -> tuple[Manifest, dict[str, Any]]:
     return dataclasses.replace(m, postprocess=dataclasses.replace(m.postprocess, **changed)), changed
 
 
+def shipped(m: Manifest) -> str:
+    """The name of the shipped graph's precision in backend names: int8 for an int8 bundle (its
+    float layers run with fp16 on), fp16 for any other (fp16 storage and arithmetic on)."""
+    return "int8" if m.int8 is not None else "fp16"
+
+
+def default_backends(m: Manifest) -> list[str]:
+    return ["torch", "ncnn-fp32", f"ncnn-{shipped(m)}"]
+
+
 def check_backends(b: Bundle, backends: list[str]) -> None:
-    bad = [x for x in backends if x not in BACKENDS]
+    s = shipped(b.manifest)
+    valid = [x for x in BACKENDS if not x.endswith(("-fp16", "-int8")) or x.endswith(s)]
+    bad = [x for x in backends if x not in valid]
     if bad or not backends:
-        raise EvalError(f"--backends {','.join(backends)!r}: expected some of {', '.join(BACKENDS)}")
+        other = " (an int8 bundle's shipped graph is ncnn-int8 / arm-int8; ncnn-fp32 runs its fp32 reference)" \
+            if s == "int8" else " (int8 backends need a bundle written by litedet quantize)" if any(
+                x.endswith("-int8") for x in bad) else ""
+        raise EvalError(f"--backends {','.join(backends)!r}: expected some of {', '.join(valid)}{other}")
     if len(set(backends)) != len(backends):
         raise EvalError(f"--backends names a backend twice: {','.join(backends)}")
     if "torch" in backends and not b.has_reference("torchscript"):
@@ -158,8 +173,9 @@ def _local_backends(b: Bundle, backends: list[str], threads: int, r32) -> dict:
         fns["torch"] = torch_runner(b)
     if "ncnn-fp32" in backends:
         fns["ncnn-fp32"] = r32.run_array
-    if "ncnn-fp16" in backends:
-        fns["ncnn-fp16"] = BundleRunner.from_bundle(b, threads=threads, fp16=True).run_array
+    key = f"ncnn-{shipped(b.manifest)}"
+    if key in backends:  # the shipped graph, fp16 on (an int8 bundle's float layers too)
+        fns[key] = BundleRunner.from_bundle(b, threads=threads, fp16=True).run_array
     return fns
 
 
@@ -170,7 +186,7 @@ def _start_arm(b: Bundle, arm: list[str], arm_in: dict, threads: int, env):
     from .arm.protocol import ArmJob, Variant
 
     fp32_bin = str(b.graph_files(fp32=True)["model"].bin)
-    variants = [Variant(k, k == "arm-fp16", None if k == "arm-fp16" else fp32_bin) for k in arm]
+    variants = [Variant(k, k != "arm-fp32", None if k != "arm-fp32" else fp32_bin) for k in arm]
     return ArmJob(resolve_env(env, None), b.path.resolve(), {n: c for n, (c, _) in arm_in.items()}, variants,
                   threads, None)
 
@@ -182,8 +198,13 @@ def _finish_arm(job, m: Manifest, r32, arm: list[str], arm_in: dict, runs: dict,
         for name, (_, g) in arm_in.items():
             runs[k].results[name] = r32.kind.decode(m, out[k][name], g)
         runs[k].wall_s = meta.get("child_wall_s", 0.0) / len(arm)
-        runs[k].note = (f"qemu-aarch64 -cpu {meta.get('cpu')} ({'fp16 arithmetic' if k == 'arm-fp16' else 'fp32'}); "
+        runs[k].note = (f"qemu-aarch64 -cpu {meta.get('cpu')} ({_arith(k)}); "
                         f"asimdhp {meta.get('asimdhp')}; emulated time, not device speed")
+
+
+def _arith(backend: str) -> str:
+    return {"arm-fp32": "fp32 weights, fp16 off", "arm-fp16": "fp16 arithmetic",
+            "arm-int8": "int8 layers, the others fp16 arithmetic"}[backend]
 
 
 # -- the whole evaluation -----------------------------------------------------------

@@ -33,6 +33,11 @@ __all__ = ["ParityThresholds", "run_parity", "format_report", "reference_file", 
 KEYS = ["ncnn_fp32", "ncnn_fp16"]
 
 
+def parity_keys(m: Manifest) -> list[str]:
+    """torch against ncnn fp32 and the shipped graph: ncnn_fp16, or ncnn_int8 for an int8 bundle."""
+    return ["ncnn_fp32", "ncnn_int8" if m.int8 is not None else "ncnn_fp16"]
+
+
 @dataclass
 class ParityThresholds:
     """Exceeding any of these makes ``litedet parity`` exit non-zero.
@@ -53,6 +58,13 @@ class ParityThresholds:
     match_iou: float = 0.5
     borderline_margin: float = 0.02
     max_label_flip_frac: float = 0.05
+    # int8 (a bundle from litedet quantize, its float layers fp16): quantisation moves every tensor;
+    # its accuracy is eval's question (agreement mAP, top-1), so parity holds it to the same results
+    # with looser box and score limits (calibrated on the trained NanoDet-m and SqueezeNet v1.1)
+    int8_min_cosine: float = 0.95
+    int8_max_rel: float = 0.5
+    int8_min_iou: float = 0.8
+    int8_max_score_diff: float = 0.15
 
     def check(self, key: str, value: float) -> None:
         """A finite number in the key's range, or ValueError naming both."""
@@ -63,7 +75,7 @@ class ParityThresholds:
             raise ValueError(f"--threshold {key}={value!r}: a threshold must be a finite number in [{lo:g}, {hi:g}]")
 
     def limits(self, key: str) -> Limits:
-        p = "fp16" if key == "ncnn_fp16" else "fp32"
+        p = {"ncnn_fp16": "fp16", "ncnn_int8": "int8"}.get(key, "fp32")
         return Limits(getattr(self, f"{p}_min_cosine"), getattr(self, f"{p}_max_rel"), getattr(self, f"{p}_min_iou"),
                       getattr(self, f"{p}_max_score_diff"), self.match_iou, self.borderline_margin,
                       self.max_label_flip_frac)
@@ -154,7 +166,7 @@ def run_parity(bundle: str | Path, images: list[tuple[str, np.ndarray]] | None =
                           th, failures, notes)
     if out_dir:
         write_report(out_dir, "parity", report.to_dict(), format_report(report))
-        error_chart(report, out_dir / "parity_errors.png", KEYS, th.fp32_max_rel)
+        error_chart(report, out_dir / "parity_errors.png", parity_keys(m), th.fp32_max_rel)
     return report
 
 
@@ -176,16 +188,17 @@ def _parity_of_image(s: Sides, th: ParityThresholds, name: str, img: np.ndarray,
     t_res = r32.postprocess(t, g)
     ip.reference_results = [x.to_dict() for x in t_res]
     failures: list[str] = []
-    for key, runner in (("ncnn_fp32", r32), ("ncnn_fp16", r16)):
+    shipped = parity_keys(m)[1]
+    for key, runner in (("ncnn_fp32", r32), (shipped, r16)):
         n = align_outputs(t, runner.run_array(chw))
         same = runner.complete(n, chw.shape[2], chw.shape[1], reference=t) if runner.kind.complete else None
         n_res = runner.postprocess(n, g)
         ip.test_results[key] = [x.to_dict() for x in n_res]
-        c = Comparison(key, t, n, t_res, n_res, runner, same, fp16=key == "ncnn_fp16")
+        c = Comparison(key, t, n, t_res, n_res, runner, same, fp16=key == shipped)
         failures += judge(s, ip, c, th.limits(key), g)
-        if key == "ncnn_fp16" and out_dir:
+        if key == shipped and out_dir:
             s.check.draw(img, t_res, n_res, out_dir / f"parity_{name}.jpg")
-        if key == "ncnn_fp16" and core is not None:
+        if key == shipped and core is not None:
             ip.cpp, why = s.check.cpp(core, m, n, g)
             failures += [f"{name}: {why}"] if why else []
     return ip, failures
@@ -194,4 +207,5 @@ def _parity_of_image(s: Sides, th: ParityThresholds, name: str, img: np.ndarray,
 def format_report(r: ParityReport) -> str:
     from ..families import check_for_kind
 
-    return format_table(r, check_for_kind(r.kind), KEYS, [f"parity of {r.bundle} ({r.architecture}, weights: {r.weights})"])
+    keys = [k for k in ("ncnn_fp32", "ncnn_fp16", "ncnn_int8") if any(k in ip.tensors for ip in r.images)]
+    return format_table(r, check_for_kind(r.kind), keys or KEYS, [f"parity of {r.bundle} ({r.architecture}, weights: {r.weights})"])

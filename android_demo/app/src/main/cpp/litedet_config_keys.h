@@ -14,12 +14,14 @@
 // flag (0/1), reals (comma list of numbers), ints (comma list of positive integers).
 #pragma once
 
-#define LITEDET_CONFIG_VERSION 1
+// 2: the precision key (fp16 | fp32 | int8: how the bundle's graph stores its weights)
+#define LITEDET_CONFIG_VERSION 2
 
 // The keys every kind has: the model files and the input's preprocessing.
 #define LITEDET_COMMON_KEYS(X)                        \
   X(architecture, str, 0, 0)                          \
   X(variant, str, 0, 0)                               \
+  X(precision, str, 0, 0)                             \
   X(param, str, 0, 0)                                 \
   X(bin, str, 0, 0)                                   \
   X(input_blob, str, 0, 0)                            \

@@ -51,6 +51,7 @@ bool parse_gfl_config(const std::string& text, GflConfig& cfg, std::string* erro
   if (r.has_error()) return fail(r.error);
   // what one key cannot say alone
   if (c.pixel_format != "bgr" && c.pixel_format != "rgb") r.bad("pixel_format", c.pixel_format, "'bgr' or 'rgb'");
+  if (!precision_problem(c.precision).empty()) r.bad("precision", c.precision, precision_problem(c.precision));
   if (c.pad_mode != "stride_multiple" && c.pad_mode != "fixed")
     r.bad("pad_mode", c.pad_mode, "'stride_multiple' or 'fixed'");
   if (resize_policy_code(c.resize_policy) < 0)

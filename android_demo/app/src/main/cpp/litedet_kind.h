@@ -41,6 +41,12 @@ inline std::string config_kind(const std::string& text) {
   return config_kind(text, kind, nullptr) ? kind : "";
 }
 
+// The precision key's problem ("" when it is one of the three): the graph's weights are fp16 or
+// fp32, or int8 layers (8=1, written by litedet quantize) beside float ones.
+inline std::string precision_problem(const std::string& p) {
+  return p == "fp16" || p == "fp32" || p == "int8" ? "" : "'fp16', 'fp32' or 'int8'";
+}
+
 // Parse cfg_text with the kind's reader and write the parsed config back into out; false and
 // *error (naming the key) when the text does not parse.
 using ConfigDump = bool (*)(const std::string& cfg_text, std::string& out, std::string* error);

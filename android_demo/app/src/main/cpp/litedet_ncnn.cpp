@@ -155,6 +155,8 @@ bool ModelRunner::set_options(bool use_gpu, int num_threads, std::string& err, b
         net->opt.use_fp16_packed = fp16;
         net->opt.use_fp16_arithmetic = fp16;
         net->opt.use_bf16_storage = false;
+        // int8 layers (8=1) run in int8 when the config says the graph is int8 (litedet quantize)
+        net->opt.use_int8_inference = input_.precision == "int8";
         net->opt.use_packing_layout = true;
 #if NCNN_VULKAN
         net->opt.use_vulkan_compute = use_gpu;

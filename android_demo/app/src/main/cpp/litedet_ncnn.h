@@ -52,7 +52,7 @@ inline double now_ms()
 // The preprocessing keys, the same in every kind's config (LITEDET_COMMON_KEYS).
 struct InputConfig
 {
-    std::string blob, pixel_format, pad_mode, resize_policy;
+    std::string blob, pixel_format, pad_mode, resize_policy, precision;
     std::vector<float> mean, norm;
     int target_size = 0, pad_multiple = 0;
     bool pad_normalized = false;
@@ -63,7 +63,7 @@ struct InputConfig
 template <class Cfg>
 InputConfig input_of(const Cfg& c)
 {
-    return InputConfig{c.input_blob, c.pixel_format, c.pad_mode, c.resize_policy, c.mean, c.norm,
+    return InputConfig{c.input_blob, c.pixel_format, c.pad_mode, c.resize_policy, c.precision, c.mean, c.norm,
                        c.target_size, c.pad_multiple, c.pad_normalized, c.pad_value};
 }
 
@@ -133,11 +133,14 @@ public:
     const std::vector<std::string>& class_names() const;
     const std::string& architecture() const;
     const std::string& kind_name() const { return kind_name_; }
+    // the config's precision key: fp16 | fp32 | int8 (how the graph stores its weights)
+    const std::string& precision() const { return input_.precision; }
     bool has_glue() const { return kind_ && kind_->has_glue(); }
 
-    // ncnn options, set explicitly, before loading: fp16 storage, packed and
+    // ncnn options, set explicitly, after set_config and before loading: fp16 storage, packed and
     // arithmetic on (how the bundles are checked; fp16=false turns all three off),
-    // bf16 off, packing on, num_threads, Vulkan on or off. Returns false (err says
+    // int8 inference on when the config's precision is int8, bf16 off, packing on, num_threads,
+    // Vulkan on or off. Returns false (err says
     // why) when use_gpu is asked of an ncnn without Vulkan or a device without a GPU.
     bool set_options(bool use_gpu, int num_threads, std::string& err, bool fp16 = true);
 

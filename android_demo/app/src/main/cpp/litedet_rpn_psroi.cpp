@@ -37,6 +37,8 @@ bool parse_rpn_psroi_config(const std::string& text, RpnPsroiConfig& cfg, std::s
 #undef LITEDET_TWO_STAGE_READ
   if (r.has_error()) return fail(r.error);
   if (c.pixel_format != "bgr" && c.pixel_format != "rgb") return fail("config key 'pixel_format' must be 'bgr' or 'rgb'");
+  if (!precision_problem(c.precision).empty())
+    return fail("config key 'precision' is '" + c.precision + "'; expected " + precision_problem(c.precision));
   if (c.pad_mode != "stride_multiple" && c.pad_mode != "fixed")
     return fail("config key 'pad_mode' must be 'stride_multiple' or 'fixed'");
   if (resize_policy_code(c.resize_policy) < 0)
