@@ -364,7 +364,9 @@ def _measure_one(bundle: Bundle, image: np.ndarray, image_npy: Path, png: Path, 
             note = "" if w.runtime == "ncnn" else \
                 f"graph{'s' if len(graphs) > 1 else ''} only (TorchScript of the bundle)" + \
                 (f"; head on {rois} RoIs" if rois else "")
-        records.append(Record(model=model, place="desktop", runtime=w.runtime, precision=w.precision,
+        shipped = w.runtime in ("ncnn", "litedet_cpp")
+        records.append(Record(model=model, place="desktop", runtime=w.runtime,
+                              precision=_shipped_label(bundle.manifest, w.precision) if shipped else w.precision,
                               threads=w.threads, device=device, input=chw, latency_ms=stats(w.total),
                               stages_ms=st, **facts, peak_rss_bytes=peak, note=note))
     return records
@@ -464,9 +466,12 @@ def measure_qemu(targets: list[tuple[str, Bundle]], *, repeats: int, reference_g
             print(f"qemu: {label} ({'x'.join(map(str, chw.shape))}, {repeats} repeats)", file=sys.stderr, flush=True)
         res = measure(bundle.path, env, repeats=repeats, width=chw.shape[2], height=chw.shape[1], progress=progress,
                       modes=modes)
+        counted = {_shipped_label(m, p): q for p, q in res["precisions"].items()}
+        if m.precision_plan is not None:  # the same graph without the plan, for the comparison the plan is for
+            counted["fp16-uniform"] = _uniform_counts(bundle, env, chw.shape, repeats, modes, progress)
         facts = graph_facts(bundle, list(chw.shape))
         glue_cpp = _cpp_glue(bundle, env, chw.shape, repeats) if two else None
-        for precision, q in res["precisions"].items():
+        for precision, q in counted.items():
             parts, split = None, ""
             if two:
                 parts = {"inference": q["parts"]["stage1"] + q["parts"]["run"], "glue": q["parts"]["glue"]}
@@ -494,6 +499,37 @@ def measure_qemu(targets: list[tuple[str, Bundle]], *, repeats: int, reference_g
                     for c in (counts["ours"], counts["ref"]))
             records += pair_records(m.architecture, ref, ref_param, side, o, t, records)
     return records, {"qemu": env.info.get("qemu_version"), "cpu": DEFAULT_CPU, "ncnn": env.info.get("ncnn")}
+
+
+def _shipped_label(m, precision: str) -> str:
+    """What a count measured: fp32 (fp16 off), or the shipped graph with fp16 on, named for what it
+    holds (fp16, fp16-planned with an ARM precision plan, int8); an int8 graph with fp16 off is int8-fp32."""
+    if m.int8 is not None:
+        return "int8" if precision == "fp16" else "int8-fp32"
+    if precision == "fp16" and m.precision_plan is not None:
+        return "fp16-planned"
+    return precision
+
+
+def _uniform_counts(bundle: Bundle, env, chw_shape, repeats: int, modes, progress: bool) -> dict:
+    """The fp16 count of the bundle with its uniform (unplanned) param in place of the planned one."""
+    import dataclasses
+    import json
+    import shutil
+    import tempfile
+
+    from litedet.benchmarks.arm.icount import measure
+    from litedet.hashing import sha256_file
+
+    m = bundle.manifest
+    with tempfile.TemporaryDirectory(prefix="litedet-uniform-") as tmp:
+        d = Path(tmp) / "bundle"
+        shutil.copytree(bundle.path, d)
+        shutil.copyfile(bundle.reference("uniform_param"), d / m.param)
+        new = dataclasses.replace(m, param_sha256=sha256_file(d / m.param), precision_plan=None)
+        (d / "manifest.json").write_text(json.dumps(new.to_dict(), indent=2) + "\n")
+        return measure(d, env, repeats=repeats, width=chw_shape[2], height=chw_shape[1], progress=progress,
+                       modes=modes, precisions=("fp16",))["precisions"]["fp16"]
 
 
 def _cpp_glue(bundle: Bundle, env, chw_shape: tuple[int, ...], repeats: int) -> dict | None:

@@ -23,7 +23,10 @@ PLACES = ("desktop", "qemu", "adb", "ssh")
 # benchncnn: ncnn's own benchmark tool on a device; litedet-convert: `litedet convert` itself
 # (latency_ms is the wall time of one conversion, convert_steps_ms its steps)
 RUNTIMES = ("ncnn", "ncnn-empty", "onnxruntime", "torch", "litedet_cpp", "benchncnn", "litedet-convert")
-PRECISIONS = ("fp32", "fp16")
+# fp16-planned: fp16 with an ARM precision plan (some layers fp32); fp16-uniform: that graph without it;
+# int8: an int8 bundle with fp16 on for its float layers, int8-fp32 with fp16 off
+PRECISIONS = ("fp32", "fp16", "fp16-planned", "fp16-uniform", "int8", "int8-fp32")
+SHIPPED = ("fp16", "fp16-planned", "int8")  # the precisions a bundle ships with (what the plot shows)
 UNITS = ("ms", "instructions")
 STAGES = ("pre", "inference", "glue", "post")
 
@@ -242,7 +245,7 @@ def _plotted(r: Record) -> str | None:
     if r.runtime == "ncnn-empty":
         return "ncnn's reference graphs (empty weights)" if r.model.startswith("ref:") else \
             f"{r.place} ours, empty weights"
-    if r.precision == "fp16" and (r.runtime in ("ncnn", "benchncnn") or (r.runtime == "litedet_cpp"
+    if r.precision in SHIPPED and (r.runtime in ("ncnn", "benchncnn") or (r.runtime == "litedet_cpp"
                                                                            and r.place != "desktop")):
         return f"{r.place} {r.runtime} fp16 1 thread"
     return None

@@ -24,7 +24,7 @@ from .bundle import (BIN_NAME, PARAM_NAME, REF_DIR, ConvertError, ConvertResult,
 if TYPE_CHECKING:
     from .preprocessing import Stated
 
-__all__ = ["convert_model", "VERIFY_MIN_COSINE", "ROUTES"]
+__all__ = ["convert_model", "load_model", "VERIFY_MIN_COSINE", "ROUTES"]
 
 # convert refuses a bundle whose fp32 ncnn outputs drift further than this from torch
 VERIFY_MIN_COSINE = 0.9999
@@ -240,10 +240,11 @@ def convert_model(arch: str | None, out: str | Path, checkpoint: str | Path | No
     return ConvertResult(out, manifest, steps.close(), verify)
 
 
-def _prepare(arch, out: Path, checkpoint, input_size, force: bool, seed: int, class_names, model_kwargs,
+def _prepare(arch, out: Path | None, checkpoint, input_size, force: bool, seed: int, class_names, model_kwargs,
              trust: bool, config, options, stated=None) -> _Job:
-    """Resolve the architecture, check every input and the destination, build the model with its
-    weights (loaded, imported or seeded): all before the first conversion step."""
+    """Resolve the architecture, check every input and the destination (``out``; None: no bundle is
+    written, as for `litedet prune`), build the model with its weights (loaded, imported or
+    seeded): all before the first conversion step."""
     from litedet.models import create_model
 
     from .preprocessing import Stated, check_graph_import, default_source, sources
@@ -257,7 +258,8 @@ def _prepare(arch, out: Path, checkpoint, input_size, force: bool, seed: int, cl
         check_graph_import(checkpoint, stated, adapter.preprocess_convention)
     except ValueError as e:
         raise ConvertError(str(e)) from None
-    check_destination(out, force)
+    if out is not None:
+        check_destination(out, force)
     model = create_model(arch, **{**prepared.model_kwargs, **(model_kwargs or {})})
     try:
         names = adapter.class_names(model, info, class_names)
@@ -273,6 +275,12 @@ def _prepare(arch, out: Path, checkpoint, input_size, force: bool, seed: int, cl
         provenance["inferred"] = prepared.notes
     model.eval()
     return _Job(arch, info, adapter, prepared, model, names, input_size, provenance, stated)
+
+
+def load_model(arch: str | None, checkpoint, *, config=None, trust: bool = False, options=None, seed: int = 0,
+               input_size: int | None = None, stated=None) -> _Job:
+    """The model with its weights as convert would build it (no bundle written): `litedet prune`."""
+    return _prepare(arch, None, checkpoint, input_size, False, seed, None, None, trust, config, options, stated)
 
 
 def _stated(job: _Job, deploy, dynamic: bool):

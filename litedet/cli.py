@@ -102,11 +102,108 @@ def _cmd_convert(a: argparse.Namespace) -> int:
     from litedet.convert.pipeline import convert_model
 
     names = _read_class_names(a.class_names) if a.class_names else None
+    if a.arm_plan:
+        return _convert_planned(a, names)
     r = convert_model(a.arch, a.out, checkpoint=a.checkpoint, input_size=a.input_size, fp32=a.fp32,
                       route=a.route, force=a.force, seed=a.seed, progress=not a.quiet, class_names=names,
                       trust_checkpoint=a.trust_checkpoint, config=a.config, options=_options(a),
                       preprocess=_stated(a))
     _print_convert(r)
+    return 0
+
+
+def _convert_planned(a: argparse.Namespace, names) -> int:
+    """convert --arm-plan: the conversion into a scratch folder beside --out, then the measured plan
+    (benchmarks/arm/plan.py) written to --out; --out gets the planned bundle, or the plain one when
+    no layer is worth fp32, and nothing when anything fails."""
+    import shutil
+
+    from litedet.atomic import cleanup_stale_dirs, make_temp_dir, temp_dir_path
+    from litedet.benchmarks.arm.plan import PlanError, plan_bundle
+    from litedet.convert.bundle import atomic_bundle_dir, check_destination
+    from litedet.convert.pipeline import convert_model
+    from litedet.convert.verify.arm.env import resolve_env
+
+    out = check_destination(a.out, a.force)
+    env = resolve_env(None, None)  # no qemu environment: one line before any work
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cleanup_stale_dirs(out.parent, out.name + ".unplanned")
+    scratch = temp_dir_path(out.parent, out.name + ".unplanned")
+    try:
+        make_temp_dir(scratch)  # owner-marked: a killed run's scratch is removed by the next
+        r = convert_model(a.arch, scratch / "bundle", checkpoint=a.checkpoint, input_size=a.input_size, fp32=a.fp32,
+                          route=a.route, seed=a.seed, progress=not a.quiet, class_names=names,
+                          trust_checkpoint=a.trust_checkpoint, config=a.config, options=_options(a),
+                          preprocess=_stated(a))
+        r.bundle = out
+        try:
+            r.manifest, why = plan_bundle(scratch / "bundle", out, force=a.force, env=env, progress=not a.quiet)
+        except PlanError as e:
+            why = str(e).split(": ", 1)[-1]
+            with atomic_bundle_dir(out, a.force) as tmp:
+                shutil.copytree(scratch / "bundle", tmp, dirs_exist_ok=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    _print_convert(r)
+    print(f"arm plan: {why}")
+    return 0
+
+
+def _add_prune(sub) -> None:
+    s = sub.add_parser("prune", help="remove a fraction of the channels (Torch-Pruning), optionally distil from the "
+                                     "unpruned model on unlabeled photos; writes a checkpoint convert loads")
+    s.add_argument("arch", help="a registered architecture (litedet list)")
+    s.add_argument("--checkpoint", help=".pth/.ckpt, or an ncnn .param (its .bin beside it); default: seeded weights")
+    s.add_argument("--ratio", type=float, required=True, help="fraction of each prunable layer's channels to remove, "
+                                                                 "in (0, 1), e.g. 0.3")
+    s.add_argument("--distill", default=None, metavar="DIR", help="unlabeled photos to distil the pruned model on")
+    s.add_argument("--steps", type=int, default=200, help="--distill: optimiser steps, one photo each (default 200)")
+    s.add_argument("--out", required=True, help="the pruned checkpoint (e.g. pruned.pth)")
+    s.add_argument("--force", action="store_true", help="replace an existing --out file")
+    s.add_argument("--input-size", type=int, default=None, help="as for convert (default: the architecture's)")
+    s.add_argument("--config", help="NanoDet's own .yml config, as for convert")
+    s.add_argument("--trust-checkpoint", action="store_true", help="as for convert (DANGEROUS)")
+    g = s.add_argument_group("preprocessing of --distill photos and of a graph --checkpoint (as for convert)")
+    g.add_argument("--pixel-order", choices=("rgb", "bgr"), default=None)
+    g.add_argument("--mean", default=None, metavar="A,B,C")
+    g.add_argument("--norm", default=None, metavar="A,B,C")
+    g.add_argument("--std", default=None, metavar="A,B,C")
+    g.add_argument("--resize", choices=("letterbox", "stretch", "center_crop"), default=None)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=_cmd_prune)
+
+
+def _cmd_prune(a: argparse.Namespace) -> int:
+    from litedet.convert.prune import prune
+
+    r = prune(a.arch, a.checkpoint, a.ratio, a.out, distill=a.distill, steps=a.steps, config=a.config,
+              trust=a.trust_checkpoint, force=a.force, progress=not a.quiet, input_size=a.input_size,
+              stated=_stated(a))
+    print(f"pruned {r.architecture} ({r.pruned_part}): params {r.params_before:,} -> {r.params_after:,}, "
+          f"MACs {r.macs_before:,} -> {r.macs_after:,} ({r.macs_after / r.macs_before:.2f}x)")
+    if r.distill:
+        d = r.distill
+        print(f"distilled: {d['steps']} steps on {d['images']} images, loss {d['loss_first10']:.4g} -> "
+              f"{d['loss_last10']:.4g} ({d['seconds']} s)")
+    print(f"wrote {r.out}; convert it with: litedet convert {r.architecture} --checkpoint {r.out} ...")
+    return 0
+
+
+def _add_plan(sub) -> None:
+    s = sub.add_parser("plan", help="measure each layer under qemu (fp32 vs fp16 on a cortex-a76) and write the bundle "
+                                    "with the layers that are cheaper in fp32 made fp32 islands")
+    s.add_argument("bundle")
+    s.add_argument("--out", required=True, help="the planned bundle (may be the bundle itself with --force)")
+    s.add_argument("--force", action="store_true", help="replace an existing bundle at --out (atomically)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=_cmd_plan)
+
+
+def _cmd_plan(a: argparse.Namespace) -> int:
+    from litedet.benchmarks.arm.plan import plan_bundle
+
+    m, why = plan_bundle(a.bundle, a.out, force=a.force, progress=not a.quiet)
+    print(f"bundle: {a.out} ({m.architecture}); arm plan: {why}")
     return 0
 
 
@@ -397,6 +494,9 @@ def _add_convert(sub) -> None:
     s.add_argument("arch", nargs="?", help="a registered architecture (litedet list); optional with --config")
     s.add_argument("--out", required=True)
     s.add_argument("--force", action="store_true", help="replace an existing bundle (atomically)")
+    s.add_argument("--arm-plan", action="store_true",
+                   help="measure each layer under qemu-aarch64 (cortex-a76; scripts/setup_arm.sh) in fp32 and fp16 and "
+                        "ship the layers that are cheaper in fp32 as fp32 islands (the plan goes in the manifest)")
     _convert_options(s)
     s.set_defaults(fn=_cmd_convert)
 
@@ -626,7 +726,7 @@ def _add_list(sub) -> None:
 
 
 # each command adds its own parser and arguments, in the order `litedet --help` lists them
-_COMMANDS = (_add_run, _add_convert, _add_classify, _add_wrap, _add_detect, _add_parity, _add_eval, _add_quantize, _add_assets, _add_android, _add_bench, _add_list)
+_COMMANDS = (_add_run, _add_convert, _add_classify, _add_wrap, _add_detect, _add_parity, _add_eval, _add_quantize, _add_prune, _add_plan, _add_assets, _add_android, _add_bench, _add_list)
 
 
 def build_parser() -> argparse.ArgumentParser:

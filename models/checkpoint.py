@@ -201,7 +201,20 @@ def read_state_dict(path: str | Path, prefer_ema: bool = True, trust: bool = Fal
             "expected a .pth/.ckpt saved by torch.save, or an ncnn .param with its .bin"
         ) from None
     sd, kind, used_ema = extract_state_dict(obj, prefer_ema)
-    return sd, kind, used_ema, ({"not_unpickled": stubbed} if stubbed else {})
+    extra = {"not_unpickled": stubbed} if stubbed else {}
+    from .pruned import pruned_architecture
+
+    if pruned_architecture(obj) is not None:
+        kind, extra["pruned_architecture"] = "litedet-pruned", pruned_architecture(obj)
+    return sd, kind, used_ema, extra
+
+
+def _resize_pruned(model: nn.Module, sd: dict, path: Path, arch: str | None, recorded: str) -> dict:
+    from .pruned import resize_to
+
+    if arch is not None and recorded != arch:
+        raise CheckpointError(f"{path} is a pruned {recorded}; convert it as {recorded}, not {arch}")
+    return {"architecture": recorded, "resized_modules": len(resize_to(model, sd))}
 
 
 def load_checkpoint(model: nn.Module, path: str | Path, prefer_ema: bool = True, trust: bool = False,
@@ -228,6 +241,8 @@ def load_checkpoint(model: nn.Module, path: str | Path, prefer_ema: bool = True,
         return LoadReport(str(path), "ncnn", digest, details=details)
     sd, kind, used_ema, extra = read_state_dict(path, prefer_ema, trust)
     sd, ignored = split_ignored(model, sd)
+    if kind == "litedet-pruned":  # channels removed: the modules take the checkpoint's sizes first
+        extra["pruned"] = _resize_pruned(model, sd, path, arch, extra.pop("pruned_architecture"))
     _check_keys(model, sd, path, arch)
     model.load_state_dict(sd, strict=False)
     details = {"tensors": len(sd), **extra}

@@ -28,12 +28,13 @@ from .kinds import BundleError, KindGraph, KindSpec, kind_names, postprocess_kin
 
 __all__ = [
     "MANIFEST_VERSION", "MAX_INPUT_SIZE", "ManifestError", "InputSpec", "ResizeSpec", "OutputSpec", "KindSpec",
-    "Manifest", "Int8Spec", "load_manifest", "sha256_file", "bundle_path",
+    "Manifest", "Int8Spec", "PrecisionPlan", "load_manifest", "sha256_file", "bundle_path",
 ]
 
 # 2: the postprocess section holds only its kind's fields, and every field is required
-# 3: the int8 section (null unless `litedet quantize` wrote the bundle); a version 2 manifest is read
-#    as version 3 with int8 null (it has no int8 layers), nothing else changed
+# 3: the int8 section (null unless `litedet quantize` wrote the bundle) and the precision_plan
+#    section (null unless `convert --arm-plan` chose one); a version 2 manifest is read as version 3
+#    with both null (it has neither), nothing else changed
 MANIFEST_VERSION = 3
 # the largest network input side a bundle may have (phones run 320-416; 2048 is already ~40x the work)
 MAX_INPUT_SIZE = 2048
@@ -140,6 +141,23 @@ class Int8Spec:
     agreement_metric: str
 
 
+@dataclass
+class PrecisionPlan:
+    """The layers of the main graph that run in fp32 on ARM while the rest runs fp16 (``litedet
+    convert --arm-plan``), chosen from per-layer guest instruction counts under qemu. Each listed
+    layer carries ncnn's featmask ``31=3`` (no fp16 arithmetic, no fp16 storage) and reads its input
+    through an identity Dropout named LAYER_fp32in, which makes ncnn cast the fp16 blob to fp32
+    (ncnn 1.0.20261020 does not cast for a layer whose featmask turns fp16 storage off)."""
+
+    cpu: str  # the qemu CPU model the layers were measured on
+    fp32_layers: list[str]
+    # guest instructions of the main graph's layers for one inference at the bundle's input size
+    insns_fp32: int = field(metadata=rng(0, 1 << 62))
+    insns_fp16: int = field(metadata=rng(0, 1 << 62))  # uniform fp16
+    insns_planned: int = field(metadata=rng(0, 1 << 62))
+    uniform_param: str  # the graph without the plan, kept in the bundle for comparison
+
+
 INT8_METHODS = ("kl", "aciq", "minmax")
 INT8_PLANS = ("all", "keep-fp", "target-agreement")
 
@@ -162,6 +180,7 @@ class Manifest:
     provenance: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)
     int8: Int8Spec | None = None
+    precision_plan: PrecisionPlan | None = None
     version: int = field(default=MANIFEST_VERSION, metadata=rng(0, 1000))
 
     @property
@@ -217,6 +236,9 @@ class Manifest:
              f"{'set' if self.int8 is not None else 'null'}; an int8 bundle has both, any other neither")
         if self.int8 is not None:
             self._validate_int8(need)
+        if self.precision_plan is not None:
+            check_relative(self.precision_plan.uniform_param, "precision_plan.uniform_param")
+            need(bool(self.precision_plan.fp32_layers), "precision_plan.fp32_layers is empty; a plan lists its layers")
         r = self.resize
         need(r.policy in RESIZE_POLICIES, f"resize.policy is {r.policy!r}; expected one of {RESIZE_POLICIES}")
         need(r.pad_mode in PAD_MODES, f"resize.pad_mode is {r.pad_mode!r}; expected one of {PAD_MODES}")
@@ -260,7 +282,8 @@ class Manifest:
         if d.get("format") != "litedet-bundle":
             raise ManifestError(f"not a litedet manifest (format is {short(d.get('format'))}, expected 'litedet-bundle')")
         if isinstance(d.get("version"), int) and d["version"] == 2 and "int8" not in d:
-            d = {**d, "version": MANIFEST_VERSION, "int8": None}  # version 2 had no int8 layers; nothing else changed
+            # version 2 had no int8 layers and no precision plan; nothing else changed
+            d = {**d, "version": MANIFEST_VERSION, "int8": None, "precision_plan": None}
         if "version" in d and d["version"] != MANIFEST_VERSION:  # before the field checks: another layout
             raise ManifestError(f"manifest version {short(d['version'])} is not supported; this litedet reads version "
                                 f"{MANIFEST_VERSION}")

@@ -59,10 +59,11 @@ def test_a_mistyped_field_is_an_error_naming_it(seeded_bundle, tmp_path, path, v
 def test_a_version_2_manifest_is_read_as_version_3_without_int8(seeded_bundle, tmp_path):
     def to_v2(d):
         d["version"] = 2
-        del d["int8"]
+        del d["int8"], d["precision_plan"]
 
     m = load_manifest(_edited(seeded_bundle, tmp_path / "b", to_v2))
-    assert m.version == MANIFEST_VERSION and m.int8 is None and m.weight_storage == "fp16"
+    assert m.version == MANIFEST_VERSION and m.int8 is None and m.precision_plan is None
+    assert m.weight_storage == "fp16"
 
 
 def test_int8_storage_and_the_int8_section_go_together(seeded_bundle, tmp_path):

@@ -75,16 +75,18 @@ def ensure_plugin(env: ArmEnv) -> Path:
 
 
 def count_insns(env: ArmEnv, argv: list[str], *, cpu: str = DEFAULT_CPU, extra_env: dict[str, str] | None = None,
-                timeout: float = 900) -> tuple[int, float, str]:
+                timeout: float = 900, marks: list[int] | None = None) -> tuple[int, float, str]:
     """Run one aarch64 program under qemu with the plugin; (instructions, wall s, stdout).
 
     ``argv[0]`` is the guest program; the environment is empty except
-    ``extra_env`` and the single-thread limits (as ``env -i``)."""
+    ``extra_env`` and the single-thread limits (as ``env -i``). ``marks``: filled with the count at
+    each getppid call of the guest (the plugin's marks=PATH)."""
     plugin = ensure_plugin(env)
     with tempfile.TemporaryDirectory(prefix="litedet-icount-") as tmp:
-        out = Path(tmp) / "insns.txt"
+        out, mark_file = Path(tmp) / "insns.txt", Path(tmp) / "marks.txt"
+        opts = f"{plugin},outfile={out}" + (f",marks={mark_file}" if marks is not None else "")
         cmd = ["setarch", platform.machine(), "-R", str(env.qemu), "-cpu", cpu, "-L", str(env.sysroot),
-               "-plugin", f"{plugin},outfile={out}", *argv]
+               "-plugin", opts, *argv]
         child_env = {"OMP_THREAD_LIMIT": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **(extra_env or {})}
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=child_env, capture_output=True, text=True, timeout=timeout)
@@ -97,6 +99,8 @@ def count_insns(env: ArmEnv, argv: list[str], *, cpu: str = DEFAULT_CPU, extra_e
         words = out.read_text().split()
         if len(words) != 2 or words[0] != "insns":
             raise RuntimeError(f"unexpected plugin output {out.read_text()!r}")
+        if marks is not None:
+            marks[:] = [int(v) for v in mark_file.read_text().split()]
         return int(words[1]), wall, proc.stdout
 
 
@@ -162,6 +166,24 @@ def measure(bundle: Path, env: ArmEnv, *, cpu: str = DEFAULT_CPU, repeats: int =
     if "fp16" in p and "fp32" in p:
         result["fp16_over_fp32"] = p["fp16"]["inference_insns"] / p["fp32"]["inference_insns"]
     return result
+
+
+def layer_costs(bundle: Path, env: ArmEnv, precision: str, *, cpu: str = DEFAULT_CPU, width: int = 320,
+                height: int = 320) -> list[dict]:
+    """Guest instructions of each layer of the bundle's main graph at ``precision``, one emulated run
+    (icount_child.py's ``layers`` mode): [{name, type, insns}] in the param's order."""
+    with tempfile.TemporaryDirectory(prefix="litedet-icount-in-") as tmp:
+        inp = Path(tmp) / "input.npy"
+        make_input(inp, width, height)
+        marks: list[int] = []
+        _, _, out = count_insns(env, python_argv(env, str(HERE / "icount_child.py"), str(Path(bundle).resolve()),
+                                                 str(inp), precision, "layers"),
+                                cpu=cpu, extra_env=python_env(env), marks=marks)
+    layers = json.loads(out.strip().splitlines()[-1])["layers"]
+    if len(marks) != 3 * len(layers):
+        raise RuntimeError(f"{len(marks)} marks for {len(layers)} layers: something else called getppid")
+    return [{"name": n, "type": t, "insns": max(0, (marks[3 * i + 1] - marks[3 * i]) - (marks[3 * i + 2] - marks[3 * i + 1]))}
+            for i, (n, t) in enumerate(layers)]
 
 
 def format_table(res: dict) -> str:

@@ -2,13 +2,18 @@
 
 Run by the emulated python (numpy + ncnn + litedet.runtime only):
 
-    python3.11 icount_child.py BUNDLE INPUT.npy fp16|fp32 load|stage1|glue|run
+    python3.11 icount_child.py BUNDLE INPUT.npy fp16|fp32 load|stage1|glue|run|layers
 
 ``load`` (the baseline) does everything ``run`` does except ``run_array``,
 so the difference of their instruction counts is one inference. For a two-stage
 bundle the modes stop after the first graph (``stage1``), after the glue between the
 graphs (``glue``: proposals + PSRoIAlign in numpy) or after everything (``run``), so
 differences of consecutive modes count each part.
+
+``layers`` (run with the plugin's marks=PATH) runs the main graph one layer at a time: before and
+after extracting each layer's output, and after extracting it a second time, it calls getppid,
+which the plugin records; the first difference minus the second (the extract call and the
+output's conversion alone) is the layer's cost (icount.layer_costs).
 
 BUNDLE may instead be a bare ncnn ``.param`` (ncnn's benchmark graphs, or a bundle's own
 graph), loaded with empty weights as benchncnn does; ``run`` then extracts every output.
@@ -33,8 +38,8 @@ def _bootstrap_litedet(root: Path) -> None:
 
 def main(argv: list[str]) -> int:
     bundle, input_path, precision, mode = argv
-    if precision not in ("fp16", "fp32") or mode not in ("load", "stage1", "glue", "run"):
-        sys.exit("usage: icount_child.py BUNDLE INPUT.npy fp16|fp32 load|stage1|glue|run")
+    if precision not in ("fp16", "fp32") or mode not in ("load", "stage1", "glue", "run", "layers"):
+        sys.exit("usage: icount_child.py BUNDLE INPUT.npy fp16|fp32 load|stage1|glue|run|layers")
     _bootstrap_litedet(ROOT)
     import ncnn
     import numpy as np
@@ -46,6 +51,8 @@ def main(argv: list[str]) -> int:
         return _empty_graph(ncnn, bundle, x, precision == "fp16", mode)
     det = open_bundle(bundle, threads=1, fp16=precision == "fp16")  # any kind: detector, classifier, ...
     shapes = {}
+    if mode == "layers":
+        return _layers(ncnn, det, x)
     if mode == "run":
         shapes = {k: list(v.shape) for k, v in det.run_array(x).items()}
     elif mode in ("stage1", "glue"):
@@ -60,6 +67,25 @@ def main(argv: list[str]) -> int:
     print(json.dumps({"asimdhp": bool(ncnn.cpu_support_arm_asimdhp()), "input": list(x.shape), "outputs": shapes,
                       "opt": {k: bool(getattr(o, k)) for k in ("use_fp16_storage", "use_fp16_packed",
                                                                 "use_fp16_arithmetic")}}))
+    return 0
+
+
+def _layers(ncnn, det, x) -> int:
+    import os
+
+    from litedet.ncnn_param import parse_param
+
+    layers = [la for la in parse_param(Path(det.bundle_dir) / det.manifest.param) if la.type != "Input"]
+    with det.net.create_extractor() as ex:
+        ex.set_light_mode(False)  # every blob kept: each layer runs once, when its output is first asked for
+        ex.input(det.manifest.input.blob, ncnn.Mat(x).clone())
+        for la in layers:
+            os.getppid()
+            ex.extract(la.outputs[0])
+            os.getppid()
+            ex.extract(la.outputs[0])
+            os.getppid()
+    print(json.dumps({"layers": [[la.name, la.type] for la in layers]}))
     return 0
 
 
