@@ -132,7 +132,7 @@ def _extract(net, input_blob: str, chw: np.ndarray, blobs: list[str]) -> list[np
 
     x = np.ascontiguousarray(chw, np.float32)
     with net.create_extractor() as ex:
-        ex.input(input_blob, ncnn.Mat(x))  # x stays alive for the extractor's lifetime
+        ex.input(input_blob, ncnn.Mat(x).clone())  # clone: an in-place first layer would write into x
         return [extract_copy(ex, b, "calibration") for b in blobs]
 
 

@@ -109,7 +109,7 @@ def test_one_quantised_layer_runs_in_ncnn_as_int8_arithmetic_says(tmp_path, laye
         net.opt.use_packing_layout = packing
         assert net.load_param(str(tmp_path / "q.param")) == 0 and net.load_model(str(tmp_path / "q.bin")) == 0
         with net.create_extractor() as ex:
-            ex.input("data", ncnn.Mat(x))
+            ex.input("data", ncnn.Mat(x).clone())  # clone: Mat(ndarray) borrows the buffer
             got = np.array(ex.extract("out")[1]).reshape(-1).copy()
         # unpacked, ncnn's int8 kernels are exactly these int8 sums; packed (x86 depthwise, elempack
         # 8) they take another rounding path, within a few output steps
