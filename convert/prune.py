@@ -238,10 +238,9 @@ def _distill(teacher, student, job, images: list, steps: int, progress: bool) ->
     t0 = time.perf_counter()
     xs = _inputs(job, images)
     opt = torch.optim.Adam(student.parameters(), lr=DISTILL_LR)
-    student.train()
-    for m in student.modules():  # BatchNorm statistics stay the trained ones: one image is no batch
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.eval()
+    # eval mode throughout: BatchNorm keeps its trained statistics (one image is no batch) and
+    # dropout stays off, so the student is fitted as it will run
+    student.eval()
     losses = []
     for step in tqdm(range(steps), desc="distill", disable=not progress, leave=False):
         x = torch.from_numpy(xs[step % len(xs)])[None]

@@ -16,11 +16,11 @@
 #  - the layers: only KEEP below: every layer type in every bundle of the registry
 #    (tests/test_litedet_cpp.py checks each converted bundle against the built list), plus
 #    the ones ncnn layers create internally (Padding, Flatten, Packing, Cast, activations).
-#  - no int8 / bf16 kernels (our bundles are fp32/fp16), no Vulkan, no tools.
+#  - int8 kernels on (litedet quantize's bundles), no bf16 kernels, no Vulkan, no tools.
 #  - x86: SSE2, AVX, FMA, F16C and AVX2 kernels (runtime dispatch), no AVX-512/VNNI ones:
 #    on an AVX-512 machine litedet_cpp runs ncnn's AVX2 kernels, the wheel its AVX-512 ones.
-#  - aarch64: NEON + ARMv8.2 fp16 (asimdhp, what the phones' fp16 arithmetic uses) and fp16fml;
-#    no dotprod/i8mm/bf16/SVE (int8 and bf16 paths only).
+#  - aarch64: NEON + ARMv8.2 fp16 (asimdhp, what the phones' fp16 arithmetic uses), fp16fml and
+#    dot product (asimddp, what a cortex-a76's int8 convolutions use); no i8mm/bf16/SVE.
 # OpenMP on (threads > 1); NCNN_SIMPLEOCV on, so that litedet_cpp reads JPEG/PNG/BMP/PPM with
 # ncnn's own imread (stb_image), as a board without OpenCV would.
 set -euo pipefail
@@ -39,7 +39,7 @@ command -v cmake >/dev/null || { echo "setup_ncnn_lib.sh: cmake is needed (apt-g
 KEEP="Input Convolution ConvolutionDepthWise Deconvolution DeconvolutionDepthWise Concat ShuffleChannel Slice
 Split BinaryOp UnaryOp Reshape Permute Pooling Interp ReLU Clip Sigmoid Swish HardSwish HardSigmoid ELU PReLU
 TanH GELU Mish InnerProduct Gemm MatMul Softmax Flatten Crop Padding Eltwise BatchNorm Scale Bias Dropout Noop
-MemoryData Packing Cast Reduction ExpandDims Squeeze PixelShuffle"
+MemoryData Packing Cast Reduction ExpandDims Squeeze PixelShuffle Quantize Dequantize Requantize"
 ALL=$(grep -o 'ncnn_add_layer([A-Za-z0-9]*' "$SRC/src/CMakeLists.txt" | cut -d'(' -f2)
 LAYER_FLAGS=()
 for l in $ALL; do
@@ -48,10 +48,10 @@ for l in $ALL; do
 done
 COMMON=(-DCMAKE_BUILD_TYPE=Release -DNCNN_VULKAN=OFF -DNCNN_BUILD_TOOLS=OFF -DNCNN_BUILD_EXAMPLES=OFF
         -DNCNN_BUILD_BENCHMARK=OFF -DNCNN_BUILD_TESTS=OFF -DNCNN_PYTHON=OFF -DNCNN_SHARED_LIB=OFF
-        -DNCNN_OPENMP=ON -DNCNN_SIMPLEOCV=ON -DNCNN_INT8=OFF -DNCNN_BF16=OFF "${LAYER_FLAGS[@]}")
+        -DNCNN_OPENMP=ON -DNCNN_SIMPLEOCV=ON -DNCNN_INT8=ON -DNCNN_BF16=OFF "${LAYER_FLAGS[@]}")
 X86=(-DNCNN_AVX512=OFF -DNCNN_AVXVNNI=OFF -DNCNN_AVXNECONVERT=OFF -DNCNN_XOP=OFF -DNCNN_FMA4=OFF)
 ARM=(-DCMAKE_SYSTEM_NAME=Linux -DCMAKE_SYSTEM_PROCESSOR=aarch64 -DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc
-     -DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++ -DNCNN_ARM82DOT=OFF -DNCNN_ARM84BF16=OFF -DNCNN_ARM84I8MM=OFF
+     -DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++ -DNCNN_ARM82DOT=ON -DNCNN_ARM84BF16=OFF -DNCNN_ARM84I8MM=OFF
      -DNCNN_ARM86SVE=OFF)
 
 for arch in $ARCHES; do

@@ -85,6 +85,22 @@ def reexported_bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def int8_bundle(tmp_path_factory, reexported_bundle) -> Path:
+    """The official NanoDet-m weights quantised to int8 (min-max, every 20th reference photo)."""
+    from litedet.convert.int8_bundle import quantize_bundle
+
+    photos = REFERENCE / "imagenet-sample"
+    need_reference(photos)
+    root = tmp_path_factory.mktemp("int8")
+    calib = root / "calib"
+    calib.mkdir()
+    for p in sorted(photos.glob("*.JPEG"))[::20]:
+        (calib / p.name).symlink_to(p)
+    quantize_bundle(reexported_bundle, calib, root / "bundle", method="minmax", progress=False)
+    return root / "bundle"
+
+
+@pytest.fixture(scope="session")
 def thundernet_bundle(tmp_path_factory) -> Path:
     """ThunderNet-SNet49 with seeded random weights: two graphs, converted once per session."""
     return converted(tmp_path_factory, "thundernet_snet49", "thundernet")

@@ -125,6 +125,23 @@ def test_aarch64_fp16_detections_match_under_qemu(arm_env, cpp_arm, reexported_b
     assert _compare(reexported_bundle, pngs, out, min_iou=0.9, max_score=0.02) == []
 
 
+@pytest.mark.arm
+def test_int8_detections_equal_the_python_runtime_on_x86_and_match_on_arm(cpp_x86, cpp_arm, arm_env, int8_bundle,
+                                                                         photos, tmp_path):
+    assets = _assets(int8_bundle, tmp_path / "int8")
+    assert "precision=int8" in (assets / "model.cfg").read_text()
+    pngs = _pngs(photos, tmp_path)
+    out = run_cpp(cpp_x86, ["detect", str(assets), *map(str, pngs)])
+    assert sum(len(o["detections"]) for o in out) > 0
+    assert _compare(int8_bundle, pngs, out, min_iou=0.99, max_score=0.01) == []  # the same int8 kernels
+    # aarch64 (qemu): ARM's int8 kernels and fp16 arithmetic for the float layers, against x86 Python
+    arm = run_cpp(cpp_arm, ["detect", str(assets), *map(str, pngs[:2])],
+                  qemu=[str(arm_env.qemu), "-cpu", "cortex-a76"])
+    assert _compare(int8_bundle, pngs[:2], arm, min_iou=0.85, max_score=0.05) == []
+    bench = run_cpp(cpp_x86, ["bench", str(assets), str(pngs[0]), "--runs", "2", "--warmup", "1"])
+    assert bench[0]["precision"] == "int8"
+
+
 def test_bench_prints_a_litedet_bench_record(cpp_x86, thundernet_bundle, photos, tmp_path):
     (png,) = _pngs(photos, tmp_path, ("chelsea",))
     raw = run_cpp(cpp_x86, ["bench", str(_assets(thundernet_bundle, tmp_path)), str(png), "--runs", "3",

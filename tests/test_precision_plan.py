@@ -60,6 +60,7 @@ def test_choose_layers_takes_the_ones_fp16_makes_dearer():
         choose_layers(fp32, fp16[:2])
 
 
+@pytest.mark.arm
 def test_thundernet_plan_is_cheaper_than_fp16_and_fp32_and_keeps_arm_parity(arm_env, thundernet_bundle, photos,
                                                                              tmp_path):
     from litedet.benchmarks.arm.plan import plan_bundle

@@ -54,6 +54,7 @@ def test_a_pruned_squeezenet_converts_to_a_smaller_graph(tmp_path, capsys):
     assert "pruned squeezenet1_1" in capsys.readouterr().err
 
 
+@pytest.mark.reference
 def test_nanodet_prunes_neck_and_head_and_distils(tmp_path, capsys):
     need_reference(REFERENCE / "imagenet-sample")
     photos = tmp_path / "photos"
@@ -88,8 +89,7 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "p.pth").exists() and not list(tmp_path.glob(".p.pth*"))
 
 
-@pytest.mark.parametrize("module", ["conv", "bn", "linear"])
-def test_resize_to_takes_the_checkpoint_sizes(module):
+def test_resize_to_takes_the_checkpoint_sizes():
     from torch import nn
 
     from litedet.models.pruned import resize_to

@@ -148,6 +148,7 @@ def calib(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.mark.reference
 def test_int8_squeezenet_within_a_point_of_fp32_on_400_photos(squeezenet, calib, tmp_path):
     from litedet.convert.verify.evaluate import evaluate
     from litedet.runtime.bundle import Bundle
@@ -168,6 +169,7 @@ def test_int8_squeezenet_within_a_point_of_fp32_on_400_photos(squeezenet, calib,
     assert int8 != fp32 or r.backends["ncnn-int8"]["agreement_top1"] < 1.0  # the int8 graph really ran
 
 
+@pytest.mark.reference
 def test_the_automatic_plan_reaches_its_target_on_nanodet(reexported_bundle, calib, tmp_path):
     from litedet.runtime.manifest import load_manifest
 
@@ -213,6 +215,7 @@ def test_bad_input_is_one_line_and_writes_nothing(seeded_bundle, calib, tmp_path
     assert not (tmp_path / "again").exists()
 
 
+@pytest.mark.reference
 def test_an_int8_bundle_runs_through_detect_parity_and_assets(seeded_bundle, calib, tmp_path, capsys):
     from litedet.cli import main
     from litedet.runtime.devconfig import export_device_assets

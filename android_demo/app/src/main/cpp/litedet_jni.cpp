@@ -149,9 +149,9 @@ public:
         if (!det_.check_blobs(err))
             return false;
 
-        LOGI("loaded %s: %s (%s), %d graph(s), %d classes, %s, %d threads", name.c_str(), det_.architecture().c_str(),
-             det_.kind_name().c_str(), det_.graph_count(), (int)det_.class_names().size(),
-             use_gpu ? "GPU" : "CPU", det_.num_threads());
+        LOGI("loaded %s: %s (%s, %s), %d graph(s), %d classes, %s, %d threads", name.c_str(),
+             det_.architecture().c_str(), det_.kind_name().c_str(), det_.precision().c_str(), det_.graph_count(),
+             (int)det_.class_names().size(), use_gpu ? "GPU" : "CPU", det_.num_threads());
         return true;
     }
 
