@@ -234,3 +234,19 @@ def test_an_int8_bundle_runs_through_detect_parity_and_assets(seeded_bundle, cal
     assert cfg["precision"] == "int8"
     cfg32 = export_device_assets(out, tmp_path / "a32", name="m", fp32=True)[-1].read_text()
     assert "precision=fp32" in cfg32 and "8=1" not in (tmp_path / "a32" / "m.param").read_text()
+
+
+@pytest.mark.arm
+def test_an_int8_bundle_on_emulated_arm(arm_env, int8_bundle, photos, tmp_path):
+    """ARM's int8 kernels (dot product) under qemu: parity against x86 fp32 and torch within the int8
+    bounds, and eval's arm-int8 backend against the fp32 graph."""
+    from litedet.convert.verify.arm import arm_parity
+    from litedet.convert.verify.evaluate import evaluate
+
+    rep = arm_parity(int8_bundle, [("coffee", photos["coffee"])], env=arm_env, progress=False)
+    assert rep.passed, rep.failures
+    assert rep.thresholds.min_cosine == 0.95  # the int8 bounds
+    r = evaluate(int8_bundle, PHOTOS, backends=["ncnn-fp32", "ncnn-int8", "arm-int8"], limit=3, arm_images=3,
+                 progress=False, arm_env=arm_env)
+    assert r.backends["arm-int8"]["images"] == 3 and "int8 layers" in r.backends["arm-int8"]["note"]
+    assert r.backends["arm-int8"]["AP"] > 0.7 and r.backends["ncnn-int8"]["AP"] > 0.7

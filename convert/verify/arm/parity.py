@@ -57,7 +57,7 @@ def arm_parity(bundle_dir: str | Path, images: list[tuple[str, np.ndarray]] | No
     env = resolve_env(env, cache_dir)
     t0 = time.perf_counter()
     s = open_sides(Path(bundle_dir).resolve(), threads)
-    th = lim = thresholds or replace(ArmParityThresholds(), **s.check.arm_overrides)
+    th = lim = thresholds or replace(ArmParityThresholds(), **s.check.arm_overrides, **_int8_limits(s.manifest))
     todo = images_to_compare(s, images, include_reference)
     prepared = {name: s.r32.preprocess_array(img) for name, img in todo}
     variants = [Variant("arm_fp16", True, None)] + ([Variant("arm_fp32", False, str(s.fp32_bin))] if arm_fp32 else [])
@@ -91,6 +91,19 @@ def arm_parity(bundle_dir: str | Path, images: list[tuple[str, np.ndarray]] | No
     if out_dir:
         write_report(out_dir, "arm_parity", report.to_dict(), format_arm_report(report))
     return report
+
+
+def _int8_limits(m) -> dict:
+    """An int8 bundle's ARM side runs its int8 layers (ARM's int8 kernels) and fp16 for the rest, and
+    is held to the int8 bounds of torch parity (ParityThresholds.int8_*): quantisation, not ARM,
+    sets how far its tensors move."""
+    if m.int8 is None:
+        return {}
+    from ..torch_parity import ParityThresholds
+
+    t = ParityThresholds()
+    return {"min_cosine": t.int8_min_cosine, "max_rel": t.int8_max_rel, "min_iou": t.int8_min_iou,
+            "max_score_diff": t.int8_max_score_diff}
 
 
 def _torch_side(s: Sides, prepared: dict, use_torch: bool, notes: list[str]) -> dict:
