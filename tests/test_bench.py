@@ -149,6 +149,16 @@ def test_desktop_bench_measures_every_way_in_one_run(small_bundle, tmp_path):
     assert {r.model for r in load_results(out).records} == {"shufflenet_v2_x1_0"}
 
 
+@pytest.mark.reference
+def test_an_int8_bundle_is_benched_as_int8(int8_bundle, tmp_path):
+    out = tmp_path / "out"
+    assert main(["bench", str(int8_bundle), "--runs", "1", "--warmup", "0", "--out", str(out), "--quiet"]) == 0
+    by = {(r.runtime, r.precision) for r in load_results(out).records}
+    assert ("ncnn", "int8") in by and ("ncnn", "int8-fp32") in by and ("ncnn", "fp16") not in by
+    r = next(r for r in load_results(out).records if r.precision == "int8")
+    assert r.bin_bytes < 1.3e6  # int8 weights: NanoDet-m's fp16 bin is 1.9 MB
+
+
 def test_two_stage_bench_splits_the_glue(thundernet_bundle, tmp_path):
     need_ncnn_lib("x86_64")  # --cpp links the app's C++ against it
     out = tmp_path / "out"
