@@ -8,7 +8,7 @@ Models: the trained NanoDet-m 320, NanoDet-Plus-m 416 and SqueezeNet v1.1 of ../
 Ways: fp32 (the fp32 reference graph, fp16 off), fp16 (as convert ships it), planned (convert
 --arm-plan: fp32 islands where fp16 costs more on ARM; "no plan" when no layer pays), int8 by KL
 on every layer, int8 by the automatic plan (min-max, --target-agreement 0.97 on the calibration
-photos), and pruned 0.25 / 0.5 of the channels, before and after distillation.
+photos), the same with --arm-aware (layers whose int8 costs ARM more stay fp16), and pruned 0.25 / 0.5 of the channels, before and after distillation.
 Columns: params and MACs (counted on the ncnn graph), the shipped bin's size, 1-thread x86
 latency (median, all ways interleaved round by round), qemu-aarch64 cortex-a76 guest instructions
 of one inference (the ARM cost proxy), and accuracy on the 400 reference photos: agreement mAP
@@ -151,6 +151,11 @@ def build_ways(name: str, ref: Path, calib: Path, work: Path, steps: int, quick:
     ways.append(_Way("int8-auto", work / f"{name}-int8-auto", "ncnn-int8",
                      f"min-max, {len(q.fp_layers)} of {len(q.fp_layers) + len(q.int8_layers)} layers kept fp "
                      f"(calibration agreement {q.agreement:.3f})"))
+    _cli("quantize", str(base), "--calib", str(calib), "--out", str(work / f"{name}-int8-arm"), "--force",
+         "--method", "minmax", "--target-agreement", str(TARGET_AGREEMENT), "--arm-aware")
+    q = load_manifest(work / f"{name}-int8-arm").int8
+    ways.append(_Way("int8-auto-arm", work / f"{name}-int8-arm", "ncnn-int8",
+                     f"as int8-auto, and {len(q.arm_fp_layers)} layer(s) whose int8 costs ARM more kept fp16"))
     for ratio in (() if quick else (0.25, 0.5)):
         for distill in (False, True):
             tag = f"pruned-{ratio}" + ("+distill" if distill else "")

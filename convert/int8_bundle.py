@@ -148,8 +148,11 @@ def _check_keep_fp(gr: _Graphs, keep_fp: list[str]) -> None:
 def quantize_bundle(bundle: "str | Path | Bundle", calib: str | Path, out: str | Path, *, method: str = "kl",
                     keep_fp: list[str] | None = None, target_agreement: float | None = None,
                     limit: int | None = None, force: bool = False, threads: int = 1,
-                    progress: bool = True) -> QuantizeResult:
-    """Calibrate, plan and write the int8 bundle (atomically: nothing at ``out`` until it loads)."""
+                    progress: bool = True, arm_costs: Callable | None = None) -> QuantizeResult:
+    """Calibrate, plan and write the int8 bundle (atomically: nothing at ``out`` until it loads).
+    ``arm_costs(bundle_dir) -> [{name, insns}]`` (benchmarks/arm/icount.layer_costs at fp16 under
+    qemu, handed in by the CLI): the layers whose int8 form costs ARM at least what their fp16
+    form does stay in floating point too."""
     from .bundle import atomic_bundle_dir, check_destination
 
     if method not in q.METHODS:
@@ -166,21 +169,41 @@ def quantize_bundle(bundle: "str | Path | Bundle", calib: str | Path, out: str |
     result = QuantizeResult(Path(out), gr.b.manifest)
     fp_layers, plan = keep_fp, ("keep-fp" if keep_fp else "all")
     ev = _Agreement(gr, images[:AGREEMENT_IMAGES], threads)
-    if target_agreement is not None:
-        fp_layers = _auto_plan(gr, ev, scales, method, keep_fp, target_agreement, result, progress)
-        plan = "target-agreement"
-    int8 = {n: s for n, s in scales.items() if n not in fp_layers}
-    if not int8:
-        raise QuantizeError("--keep-fp names every quantisable layer; nothing would be int8")
-    agreement = ev.score(_candidate(gr, int8, method, ev.tmp))
-    spec = Int8Spec(method=method, calib_images=len(images), calib_sha256=calibration_sha256(images),
-                    table=TABLE_NAME, table_sha256="", int8_layers=list(int8), fp_layers=list(fp_layers), plan=plan,
-                    target_agreement=float(target_agreement or 0.0), agreement=round(agreement, 6),
-                    agreement_metric=ev.metric)
-    with atomic_bundle_dir(Path(out), force) as tmp:
-        result.manifest = _write(gr, tmp, int8, method, spec)
-    ev.close()
+    try:
+        if target_agreement is not None:
+            fp_layers = _auto_plan(gr, ev, scales, method, keep_fp, target_agreement, result, progress)
+            plan = "target-agreement"
+        int8 = {n: s for n, s in scales.items() if n not in fp_layers}
+        spec = Int8Spec(method=method, calib_images=len(images), calib_sha256=calibration_sha256(images),
+                        table=TABLE_NAME, table_sha256="", int8_layers=list(int8), fp_layers=list(fp_layers),
+                        plan=plan, target_agreement=float(target_agreement or 0.0), agreement=0.0,
+                        agreement_metric=ev.metric, arm_fp_layers=[])
+        if arm_costs is not None and int8:
+            slower = _arm_slower(gr, ev.tmp, int8, method, spec, arm_costs)
+            int8 = {n: s for n, s in int8.items() if n not in slower}
+            spec = dataclasses.replace(spec, int8_layers=list(int8), arm_fp_layers=slower)
+        if not int8:
+            raise QuantizeError("--keep-fp names every quantisable layer; nothing would be int8" if arm_costs is None
+                                else "no layer is cheaper on ARM in int8 than in fp16; the fp16 bundle is the faster one")
+        spec = dataclasses.replace(spec, agreement=round(ev.score(_candidate(gr, int8, method, ev.tmp)), 6))
+        with atomic_bundle_dir(Path(out), force) as tmp:
+            result.manifest = _write(gr, tmp, int8, method, spec)
+    finally:
+        ev.close()
     return result
+
+
+def _arm_slower(gr: _Graphs, scratch: Path, int8: dict[str, float], method: str, spec: Int8Spec,
+                arm_costs: Callable) -> list[str]:
+    """The planned int8 layers whose ARM cost (guest instructions, fp16 on) is not below the same
+    layer's in the source bundle."""
+    d = scratch / "arm-candidate"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    _write(gr, d, int8, method, spec)
+    before = {r["name"]: r["insns"] for r in arm_costs(gr.b.path)}
+    after = {r["name"]: r["insns"] for r in arm_costs(d)}
+    return [n for n in int8 if after.get(n, 0) >= before.get(n, 0)]
 
 
 class _Agreement:
@@ -317,7 +340,9 @@ def summary(r: QuantizeResult) -> str:
     size = (r.bundle / m.bin).stat().st_size
     lines = [f"bundle: {r.bundle} ({m.architecture}, int8 by {s.method}, calibrated on {s.calib_images} images)",
              f"int8 layers: {len(s.int8_layers)}; kept in floating point: {len(s.fp_layers)}"
-             + (f" ({', '.join(s.fp_layers[:6])}{', ...' if len(s.fp_layers) > 6 else ''})" if s.fp_layers else ""),
+             + (f" ({', '.join(s.fp_layers[:6])}{', ...' if len(s.fp_layers) > 6 else ''})" if s.fp_layers else "")
+             + (f"; {len(s.arm_fp_layers)} more kept because int8 costs ARM at least as much as fp16"
+                if s.arm_fp_layers else ""),
              f"{s.agreement_metric} with the fp32 graph on the calibration images: {s.agreement:.4f}"
              + (f" (target {s.target_agreement})" if s.plan == "target-agreement" else ""),
              f"bin: {size / 1e6:.2f} MB"]

@@ -646,6 +646,9 @@ def _add_quantize(sub) -> None:
     s.add_argument("--target-agreement", type=float, default=None,
                    help="keep the most sensitive layers in floating point, the fewest that bring agreement with the "
                         "fp32 graph on the calibration images (agreement mAP, or top-1) to this, e.g. 0.95")
+    s.add_argument("--arm-aware", action="store_true",
+                   help="count each layer's aarch64 instructions under qemu (cortex-a76; scripts/setup_arm.sh) in "
+                        "int8 and fp16 and keep in floating point the layers int8 does not make cheaper")
     s.add_argument("--limit", type=int, default=None, help="only the first N calibration photos (sorted by name)")
     s.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     s.add_argument("--threads", type=int, default=1)
@@ -659,8 +662,18 @@ def _cmd_quantize(a: argparse.Namespace) -> int:
     if a.limit is not None and a.limit < 1:
         raise QuantizeError(f"--limit {a.limit}: expected at least 1 image")
     keep = [x.strip() for x in a.keep_fp.split(",") if x.strip()]
+    arm_costs = None
+    if a.arm_aware:  # convert may not import benchmarks: the CLI hands the counter in
+        from litedet.benchmarks.arm.icount import layer_costs
+        from litedet.convert.verify.arm.env import resolve_env
+        from litedet.runtime.manifest import load_manifest
+
+        env, side = resolve_env(None, None), load_manifest(a.bundle).resize.target
+
+        def arm_costs(bundle_dir):
+            return layer_costs(Path(bundle_dir), env, "fp16", width=side, height=side)
     r = quantize_bundle(a.bundle, a.calib, a.out, method=a.method, keep_fp=keep, target_agreement=a.target_agreement,
-                        limit=a.limit, force=a.force, threads=a.threads, progress=not a.quiet)
+                        limit=a.limit, force=a.force, threads=a.threads, progress=not a.quiet, arm_costs=arm_costs)
     print(summary(r))
     return 0
 

@@ -139,6 +139,9 @@ class Int8Spec:
     # (detectors) or top-1 agreement (classifiers)
     agreement: float = field(metadata=rng(0.0, 1.0))
     agreement_metric: str
+    # quantisable layers kept in floating point because their int8 form cost ARM (qemu cortex-a76
+    # guest instructions, fp16 on) at least what their fp16 form does (quantize --arm-aware)
+    arm_fp_layers: list[str]
 
 
 @dataclass
@@ -272,6 +275,8 @@ class Manifest:
         need(bool(q.int8_layers), "int8.int8_layers is empty; an int8 bundle quantises at least one layer")
         both = set(q.int8_layers) & set(q.fp_layers)
         need(not both, f"int8: layer {short(sorted(both)[:1])} is listed as int8 and as kept in floating point")
+        both = set(q.int8_layers) & set(q.arm_fp_layers)
+        need(not both, f"int8: layer {short(sorted(both)[:1])} is listed as int8 and as kept fp for ARM's cost")
         need(q.plan == "target-agreement" or q.target_agreement == 0.0,
              f"int8.target_agreement is {q.target_agreement}; it is 0 unless int8.plan is 'target-agreement'")
 

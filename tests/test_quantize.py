@@ -216,6 +216,31 @@ def test_bad_input_is_one_line_and_writes_nothing(seeded_bundle, calib, tmp_path
 
 
 @pytest.mark.reference
+def test_arm_costs_keep_the_layers_int8_makes_dearer_in_floating_point(seeded_bundle, calib, tmp_path):
+    """quantize --arm-aware hands in the qemu per-layer counter; here a stand-in cost table: the
+    layers whose int8 form costs at least their fp16 form stay fp, the rest go int8."""
+    from litedet.convert.int8_bundle import quantize_bundle
+    from litedet.ncnn_param import parse_param
+    from litedet.runtime.manifest import load_manifest
+
+    m = load_manifest(seeded_bundle)
+    convs = [la.name for la in parse_param(seeded_bundle / m.param) if la.type.startswith("Convolution")]
+    dearer = set(convs[:3])
+    seen = []
+
+    def costs(bundle_dir):
+        seen.append(bundle_dir)
+        int8 = load_manifest(bundle_dir).int8 is not None
+        return [{"name": n, "insns": 1000 if (int8 and n in dearer) or not int8 else 500} for n in convs]
+
+    r = quantize_bundle(seeded_bundle, calib, tmp_path / "q", method="minmax", limit=4, progress=False, arm_costs=costs)
+    q = r.manifest.int8
+    assert len(seen) == 2 and set(q.arm_fp_layers) == dearer and not dearer & set(q.int8_layers)
+    assert len(q.int8_layers) == len(convs) - 3
+    assert "8=1" not in next(ln for ln in (tmp_path / "q" / m.param).read_text().splitlines() if f" {convs[0]} " in ln)
+
+
+@pytest.mark.reference
 def test_an_int8_bundle_runs_through_detect_parity_and_assets(seeded_bundle, calib, tmp_path, capsys):
     from litedet.cli import main
     from litedet.runtime.devconfig import export_device_assets
