@@ -230,8 +230,8 @@ def _inputs(job, images: list) -> list[np.ndarray]:
 
 
 def _distill(teacher, student, job, images: list, steps: int, progress: bool) -> dict:
-    """Adam on the sum of the deploy outputs' mean squared differences, one image per step, the
-    teacher's outputs as the target (no labels)."""
+    """Adam on _distill_loss of every deploy output, one image per step, the teacher's outputs as
+    the target (no labels)."""
     import torch
     from tqdm import tqdm
 
@@ -246,7 +246,7 @@ def _distill(teacher, student, job, images: list, steps: int, progress: bool) ->
         x = torch.from_numpy(xs[step % len(xs)])[None]
         with torch.no_grad():
             target = _Deploy(teacher)(x)
-        loss = sum(torch.nn.functional.mse_loss(a, b) for a, b in zip(_Deploy(student)(x), target))
+        loss = sum(_distill_loss(a, b) for a, b in zip(_Deploy(student)(x), target))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -254,6 +254,19 @@ def _distill(teacher, student, job, images: list, steps: int, progress: bool) ->
     head, tail = losses[:10], losses[-10:]
     return {"steps": steps, "images": len(xs), "lr": DISTILL_LR, "loss_first10": float(np.mean(head)),
             "loss_last10": float(np.mean(tail)), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _distill_loss(student_out, teacher_out):
+    """Probabilities (a detector's sigmoid scores: every teacher value in [0, 1]) by binary cross
+    entropy against the teacher's as soft targets, which weighs the few confident cells as a detector
+    needs; anything else (logits, box distributions) by squared error relative to the teacher
+    output's own spread, so no output drowns the others."""
+    import torch
+
+    t = teacher_out
+    if float(t.min()) >= 0.0 and float(t.max()) <= 1.0:
+        return torch.nn.functional.binary_cross_entropy(student_out.clamp(1e-6, 1 - 1e-6), t)
+    return torch.nn.functional.mse_loss(student_out, t) / (t.var() + 1e-6)
 
 
 def _save(model, rep: PruneReport, checkpoint, out: Path) -> None:
