@@ -614,7 +614,6 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     if a.adb:
         if not any(x.startswith("arm-") for x in backends):
             raise EvalError("--adb runs the arm-fp16 / arm-int8 / arm-fp32 backends on the phone: add them to --backends")
-
         _check_phone(load_manifest(a.bundle).postprocess.kind, a.serial, "evaluate it under qemu (drop --adb)")
         from litedet.benchmarks.remote_eval import adb_detections
 

@@ -46,7 +46,7 @@ struct GflConfig {
 };
 
 // Parse the text of NAME.cfg: one key=value per line, '#' comments, lists comma-separated.
-// Every key of GflConfig is required (plus version=1); param_sha256/bin_sha256 and unknown keys
+// Every key of GflConfig is required (plus version=LITEDET_CONFIG_VERSION); param_sha256/bin_sha256 and unknown keys
 // are accepted and ignored. Returns false and sets *error (naming the key) on a missing, bad,
 // duplicated or inconsistent key; cfg is only written on success.
 bool parse_gfl_config(const std::string& text, GflConfig& cfg, std::string* error);

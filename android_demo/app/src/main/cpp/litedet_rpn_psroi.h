@@ -38,7 +38,7 @@ struct RpnPsroiConfig {
 #undef LITEDET_TWO_STAGE_MEMBER
 };
 
-// Every key required (plus version=1 and kind=rpn_psroi); false and *error naming the key on
+// Every key required (plus version=LITEDET_CONFIG_VERSION and kind=rpn_psroi); false and *error naming the key on
 // a missing, bad or inconsistent one.
 bool parse_rpn_psroi_config(const std::string& text, RpnPsroiConfig& cfg, std::string* error);
 
