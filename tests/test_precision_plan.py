@@ -27,6 +27,9 @@ def test_an_island_is_a_dropout_cast_and_a_featmask():
     assert lines[3] == "Dropout dw_fp32in 1 1 data data_fp32in"
     assert lines[4].split()[:5] == ["ConvolutionDepthWise", "dw", "1", "1", "data_fp32in"]
     assert lines[4].endswith(" 31=3") and lines[5:] == PARAM.splitlines()[4:]
+    two = island_param(PARAM.replace("4 4\n", "5 5\n") + "Concat cat 2 1 a out c\n", ["cat"]).splitlines()
+    assert two[1] == "7 7" and two[-3:] == ["Dropout cat_fp32in 1 1 a a_fp32in", "Dropout cat_fp32in1 1 1 out out_fp32in1",
+                                           "Concat cat 2 1 a_fp32in out_fp32in1 c 31=3"]
     with pytest.raises(PlanError, match="planned before"):
         island_param(text, ["dw"])
     with pytest.raises(PlanError, match="no layer 'nope'"):

@@ -10,7 +10,7 @@ island (the layer and the cast in front of it) is cheaper than its fp16 cost; th
 only if the whole graph is cheaper than uniform fp16.
 
 An fp32 island in ncnn: featmask ``31=3`` on the layer (no fp16 arithmetic, no fp16 storage) and
-an identity Dropout in front of it. ncnn 1.0.20261020 casts a blob for a layer by the layer's
+an identity Dropout in front of each of its inputs. ncnn 1.0.20261020 casts a blob for a layer by the layer's
 masked options, so a layer whose featmask turns fp16 storage off receives the fp16 blob uncast
 and computes garbage (we found this under qemu: the probe saw non-probabilities); Dropout has no
 fp16 storage on ARM, so ncnn casts fp16 to fp32 for it, and the layer then gets fp32. The output
@@ -50,8 +50,9 @@ class PlanError(ValueError):
 
 def island_param(text: str, layers: list[str]) -> str:
     """The param text with each named layer made an fp32 island: an identity ``Dropout
-    NAME_fp32in`` feeding it and featmask 31=3 on it. Pure text: the layer and blob counts on the
-    second line grow by one per island; nothing else moves."""
+    NAME_fp32in`` feeding each of its inputs (``NAME_fp32in1``, ... for a second input on) and
+    featmask 31=3 on it. Pure text: the layer and blob counts on the second line grow by one per
+    Dropout; nothing else moves."""
     lines = text.splitlines()
     want = set(layers)
     counts = lines[1].split()
@@ -60,16 +61,14 @@ def island_param(text: str, layers: list[str]) -> str:
     for ln in lines[2:]:
         tok = ln.split()
         if len(tok) > 4 and tok[1] in want:
-            if int(tok[2]) != 1:
-                raise PlanError(f"layer {tok[1]} has {tok[2]} inputs; an fp32 island takes a single-input layer")
             if any(t.startswith("31=") for t in tok[4:]):
                 raise PlanError(f"layer {tok[1]} already has a featmask (31=); the graph was planned before")
-            src = tok[4]
-            cast = f"{src}{ISLAND_SUFFIX}"
-            out.append(f"Dropout {tok[1]}{ISLAND_SUFFIX} 1 1 {src} {cast}")
-            tok[4] = cast
+            for i in range(int(tok[2])):
+                cast = f"{tok[4 + i]}{ISLAND_SUFFIX}{i or ''}"
+                out.append(f"Dropout {tok[1]}{ISLAND_SUFFIX}{i or ''} 1 1 {tok[4 + i]} {cast}")
+                tok[4 + i] = cast
+                n_layers, n_blobs = n_layers + 1, n_blobs + 1
             ln = " ".join(tok) + f" 31={FEATMASK_FP32}"
-            n_layers, n_blobs = n_layers + 1, n_blobs + 1
             found.add(tok[1])
         out.append(ln)
     if found != want:
@@ -91,7 +90,11 @@ def _keep_paying(planned: list[dict], fp16: list[dict], chosen: list[str]) -> li
     costs less than the layer did in uniform fp16."""
     cost = {r["name"]: r["insns"] for r in planned}
     before = {r["name"]: r["insns"] for r in fp16}
-    return [n for n in chosen if cost[n] + cost.get(n + ISLAND_SUFFIX, 0) < before[n]]
+    def casts(n: str) -> int:  # the Dropouts in front of the layer: NAME_fp32in, NAME_fp32in1, ...
+        pre = n + ISLAND_SUFFIX
+        return sum(v for k, v in cost.items() if k == pre or (k.startswith(pre) and k[len(pre):].isdigit()))
+
+    return [n for n in chosen if cost[n] + casts(n) < before[n]]
 
 
 def _variant(b: Bundle, tmp: Path, param_text: str) -> Path:
