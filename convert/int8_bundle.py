@@ -19,6 +19,8 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
+
 import numpy as np
 
 from litedet.hashing import sha256_file
