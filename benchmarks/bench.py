@@ -513,21 +513,13 @@ def _shipped_label(m, precision: str) -> str:
 
 def _uniform_counts(bundle: Bundle, env, chw_shape, repeats: int, modes, progress: bool) -> dict:
     """The fp16 count of the bundle with its uniform (unplanned) param in place of the planned one."""
-    import dataclasses
-    import json
-    import shutil
     import tempfile
 
     from litedet.benchmarks.arm.icount import measure
-    from litedet.hashing import sha256_file
+    from litedet.benchmarks.arm.plan import variant
 
-    m = bundle.manifest
     with tempfile.TemporaryDirectory(prefix="litedet-uniform-") as tmp:
-        d = Path(tmp) / "bundle"
-        shutil.copytree(bundle.path, d)
-        shutil.copyfile(bundle.reference("uniform_param"), d / m.param)
-        new = dataclasses.replace(m, param_sha256=sha256_file(d / m.param), precision_plan=None)
-        (d / "manifest.json").write_text(json.dumps(new.to_dict(), indent=2) + "\n")
+        d = variant(bundle, Path(tmp), bundle.reference("uniform_param").read_text())
         return measure(d, env, repeats=repeats, width=chw_shape[2], height=chw_shape[1], progress=progress,
                        modes=modes, precisions=("fp16",))["precisions"]["fp16"]
 

@@ -139,17 +139,19 @@ def _prune_in_place(model, example, ratio: float) -> str:
 
 
 def _count(model, example) -> tuple[int, int]:
+    """(MACs, params) of the deploy forward (Torch-Pruning's counter)."""
+    import torch
     import torch_pruning as tp
 
-    class Wrap(__import__("torch").nn.Module):
-        def __init__(self, m):
+    class Deployed(torch.nn.Module):
+        def __init__(self, m) -> None:
             super().__init__()
             self.m = m
 
         def forward(self, x):
             return _Deploy(self.m)(x)
 
-    macs, params = tp.utils.count_ops_and_params(Wrap(model), example)
+    macs, params = tp.utils.count_ops_and_params(Deployed(model), example)
     return int(macs), int(params)
 
 

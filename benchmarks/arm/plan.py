@@ -97,8 +97,9 @@ def _keep_paying(planned: list[dict], fp16: list[dict], chosen: list[str]) -> li
     return [n for n in chosen if cost[n] + casts(n) < before[n]]
 
 
-def _variant(b: Bundle, tmp: Path, param_text: str) -> Path:
-    """A copy of the bundle with another main param (the manifest's sha256 updated)."""
+def variant(b: Bundle, tmp: Path, param_text: str) -> Path:
+    """A copy of the bundle in ``tmp`` with another main param and no plan (the manifest's sha256
+    updated): the planned graph while it is measured, the uniform one for `bench --qemu`."""
     d = tmp / "variant"
     shutil.rmtree(d, ignore_errors=True)
     shutil.copytree(b.path, d)
@@ -107,11 +108,6 @@ def _variant(b: Bundle, tmp: Path, param_text: str) -> Path:
     new = dataclasses.replace(m, param_sha256=sha256_file(d / m.param), precision_plan=None)
     (d / "manifest.json").write_text(json.dumps(new.to_dict(), indent=2) + "\n")
     return d
-
-
-def _input_hw(m: Manifest) -> tuple[int, int]:
-    side = m.resize.target
-    return side, side
 
 
 def measure_plan(bundle: "str | Path | Bundle", env, *, cpu: str = DEFAULT_CPU,
@@ -123,7 +119,7 @@ def measure_plan(bundle: "str | Path | Bundle", env, *, cpu: str = DEFAULT_CPU,
     m = b.manifest
     if m.precision_plan is not None:
         raise PlanError(f"{b.path} already has a precision plan ({len(m.precision_plan.fp32_layers)} fp32 layers)")
-    w, h = _input_hw(m)
+    w = h = m.resize.target  # the bundle's square input
     say = (lambda s: print(s, file=sys.stderr, flush=True)) if progress else (lambda s: None)
     say(f"arm plan: per-layer instructions of {m.architecture} under qemu -cpu {cpu}, fp32 and fp16")
     fp32, fp16 = (layer_costs(b.path, env, p, cpu=cpu, width=w, height=h) for p in ("fp32", "fp16"))
@@ -136,7 +132,7 @@ def measure_plan(bundle: "str | Path | Bundle", env, *, cpu: str = DEFAULT_CPU,
                 return None, (f"no layer is cheaper in fp32 by more than {MIN_GAIN:,} instructions (fp32 "
                               f"{total['fp32']:,}, fp16 {total['fp16']:,}): uniform fp16 stays")
             say(f"arm plan: {len(chosen)} fp32 island(s), counting the planned graph")
-            planned = layer_costs(_variant(b, Path(tmp), island_param(uniform, chosen)), env, "fp16", cpu=cpu,
+            planned = layer_costs(variant(b, Path(tmp), island_param(uniform, chosen)), env, "fp16", cpu=cpu,
                                   width=w, height=h)
             keep = _keep_paying(planned, fp16, chosen)
             if keep == chosen:
