@@ -338,7 +338,9 @@ def _measure_one(bundle: Bundle, image: np.ndarray, image_npy: Path, png: Path, 
     graphs = _graph_inputs(bundle, image)
     ways = [_ncnn_way(bundle, image, p, t) for t in threads for p in ("fp32", "fp16")]
     ways += [_ort_way(graphs, tmp), _torch_way(graphs)]
-    if binary is not None and bundle.manifest.task == "detection":  # the app's C++ runs detectors only
+    from litedet.runtime.devconfig import device_kinds
+
+    if binary is not None and bundle.manifest.postprocess.kind in device_kinds():  # the kinds the app's C++ runs
         ways += _cpp_ways(bundle, png, threads, tmp, binary)
     for rep in range(warmup + runs):  # interleaved: a burst of load spreads over every way
         for w in ways:

@@ -211,7 +211,9 @@ def _adb_bench_bundle(adb: "Adb", i: int, bundle: Bundle, image: np.ndarray, wor
                         f"param={shlex.quote(remote)} shape={shape}")
         res = parse_benchncnn(out)
         records.append(benchncnn_record(res, next(iter(res.timings)), name, chw, device))
-    if bundle.manifest.task == "detection":  # the app's C++ pipeline runs detectors
+    from litedet.runtime.devconfig import device_kinds
+
+    if bundle.manifest.postprocess.kind in device_kinds():  # the kinds the app's C++ pipeline runs
         assets = work / f"assets_{i}"  # written afresh from the bundle
         export_device_assets(bundle, assets, name="model")
         rdir = f"{DEVICE_DIR}/assets_{i}"

@@ -88,7 +88,8 @@ def _read_class_names(path: str) -> list[str]:
 
 def _options(a: argparse.Namespace) -> dict:
     """Deploy options the user set (the family fills in its defaults)."""
-    return {k: v for k, v in (("decode", a.decode), ("preprocess", a.preprocess)) if v}
+    return {k: v for k, v in (("decode", a.decode), ("preprocess", a.preprocess),
+                              ("upsample", getattr(a, "upsample", None))) if v}
 
 
 def _stated(a: argparse.Namespace):
@@ -283,6 +284,37 @@ def _cmd_detect(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_segment(a: argparse.Namespace) -> int:
+    from litedet.runtime.detector import load_image
+    from litedet.runtime.segmenter import Segmenter
+    from litedet.runtime.visualize import draw_mask, save_image
+
+    for path in (a.out, a.mask):
+        if path:
+            _check_image_out(Path(path), (Path(a.image),))
+    if a.mask and Path(a.mask).suffix.lower() != ".png":
+        raise ValueError(f"--mask {a.mask}: the mask is written as a lossless 8-bit PNG of class ids; name it .png")
+    if a.out and a.mask and Path(a.out).resolve() == Path(a.mask).resolve():
+        raise ValueError(f"--out and --mask are both {a.out}; give the overlay and the mask two files")
+    seg = Segmenter.from_bundle(a.bundle, threads=a.threads, fp16=not a.fp32)
+    img = load_image(a.image)
+    res = seg.segment_full(img)
+    if a.json:
+        print(json.dumps({"image": str(a.image), **res.to_dict()}, indent=2))
+    else:
+        print(res_text(seg, res))
+    for path, pixels in ((a.mask, lambda: res.mask), (a.out, lambda: draw_mask(img, res.mask, seg.palette))):
+        if path:
+            save_image(path, pixels())
+            if not a.json:
+                print(f"wrote {path}")
+    return 0
+
+
+def res_text(runner, result) -> str:
+    return runner.kind.describe(result)
+
+
 def _load_images(paths: list[str]):
     from litedet.runtime.detector import load_image
 
@@ -433,18 +465,28 @@ def _run_steps(a: argparse.Namespace, out: Path, names: list[str] | None) -> int
     print("== 3/4 device assets")
     files = export_device_assets(bundle, out / "android_assets", a.name)
     print("wrote " + ", ".join(str(f) for f in files))
-    print("== 4/4 detections")
-    det = Detector.from_bundle(bundle)
+    segmenting = r.manifest.task == "segmentation"
+    what = "masks" if segmenting else "detections"
+    print(f"== 4/4 {what}")
     from litedet.photos import default_images
+    from litedet.runtime.segmenter import Segmenter
 
+    runner = (Segmenter if segmenting else Detector).from_bundle(bundle)
     imgs = default_images() or [("reference", cv2.imread(str(bundle / "reference" / "image.png")))]
-    (out / "detections").mkdir(exist_ok=True)
+    (out / what).mkdir(exist_ok=True)
     for name, img in imgs:
-        dets = det.detect(img)
-        save_image(out / "detections" / f"{name}.jpg", draw_detections(img, dets))
-        print(f"{name:<16} " + (", ".join(f"{d.name} {d.score:.2f}" for d in dets) or "(none)"))
+        res = runner.run(img)
+        if segmenting:
+            from litedet.runtime.visualize import draw_mask
+
+            save_image(out / what / f"{name}.jpg", draw_mask(img, res[0].mask, runner.palette))
+            top = sorted(res[0].counts().items(), key=lambda kv: -kv[1])[:3]
+            print(f"{name:<16} " + ", ".join(f"{k} {100 * v / res[0].mask.size:.0f} %" for k, v in top))
+            continue
+        save_image(out / what / f"{name}.jpg", draw_detections(img, res))
+        print(f"{name:<16} " + (", ".join(f"{d.name} {d.score:.2f}" for d in res) or "(none)"))
     print(f"\nsummary: bundle {bundle}, parity {'PASS' if rep.passed else 'FAIL'} ({out / 'parity' / 'parity.json'}), "
-          f"assets {out / 'android_assets'}, images {out / 'detections'}")
+          f"assets {out / 'android_assets'}, images {out / what}")
     return 0 if rep.passed else 1
 
 
@@ -465,6 +507,10 @@ def _convert_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--preprocess", choices=("letterbox", "upstream_keep_ratio", "upstream_stretch"), default=None,
                    help="detectors: 'letterbox' (default; centred padding) or upstream NanoDet's val pipeline, "
                         "keep_ratio (pad right/bottom after normalisation) or stretch; --config picks the upstream one")
+    s.add_argument("--upsample", choices=("graph", "runtime"), default=None,
+                   help="segmentation: 'graph' (default) ends the graph in logits at the input size (bilinear, as "
+                        "CoinCheung's export); 'runtime' ends it at the head's stride and the runtime / C++ core "
+                        "upsample while taking the argmax")
     s.add_argument("--class-names", help="a text file with one class name per line (as many as the model has classes)")
     g = s.add_argument_group("preprocessing (stated, never assumed: required when --checkpoint is a graph, "
                              ".param or .onnx, of a family without a fixed convention)")
@@ -530,6 +576,18 @@ def _add_wrap(sub) -> None:
     s.set_defaults(fn=_cmd_wrap)
 
 
+def _add_segment(sub) -> None:
+    s = sub.add_parser("segment", help="run a segmentation bundle on an image (a class per pixel)")
+    s.add_argument("bundle")
+    s.add_argument("image")
+    s.add_argument("--out", help="write the image with the mask blended in its class colours (the manifest's palette)")
+    s.add_argument("--mask", help="write the class ids as an 8-bit PNG of the image's size (pixel value = class index)")
+    s.add_argument("--json", action="store_true", help="print the pixels per class as JSON")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--fp32", action="store_true", help="turn ncnn's fp16 storage/arithmetic off")
+    s.set_defaults(fn=_cmd_segment)
+
+
 def _add_detect(sub) -> None:
     s = sub.add_parser("detect", help="run a detection bundle on an image")
     s.add_argument("bundle")
@@ -569,9 +627,10 @@ def _add_eval(sub) -> None:
                                     "of photos: COCO mAP or top-1/top-5, one report (eval.json/.md/.png)")
     s.add_argument("bundle")
     s.add_argument("--images", required=True, help="a folder of photos (e.g. ../shared/reference/imagenet-sample)")
-    s.add_argument("--labels", nargs=2, metavar=("synset|coco", "FILE"), default=None,
+    s.add_argument("--labels", nargs=2, metavar=("synset|coco|masks", "FILE"), default=None,
                    help="real labels: 'synset synset_words.txt' (classifiers; the label is the file name's WordNet "
-                        "id) or 'coco ANN.json' (detectors); without, agreement with --against")
+                        "id), 'coco ANN.json' (detectors) or 'masks DIR' (segmentation: DIR/STEM.png, 8-bit class "
+                        "ids, 255 not scored); without, agreement with --against")
     s.add_argument("--backends", default=None,
                    help="some of torch,ncnn-fp32,ncnn-fp16,arm-fp32,arm-fp16 (default torch,ncnn-fp32,ncnn-fp16); an "
                         "int8 bundle's shipped graph is ncnn-int8 / arm-int8 (default torch,ncnn-fp32,ncnn-int8)")
@@ -596,8 +655,9 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     from litedet.atomic import output_dir
     from litedet.convert.verify.evaluate import EvalError, evaluate, format_eval, write_eval
 
-    if a.labels is not None and a.labels[0] not in ("synset", "coco"):
-        raise EvalError(f"--labels {a.labels[0]!r}: expected 'synset FILE' (classifiers) or 'coco ANN.json' (detectors)")
+    if a.labels is not None and a.labels[0] not in ("synset", "coco", "masks"):
+        raise EvalError(f"--labels {a.labels[0]!r}: expected 'synset FILE' (classifiers), 'coco ANN.json' (detectors) "
+                        "or 'masks DIR' (segmentation)")
     if a.limit is not None and a.limit < 1:
         raise EvalError(f"--limit {a.limit}: expected at least 1 image")
     if not 0.0 < a.gt_score <= 1.0:
@@ -738,7 +798,7 @@ def _add_list(sub) -> None:
 
 
 # each command adds its own parser and arguments, in the order `litedet --help` lists them
-_COMMANDS = (_add_run, _add_convert, _add_classify, _add_wrap, _add_detect, _add_parity, _add_eval, _add_quantize, _add_prune, _add_plan, _add_assets, _add_android, _add_bench, _add_list)
+_COMMANDS = (_add_run, _add_convert, _add_classify, _add_wrap, _add_detect, _add_segment, _add_parity, _add_eval, _add_quantize, _add_prune, _add_plan, _add_assets, _add_android, _add_bench, _add_list)
 
 
 def build_parser() -> argparse.ArgumentParser:

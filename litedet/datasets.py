@@ -4,7 +4,8 @@ families are trained on (stdlib only, every layer may use them)."""
 from __future__ import annotations
 
 __all__ = ["MAX_CLASS_NAME", "class_name_problem", "COCO_CLASSES", "IMAGENET_MEAN_RGB", "IMAGENET_STD_RGB", "NANODET_MEAN_BGR", "NANODET_STD_BGR",
-           "default_class_names"]
+           "default_class_names", "CITYSCAPES_CLASSES", "CITYSCAPES_PALETTE_RGB", "CITYSCAPES_MEAN_RGB", "CITYSCAPES_STD_RGB",
+           "segmentation_class_names", "palette_rgb"]
 
 # COCO 2017's 80 detection classes in the order NanoDet (and torchvision's detection models) use
 COCO_CLASSES = (
@@ -26,6 +27,37 @@ IMAGENET_STD_RGB = (58.395, 57.12, 57.375)
 # NanoDet's (config: normalize), on 0..255 BGR pixels: the same statistics in BGR order
 NANODET_MEAN_BGR = (103.53, 116.28, 123.675)
 NANODET_STD_BGR = (57.375, 57.12, 58.395)
+
+# Cityscapes' 19 evaluation classes (train ids 0..18) and their official colours (cityscapesScripts
+# labels.py), the palette of litedet's segmentation overlays for a 19-class model
+CITYSCAPES_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic_light", "traffic_sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+)
+CITYSCAPES_PALETTE_RGB = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
+    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0),
+    (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)
+# CoinCheung/BiSeNet's Cityscapes normalisation (RGB), on 0..1 pixels as it states them
+CITYSCAPES_MEAN_RGB = (0.3257, 0.3690, 0.3223)
+CITYSCAPES_STD_RGB = (0.2112, 0.2148, 0.2115)
+
+
+def segmentation_class_names(n: int) -> list[str]:
+    """Cityscapes' names for a 19-class segmentation model, else class_0 .. class_{n-1}."""
+    return list(CITYSCAPES_CLASSES) if n == len(CITYSCAPES_CLASSES) else [f"class_{i}" for i in range(n)]
+
+
+def palette_rgb(n: int) -> list[tuple[int, int, int]]:
+    """The overlay colour of each of n classes: Cityscapes' for 19 classes, else a fixed
+    golden-ratio hue walk (distinct neighbours, the same colours on every run and in the C++ demo)."""
+    if n == len(CITYSCAPES_PALETTE_RGB):
+        return list(CITYSCAPES_PALETTE_RGB)
+    import colorsys
+
+    return [tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.75, 0.95))
+            for i in range(n)]
 
 
 def default_class_names(n: int) -> list[str]:

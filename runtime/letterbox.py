@@ -37,7 +37,7 @@ class Letterbox:
         """[w, h] of the network input."""
         return [self.in_w, self.in_h]
 
-RESIZE_ALIGNS = ("letterbox", "letterbox_top_left", "stretch")
+RESIZE_ALIGNS = ("letterbox", "letterbox_top_left", "stretch", "stretch_multiple")
 
 def letterbox_geometry(src_w: int, src_h: int, target: int, multiple: int, fixed: bool = False,
                        policy: str = "letterbox") -> Letterbox:
@@ -48,7 +48,11 @@ def letterbox_geometry(src_w: int, src_h: int, target: int, multiple: int, fixed
     then centred padding to a multiple of ``multiple`` (or to ``target`` x ``target``
     when ``fixed``). ``letterbox_top_left``: the same resize, padded at the right
     and bottom only (upstream NanoDet's val pipeline with keep_ratio). ``stretch``:
-    both sides to ``target``, aspect not kept (keep_ratio False); no padding."""
+    both sides to ``target``, aspect not kept (keep_ratio False); no padding. ``stretch_multiple``
+    (segmentation, CoinCheung/BiSeNet's demos): the image's own size, its long side first brought
+    down to ``target`` when larger (short side floored), then each side rounded UP to a multiple
+    of ``multiple`` and the image stretched to that; no padding (a 2048x1024 frame at target 1024
+    becomes the 1024x512 input of its ncnn demo; at target 2048, its python demo's input)."""
     if src_w <= 0 or src_h <= 0:
         raise ValueError(f"image size must be positive, got {src_w}x{src_h}")
     if target <= 0 or multiple <= 0 or target % multiple:
@@ -57,6 +61,11 @@ def letterbox_geometry(src_w: int, src_h: int, target: int, multiple: int, fixed
         raise ValueError(f"resize policy {policy!r} is not one of {RESIZE_ALIGNS}")
     if policy == "stretch":
         return Letterbox(src_w, src_h, target, target, target, target, 0, 0)
+    if policy == "stretch_multiple":
+        long = max(src_w, src_h)
+        w, h = (src_w, src_h) if long <= target else (max(1, src_w * target // long), max(1, src_h * target // long))
+        in_w, in_h = -(-w // multiple) * multiple, -(-h // multiple) * multiple
+        return Letterbox(src_w, src_h, in_w, in_h, in_w, in_h, 0, 0)
     if src_w >= src_h:
         w, h = target, max(1, src_h * target // src_w)
     else:

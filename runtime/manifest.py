@@ -41,7 +41,7 @@ MAX_INPUT_SIZE = 2048
 PIXEL_FORMATS = ("bgr", "rgb")
 WEIGHT_STORAGE = ("fp16", "fp32", "int8")
 PAD_MODES = ("stride_multiple", "fixed")
-RESIZE_POLICIES = ("letterbox", "letterbox_top_left", "stretch", "center_crop")
+RESIZE_POLICIES = ("letterbox", "letterbox_top_left", "stretch", "stretch_multiple", "center_crop")
 
 
 class ManifestError(BundleError):

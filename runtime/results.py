@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["Detection", "Classification", "describe_detection", "describe_classification"]
+import numpy as np
+
+__all__ = ["Detection", "Classification", "SegmentationMask", "describe_detection", "describe_classification",
+           "describe_segmentation"]
 
 
 @dataclass
@@ -42,3 +45,25 @@ def describe_detection(d: Detection) -> str:
 
 def describe_classification(c: Classification) -> str:
     return f"{c.prob:7.4f}  {c.label:>5}  {c.name}"
+
+
+@dataclass
+class SegmentationMask:
+    """A class id per pixel of the original image (H x W uint8, ``argmax_mask``), and the class names."""
+
+    mask: np.ndarray
+    class_names: list[str]
+
+    def counts(self) -> dict[str, int]:
+        """Pixels per class name, classes that have none left out, in class order."""
+        n = np.bincount(self.mask.reshape(-1), minlength=len(self.class_names))
+        return {self.class_names[i]: int(c) for i, c in enumerate(n) if c}
+
+    def to_dict(self) -> dict:
+        return {"width": int(self.mask.shape[1]), "height": int(self.mask.shape[0]), "pixels": self.counts()}
+
+
+def describe_segmentation(s: SegmentationMask) -> str:
+    total = max(1, s.mask.size)
+    return "\n".join(f"{name:<16} {n:>9} px  {100.0 * n / total:5.1f} %" for name, n in
+                     sorted(s.counts().items(), key=lambda kv: -kv[1]))

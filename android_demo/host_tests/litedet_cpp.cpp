@@ -2,7 +2,7 @@
 // ncnn extraction of every graph, the C++ postprocessing core) as a desktop / board / phone
 // program, linked against the real ncnn library (scripts/setup_ncnn_lib.sh).
 //
-//   litedet_cpp detect ASSETS IMAGE [IMAGE ...] [--threads N] [--fp32]
+//   litedet_cpp detect ASSETS IMAGE [IMAGE ...] [--threads N] [--fp32] [--masks DIR]
 //   litedet_cpp bench  ASSETS IMAGE [--threads N] [--fp32] [--runs N] [--warmup N]
 //   litedet_cpp serve  ASSETS IMAGE [--threads N] [--fp32]
 //
@@ -12,7 +12,9 @@
 // delivers it. fp16 storage + arithmetic are on unless --fp32.
 //
 // detect prints one JSON object per image: {"image", "width", "height", "input": [w, h],
-//   "detections": [[x1, y1, x2, y2, score, label], ...]}.
+//   "detections": [[x1, y1, x2, y2, score, label], ...]}, and for a segmentation model (kind
+//   argmax_mask) "mask": {"width", "height", "pixels": [count of class 0, 1, ...]}; with --masks DIR
+//   each image's mask is also written as DIR/IMAGE_STEM.pgm (8-bit, pixel value = class id).
 // bench prints one JSON object in litedet bench's record schema (runtime "litedet_cpp"):
 //   warm-up runs, then N timed runs of the whole pipeline; min/median/max of the total and of
 //   each stage (pre, inference, glue, post), the detections of the last run, peak RSS.
@@ -43,7 +45,7 @@
 namespace {
 
 const char* USAGE =
-    "usage: litedet_cpp detect ASSETS IMAGE [IMAGE ...] [--threads N] [--fp32]\n"
+    "usage: litedet_cpp detect ASSETS IMAGE [IMAGE ...] [--threads N] [--fp32] [--masks DIR]\n"
     "       litedet_cpp bench  ASSETS IMAGE [--threads N] [--fp32] [--runs N] [--warmup N]\n"
     "       litedet_cpp serve  ASSETS IMAGE [--threads N] [--fp32]   (one run per 'run' line on stdin)\n"
     "ASSETS: NAME.cfg, or a directory with one NAME.cfg (litedet assets BUNDLE DIR)\n";
@@ -242,6 +244,7 @@ long long peak_rss_bytes()
 struct Args
 {
     std::vector<std::string> pos;
+    std::string masks;  // --masks DIR: each mask as DIR/STEM.pgm
     int threads = 1, runs = 20, warmup = 3;
     bool fp16 = true;
 };
@@ -273,15 +276,68 @@ bool parse_args(int argc, char** argv, Args& a, std::string& err)
         }
         else if (s == "--fp32")
             a.fp16 = false;
+        else if (s == "--masks")
+        {
+            if (i + 1 >= argc)
+            {
+                err = "--masks needs a directory";
+                return false;
+            }
+            a.masks = argv[++i];
+        }
         else if (s.size() > 1 && s[0] == '-')
         {
-            err = "unknown option " + s + " (known: --threads N, --fp32, --runs N, --warmup N)";
+            err = "unknown option " + s + " (known: --threads N, --fp32, --runs N, --warmup N, --masks DIR)";
             return false;
         }
         else
             a.pos.push_back(s);
     }
     return true;
+}
+
+// {"width", "height", "pixels": [per class]} of a mask
+std::string json_mask(const litedet::LabelMask& m, size_t classes)
+{
+    std::vector<long long> n(classes, 0);
+    for (std::uint8_t v : m.labels)
+        if (v < classes)
+            n[v]++;
+    std::string o = "{\"width\": " + std::to_string(m.width) + ", \"height\": " + std::to_string(m.height) +
+                    ", \"pixels\": [";
+    for (size_t i = 0; i < n.size(); i++)
+        o += (i ? ", " : "") + std::to_string(n[i]);
+    return o + "]}";
+}
+
+// The mask as a binary 8-bit PGM (P5), written whole or not at all (temp file + rename).
+bool write_pgm(const std::string& path, const litedet::LabelMask& m, std::string& err)
+{
+    const std::string tmp = path + ".tmp";
+    {
+        std::ofstream f(tmp, std::ios::binary);
+        f << "P5\n" << m.width << " " << m.height << "\n255\n";
+        f.write((const char*)m.labels.data(), (std::streamsize)m.labels.size());
+        if (!f)
+        {
+            err = "could not write " + tmp;
+            return false;
+        }
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    {
+        err = "could not rename " + tmp + " to " + path;
+        return false;
+    }
+    return true;
+}
+
+std::string stem_of(const std::string& path)
+{
+    const size_t slash = path.find_last_of('/');
+    std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+    const size_t dot = base.find_last_of('.');
+    return dot == std::string::npos || dot == 0 ? base : base.substr(0, dot);
 }
 
 int cmd_detect(const Args& a)
@@ -296,15 +352,19 @@ int cmd_detect(const Args& a)
     for (size_t i = 1; i < a.pos.size(); i++)
     {
         Rgba img;
-        std::vector<litedet::Detection> dets;
-        if (!read_image(a.pos[i], img, err) || !det.detect(img.px.data(), img.w, img.h, img.w * 4, dets, err))
+        litedet_demo::Results res;
+        if (!read_image(a.pos[i], img, err) || !det.run(img.px.data(), img.w, img.h, img.w * 4, res, err)
+            || (!a.masks.empty() && !res.mask.empty()
+                && !write_pgm(a.masks + "/" + stem_of(a.pos[i]) + ".pgm", res.mask, err)))
         {
             std::fprintf(stderr, "litedet_cpp: %s\n", err.c_str());
             return 1;
         }
         const litedet_demo::StageTimes& t = det.last_times();
-        std::printf("{\"image\": %s, \"width\": %d, \"height\": %d, \"input\": [%d, %d], \"detections\": %s}\n",
-                    json_string(a.pos[i]).c_str(), img.w, img.h, t.in_w, t.in_h, json_detections(dets).c_str());
+        const std::string mask = res.mask.empty() ? "" : ", \"mask\": " + json_mask(res.mask, det.class_names().size());
+        std::printf("{\"image\": %s, \"width\": %d, \"height\": %d, \"input\": [%d, %d], \"detections\": %s%s}\n",
+                    json_string(a.pos[i]).c_str(), img.w, img.h, t.in_w, t.in_h, json_detections(res.detections).c_str(),
+                    mask.c_str());
     }
     return 0;
 }

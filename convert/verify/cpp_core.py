@@ -72,7 +72,7 @@ BASE_FLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared", "-ffp-contract=off")
 # flags that would break parity with numpy: refused
 _FORBIDDEN_FLAGS = ("-ffast-math", "-Ofast", "-funsafe-math-optimizations", "-ffp-contract=fast",
                     "-ffp-contract=on", "-fassociative-math", "-freciprocal-math", "-ffinite-math-only")
-_ABI_VERSION = 5
+_ABI_VERSION = 6
 ERR_LEN = 4096
 
 # return codes of litedet_capi.cpp

@@ -243,6 +243,8 @@ def evaluate(bundle: "str | Path | Bundle", images_dir: str | Path, *, backends:
     _, decode = eval_manifest(m)
     if m.task == "classification":
         records, losers, what = _score_classification(runs, against, target)
+    elif m.task == "segmentation":
+        records, losers, what = _score_segmentation(m, runs, against, target)
     else:
         records, losers, what = _score_detection(m, runs, against, target, sizes, gt_score)
     for k, r in runs.items():
@@ -262,17 +264,19 @@ def _check_args(b: Bundle, backends: list[str], against: str, labels, arm_images
         raise EvalError(f"--arm-images {arm_images}: the ARM backends need at least one image")
     if labels is not None:
         kind, _ = labels
-        want = "synset" if b.manifest.task == "classification" else "coco"
+        want = {"classification": "synset", "segmentation": "masks"}.get(b.manifest.task, "coco")
         if kind != want:
             raise EvalError(f"--labels {kind}: a {b.manifest.task} bundle is scored with --labels {want} FILE")
 
 
 def _labels(m: Manifest, labels, names: list[str]):
-    from .metrics import MetricError, coco_gt_from_file, synset_labels
+    from .metrics import MetricError, coco_gt_from_file, read_label_masks, synset_labels
 
     if labels is None:
         return None
     try:
+        if labels[0] == "masks":
+            return read_label_masks(labels[1], names, m.num_classes)
         if labels[0] == "synset":
             return synset_labels(names, labels[1], m.num_classes)
         return coco_gt_from_file(labels[1], names, m.class_names)
@@ -297,6 +301,30 @@ def _score_classification(runs: dict[str, BackendRun], against: str, labels) -> 
                          for n in lost]
     what = f"ImageNet synsets ({len(labels.by_image)} labelled images)" if labels is not None else \
         f"agreement with {against} only (no labels)"
+    return records, losers, what
+
+
+def _score_segmentation(m: Manifest, runs: dict[str, BackendRun], against: str, truth):
+    """mIoU and pixel accuracy against the label masks (when given) and the agreement with ``against``."""
+    from .metrics import mask_metrics
+
+    ref = runs[against].results
+    records = {k: mask_metrics(r.results, truth, {n: ref[n] for n in r.results}, m.class_names)
+               for k, r in runs.items()}
+    losers = {}
+    key = "per_class"
+    base = records[against].get(key, {}) if truth is not None else {}
+    for k, rec in records.items():
+        if k == against:
+            continue
+        if truth is not None:
+            drops = sorted(((base[c] - v, c) for c, v in rec.get(key, {}).items() if c in base), reverse=True)
+            losers[k] = [f"{c}: IoU {base[c]:.3f} -> {base[c] - d:.3f}" for d, c in drops[:10] if d > 0]
+        else:  # agreement IoU per class: the classes the backend moves most
+            worst = sorted(rec.get(key, {}).items(), key=lambda kv: kv[1])[:10]
+            losers[k] = [f"{c}: agreement IoU {v:.3f}" for c, v in worst if v < 1.0]
+    what = (f"label masks ({len(truth)} labelled images)" if truth is not None else
+            f"agreement with {against} only (no labels)")
     return records, losers, what
 
 
@@ -327,7 +355,9 @@ def format_eval(r: EvalReport) -> str:
     """The Markdown report: one row per backend, then the classes that lose most."""
     from .metrics import COCO_KEYS
 
-    keys = list(COCO_KEYS) if r.task == "detection" else ["top1", "top5", "agreement_top1", "agreement_top5"]
+    keys = list(COCO_KEYS) if r.task == "detection" else (
+        ["mIoU", "pixel_acc", "agreement_mIoU", "agreement_pixel"] if r.task == "segmentation" else
+        ["top1", "top5", "agreement_top1", "agreement_top5"])
     lines = [f"# litedet eval: {r.architecture} ({r.task}, weights: {r.weights})", "",
              f"bundle {r.bundle}; scored against {r.labels}" + (f"; decoded as upstream evaluates: {r.decode}"
                                                                  if r.decode else ""), "",
@@ -369,8 +399,11 @@ def write_eval(out: str | Path, r: EvalReport) -> list[Path]:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    key = "AP" if r.task == "detection" else ("top1" if any("top1" in v for v in r.backends.values()) else
-                                              "agreement_top1")
+    if r.task == "segmentation":
+        key = "mIoU" if any("mIoU" in v for v in r.backends.values()) else "agreement_mIoU"
+    else:
+        key = "AP" if r.task == "detection" else ("top1" if any("top1" in v for v in r.backends.values()) else
+                                                  "agreement_top1")
     values = {f"{k} ({v.get('images', 0)})": max(v.get(key) or 0.0, 0.0) for k, v in r.backends.items()}
     notes = [f"{k} loses most: " + "; ".join(lost[:3]) for k, lost in r.losers.items() if lost]
     with tempfile.TemporaryDirectory(dir=out, prefix=".chart-") as tmp:

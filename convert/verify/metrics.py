@@ -179,3 +179,73 @@ def coco_map(gt: CocoGT, results: dict[str, list]) -> dict:
         if (p > -1).any():
             per[gt.names.get(cid, str(cid))] = float(p[p > -1].mean())
     return {"images": len(names), **dict(zip(COCO_KEYS, stats)), "per_class": per}
+
+
+# -- segmentation ------------------------------------------------------------------
+IGNORE_LABEL = 255  # Cityscapes' trainId convention: pixels not scored
+
+
+def confusion(truth: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
+    """[n, n] pixel counts (row: truth, column: prediction); truth pixels >= n (IGNORE_LABEL) are skipped."""
+    if truth.shape != pred.shape:
+        raise MetricError(f"a label mask is {truth.shape[1]}x{truth.shape[0]} but the prediction is "
+                          f"{pred.shape[1]}x{pred.shape[0]}; labels must have the image's size")
+    t, p = truth.reshape(-1).astype(np.int64), pred.reshape(-1).astype(np.int64)
+    keep = t < n
+    return np.bincount(t[keep] * n + p[keep], minlength=n * n).reshape(n, n)
+
+
+def iou_metrics(cm: np.ndarray, names: list[str]) -> dict:
+    """mIoU over the classes present in the truth or the prediction, pixel accuracy, IoU per class."""
+    inter = np.diag(cm).astype(np.float64)
+    union = cm.sum(0) + cm.sum(1) - inter
+    present = union > 0
+    iou = np.where(present, inter / np.maximum(union, 1), 0.0)
+    return {"mIoU": float(iou[present].mean()) if present.any() else -1.0,
+            "pixel_acc": float(inter.sum() / max(cm.sum(), 1)),
+            "per_class": {names[i]: float(iou[i]) for i in range(len(names)) if present[i]}}
+
+
+def read_label_masks(folder: str | Path, images: list[str], num_classes: int) -> dict[str, np.ndarray]:
+    """FOLDER/STEM.png for each image that has one: 8-bit class ids, IGNORE_LABEL not scored."""
+    import cv2
+
+    d = Path(folder)
+    if not d.is_dir():
+        raise MetricError(f"--labels masks {d}: not a directory (expected one 8-bit PNG of class ids per image, "
+                          "named as the image with .png)")
+    out = {}
+    for name in images:
+        p = d / (Path(name).stem + ".png")
+        if not p.is_file():
+            continue
+        m = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if m is None or m.ndim != 2 or m.dtype != np.uint8:
+            raise MetricError(f"--labels masks: {p} is not a single-channel 8-bit PNG of class ids")
+        bad = np.unique(m[(m >= num_classes) & (m != IGNORE_LABEL)])
+        if bad.size:
+            raise MetricError(f"--labels masks: {p} holds class id {int(bad[0])}; the bundle has {num_classes} classes "
+                              f"(0..{num_classes - 1}, {IGNORE_LABEL} = not scored)")
+        out[name] = m
+    if not out:
+        raise MetricError(f"--labels masks {d}: none of the images has a label PNG there (expected e.g. "
+                          f"{d / (Path(images[0]).stem + '.png')})")
+    return out
+
+
+def mask_metrics(results: dict[str, list], truth: dict[str, np.ndarray] | None, reference: dict[str, list] | None,
+                 names: list[str]) -> dict:
+    """Dataset mIoU / pixel accuracy of one backend's masks against label masks and (agreement) against
+    the reference backend's masks, each from one confusion matrix summed over the images."""
+    n = len(names)
+    rec: dict = {"images": len(results)}
+    if truth is not None:
+        cm = sum((confusion(truth[k], r[0].mask, n) for k, r in results.items() if k in truth), np.zeros((n, n), np.int64))
+        rec.update(iou_metrics(cm, names))
+        rec["labelled_images"] = sum(1 for k in results if k in truth)
+    if reference is not None:
+        cm = sum((confusion(reference[k][0].mask, r[0].mask, n) for k, r in results.items()), np.zeros((n, n), np.int64))
+        agree = iou_metrics(cm, names)
+        rec["agreement_mIoU"], rec["agreement_pixel"] = agree["mIoU"], agree["pixel_acc"]
+        rec.setdefault("per_class", agree["per_class"])
+    return rec

@@ -261,6 +261,33 @@ inline void label_color(int label, std::uint8_t& r, std::uint8_t& g, std::uint8_
     }
 }
 
+// Blend an RGBA frame (stride in bytes) with a class mask of the same size: each pixel becomes
+// (1 - alpha) * pixel + alpha * colour of its class (palette_rgb: R, G, B per class, rounded to
+// the nearest integer), as runtime/visualize.py's draw_mask; alpha untouched. False (nothing
+// drawn) when the sizes disagree or a label has no colour.
+inline bool blend_mask(unsigned char* rgba, int w, int h, int stride, const std::uint8_t* labels, int mask_w, int mask_h,
+                       const std::vector<std::uint8_t>& palette_rgb, float alpha)
+{
+    if (!rgba || !labels || w != mask_w || h != mask_h || stride < 4 * w || palette_rgb.size() % 3)
+        return false;
+    const std::size_t classes = palette_rgb.size() / 3;
+    for (int i = 0; i < w * h; i++)
+        if (labels[i] >= classes)
+            return false;
+    for (int y = 0; y < h; y++)
+    {
+        unsigned char* row = rgba + (std::size_t)y * stride;
+        const std::uint8_t* lab = labels + (std::size_t)y * w;
+        for (int x = 0; x < w; x++)
+            for (int c = 0; c < 3; c++)
+            {
+                const float v = (1.f - alpha) * row[4 * x + c] + alpha * palette_rgb[3 * lab[x] + c];
+                row[4 * x + c] = (unsigned char)std::min(255.f, v + 0.5f);
+            }
+    }
+    return true;
+}
+
 } // namespace litedet_demo
 
 #endif // LITEDET_DEMO_DEMO_UTILS_H

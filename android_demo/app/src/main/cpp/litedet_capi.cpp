@@ -17,7 +17,7 @@ using namespace litedet_capi;
 extern "C" {
 
 // Bumped whenever a signature below changes; cpp_core.py refuses a mismatching library.
-int litedet_abi_version(void) { return 5; }
+int litedet_abi_version(void) { return 6; }
 
 // Parse cfg_text with the reader of the kind its kind= names (litedet_kind.h) and write the
 // parsed config back as key=value text into out.

@@ -6,7 +6,8 @@
 //
 // One table per postprocess kind the core runs, named after the kind: LITEDET_<KIND>_KEYS and
 // LITEDET_<KIND>_INFO_KEYS (LITEDET_GFL_KEYS for 'gfl', NanoDet; LITEDET_RPN_PSROI_KEYS for
-// 'rpn_psroi', ThunderNet and Light-Head R-CNN: two graphs). The first key of each, kind=, says
+// 'rpn_psroi', ThunderNet and Light-Head R-CNN: two graphs; LITEDET_ARGMAX_MASK_KEYS for
+// 'argmax_mask', segmentation). The first key of each, kind=, says
 // which table a NAME.cfg follows; litedet.runtime.devconfig finds a kind's table by that name.
 //
 // Types: str (non-empty, trimmed), names (comma list of non-empty trimmed names),
@@ -87,10 +88,42 @@
   X(num_classes, int, 1, 1048576)                     \
   X(class_names, labels, 0, 0)
 
+// 'argmax_mask' (BiSeNet, DFANet): one graph ending in per-class logits, at the input's size
+// (upsample=graph) or at head_stride (upsample=runtime: the core upsamples bilinearly); the
+// palette is the overlay's R,G,B per class
+#define LITEDET_ARGMAX_MASK_KEYS(X)                   \
+  X(kind, str, 0, 0)                                  \
+  LITEDET_COMMON_KEYS(X)                              \
+  X(logits_blob, str, 0, 0)                           \
+  X(upsample, str, 0, 0)                              \
+  X(head_stride, int, 1, 64)                          \
+  X(palette, reals, 0, 0)                             \
+  X(num_classes, int, 1, 256)                         \
+  X(class_names, labels, 0, 0)
+
+// 'argmax_mask' (BiSeNet, DFANet): one graph ending in per-class logits, at the input's size
+// (upsample=graph) or at head_stride (upsample=runtime: the core upsamples bilinearly); the
+// palette is the overlay's R,G,B per class
+#define LITEDET_ARGMAX_MASK_KEYS(X)                   \
+  X(kind, str, 0, 0)                                  \
+  LITEDET_COMMON_KEYS(X)                              \
+  X(logits_blob, str, 0, 0)                           \
+  X(upsample, str, 0, 0)                              \
+  X(head_stride, int, 1, 64)                          \
+  X(palette, reals, 0, 0)                             \
+  X(num_classes, int, 1, 256)                         \
+  X(class_names, labels, 0, 0)
+
 // Written by the generator for a reader's information (which bundle the assets came from);
 // the readers ignore them, as it ignores every key it does not know.
 #define LITEDET_GFL_INFO_KEYS(X) \
   X(param_sha256)                   \
+  X(bin_sha256)
+#define LITEDET_ARGMAX_MASK_INFO_KEYS(X) \
+  X(param_sha256)                        \
+  X(bin_sha256)
+#define LITEDET_ARGMAX_MASK_INFO_KEYS(X) \
+  X(param_sha256)                        \
   X(bin_sha256)
 #define LITEDET_RPN_PSROI_INFO_KEYS(X) \
   X(param_sha256)                      \

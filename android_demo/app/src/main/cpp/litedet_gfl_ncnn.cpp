@@ -43,8 +43,9 @@ public:
     const std::string& architecture() const override { return cfg_.architecture; }
 
     bool run(std::vector<ncnn::Net*>& nets, const ncnn::Mat& in, const litedet::Letterbox& lb,
-             std::vector<litedet::Detection>& dets, StageTimes& times, std::string& err) override
+             Results& results, StageTimes& times, std::string& err) override
     {
+        std::vector<litedet::Detection>& dets = results.detections;
         // every output Mat stays alive until postprocess_outputs is done
         const size_t n = cfg_.strides.size();
         std::vector<ncnn::Mat> cls(n), dis(n);

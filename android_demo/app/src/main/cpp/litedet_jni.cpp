@@ -155,15 +155,23 @@ public:
         return true;
     }
 
-    // RGBA image -> detections in its pixels.
-    bool detect(const cv::Mat& rgba, std::vector<litedet::Detection>& dets, std::string& err)
+    // RGBA image -> the kind's results in its pixels (detections, or a segmentation mask).
+    bool detect(const cv::Mat& rgba, litedet_demo::Results& results, std::string& err)
     {
         if (rgba.empty() || rgba.type() != CV_8UC4)
         {
             err = "internal: the frame is not an RGBA image";
             return false;
         }
-        return det_.detect(rgba.data, rgba.cols, rgba.rows, (int)rgba.step[0], dets, err);
+        return det_.run(rgba.data, rgba.cols, rgba.rows, (int)rgba.step[0], results, err);
+    }
+
+    // A segmentation kind's mask, blended into the frame in its palette (from the config).
+    void draw_mask(cv::Mat& rgba, const litedet::LabelMask& m) const
+    {
+        if (!m.empty())
+            litedet_demo::blend_mask(rgba.data, rgba.cols, rgba.rows, (int)rgba.step[0], m.labels.data(), m.width,
+                                     m.height, m.palette_rgb, 0.5f);
     }
 
     void draw(cv::Mat& rgba, const std::vector<litedet::Detection>& dets) const
@@ -366,13 +374,14 @@ private:
         std::lock_guard<std::mutex> g(g_model_lock);
         if (g_model)
         {
-            std::vector<litedet::Detection> dets;
+            litedet_demo::Results results;
             std::string err;
             const double t0 = ncnn::get_current_time();
-            if (g_model->detect(view, dets, err))
+            if (g_model->detect(view, results, err))
             {
                 const double t1 = ncnn::get_current_time();
-                g_model->draw(view, dets);
+                g_model->draw_mask(view, results.mask);
+                g_model->draw(view, results.detections);
                 char buf[96];
                 std::snprintf(buf, sizeof(buf), "%s %s %.0fms", g_model->name().c_str(),
                               g_model->use_gpu() ? "GPU" : "CPU", t1 - t0);

@@ -4,6 +4,7 @@
 // knowing which kinds exist. The ncnn half of a kind registers itself in litedet_ncnn.h.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <sstream>
 #include <string>
@@ -23,6 +24,16 @@ using cfg_real = float;
 using cfg_flag = bool;
 using cfg_reals = std::vector<float>;
 using cfg_ints = std::vector<int>;
+
+// A class id per pixel of the original image (kind 'argmax_mask'), row-major, and the overlay
+// colour of each class (R, G, B per class, from NAME.cfg's palette): what a segmentation kind
+// returns beside (instead of) detections. Empty (0 x 0) for the other kinds.
+struct LabelMask {
+  int width = 0, height = 0;
+  std::vector<uint8_t> labels;
+  std::vector<uint8_t> palette_rgb;
+  bool empty() const { return labels.empty(); }
+};
 
 // The value of the kind= key of any kind's NAME.cfg ("" when it has none): the postprocess kind
 // whose key table the file follows. The form with *error returns false (the line at fault)

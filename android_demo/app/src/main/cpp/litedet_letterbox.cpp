@@ -18,6 +18,7 @@ int resize_policy_code(const std::string& name) {
   if (name == "letterbox") return kLetterbox;
   if (name == "letterbox_top_left") return kLetterboxTopLeft;
   if (name == "stretch") return kStretch;
+  if (name == "stretch_multiple") return kStretchMultiple;
   return -1;
 }
 
@@ -27,13 +28,28 @@ Letterbox letterbox_geometry(int src_w, int src_h, int target, int multiple, boo
   if (target <= 0 || multiple <= 0 || target % multiple)
     throw std::invalid_argument("target " + std::to_string(target) + " must be a positive multiple of " +
                                 std::to_string(multiple));
-  if (policy != kLetterbox && policy != kLetterboxTopLeft && policy != kStretch)
+  if (policy != kLetterbox && policy != kLetterboxTopLeft && policy != kStretch && policy != kStretchMultiple)
     throw std::invalid_argument("resize policy " + std::to_string(policy) + " is unknown");
   if (policy == kStretch) {
     Letterbox lb;
     lb.src_w = src_w;
     lb.src_h = src_h;
     lb.resized_w = lb.resized_h = lb.in_w = lb.in_h = target;
+    lb.pad_left = lb.pad_top = 0;
+    return lb;
+  }
+  if (policy == kStretchMultiple) {
+    const long long lng = std::max(src_w, src_h);
+    long long w = src_w, h = src_h;
+    if (lng > target) {
+      w = std::max<long long>(1, static_cast<long long>(src_w) * target / lng);
+      h = std::max<long long>(1, static_cast<long long>(src_h) * target / lng);
+    }
+    Letterbox lb;
+    lb.src_w = src_w;
+    lb.src_h = src_h;
+    lb.resized_w = lb.in_w = static_cast<int>((w + multiple - 1) / multiple * multiple);
+    lb.resized_h = lb.in_h = static_cast<int>((h + multiple - 1) / multiple * multiple);
     lb.pad_left = lb.pad_top = 0;
     return lb;
   }

@@ -18,7 +18,9 @@ struct Letterbox {
 // fixed). Throws std::invalid_argument on a non-positive size or target % multiple != 0.
 // resize policies (config key resize_policy): centred letterbox, letterbox padded at the
 // right/bottom only, and stretch to target x target (upstream NanoDet's val pipeline, keep_ratio on/off)
-enum ResizePolicy { kLetterbox = 0, kLetterboxTopLeft = 1, kStretch = 2 };
+// stretch_multiple (segmentation): the image's own size (long side brought down to target when
+// larger), each side rounded up to a multiple of `multiple`, stretched, no padding
+enum ResizePolicy { kLetterbox = 0, kLetterboxTopLeft = 1, kStretch = 2, kStretchMultiple = 3 };
 // The policy named by a config value; -1 when unknown.
 int resize_policy_code(const std::string& name);
 Letterbox letterbox_geometry(int src_w, int src_h, int target, int multiple, bool fixed, int policy = kLetterbox);

@@ -221,7 +221,15 @@ bool ModelRunner::preprocess(const unsigned char* rgba, int w, int h, int stride
 bool ModelRunner::detect(const unsigned char* rgba, int w, int h, int stride, std::vector<litedet::Detection>& dets,
                          std::string& err)
 {
-    dets.clear();
+    Results results;
+    const bool ok = run(rgba, w, h, stride, results, err);
+    dets = std::move(results.detections);
+    return ok;
+}
+
+bool ModelRunner::run(const unsigned char* rgba, int w, int h, int stride, Results& results, std::string& err)
+{
+    results = Results{};
     times_ = StageTimes{};
     if (!kind_)
     {
@@ -239,7 +247,7 @@ bool ModelRunner::detect(const unsigned char* rgba, int w, int h, int stride, st
     std::vector<ncnn::Net*> nets;
     for (auto& n : nets_)
         nets.push_back(n.get());
-    return kind_->run(nets, in_pad, lb, dets, times_, err);
+    return kind_->run(nets, in_pad, lb, results, times_, err);
 }
 
 } // namespace litedet_demo

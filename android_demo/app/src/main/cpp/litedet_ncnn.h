@@ -82,6 +82,14 @@ struct BlobRef
     bool input;
 };
 
+// What a kind returns for one frame: detections (detectors) or a mask (segmentation), in the
+// original image's pixels; the other member stays empty.
+struct Results
+{
+    std::vector<litedet::Detection> detections;
+    litedet::LabelMask mask;
+};
+
 // One postprocess kind on the device.
 class NcnnKind
 {
@@ -97,9 +105,9 @@ public:
     // Whether the kind has glue between graphs (timed as StageTimes::glue_ms).
     virtual bool has_glue() const { return false; }
     // The preprocessed frame `in` (letterbox lb) through every graph and the kind's steps ->
-    // detections in original-image pixels, best first; times filled per stage.
+    // results in original-image pixels (detections best first, or a mask); times filled per stage.
     virtual bool run(std::vector<ncnn::Net*>& nets, const ncnn::Mat& in, const litedet::Letterbox& lb,
-                     std::vector<litedet::Detection>& dets, StageTimes& times, std::string& err) = 0;
+                     Results& results, StageTimes& times, std::string& err) = 0;
 };
 
 using NcnnKindFactory = std::unique_ptr<NcnnKind> (*)();
@@ -151,7 +159,9 @@ public:
     // err lists what the graph has otherwise.
     bool check_blobs(std::string& err) const;
 
-    // One RGBA image (stride in bytes) -> detections in its pixels, best first.
+    // One RGBA image (stride in bytes) -> the kind's results in its pixels (detections best
+    // first, or a mask); detect() keeps the detections only.
+    bool run(const unsigned char* rgba, int w, int h, int stride, Results& results, std::string& err);
     bool detect(const unsigned char* rgba, int w, int h, int stride, std::vector<litedet::Detection>& dets,
                 std::string& err);
 

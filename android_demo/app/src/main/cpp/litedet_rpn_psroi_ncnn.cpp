@@ -50,8 +50,9 @@ public:
     bool has_glue() const override { return true; }
 
     bool run(std::vector<ncnn::Net*>& nets, const ncnn::Mat& in, const litedet::Letterbox& lb,
-             std::vector<litedet::Detection>& dets, StageTimes& times, std::string& err) override
+             Results& results, StageTimes& times, std::string& err) override
     {
+        std::vector<litedet::Detection>& dets = results.detections;
         RpnMaps maps;
         double t = now_ms();
         if (!rpn_maps(*nets[0], in, lb, maps, err))
