@@ -36,6 +36,29 @@ def frame(size: int):
     return cv2.resize(reference_image(), (size, size // 2))
 
 
+def count_post(bundle, env, size: int) -> int:
+    """Guest instructions (qemu-aarch64 cortex-a76) of the C++ core's postprocessing
+    (benchmarks/arm/mask_post.cpp: argmax, upsample when the runtime does it, map back) on the
+    graph's logits for a size x size/2 input: run - load of one process."""
+    import numpy as np
+
+    from litedet.benchmarks.arm.cpp_glue import GlueProgram, build_glue
+    from litedet.benchmarks.arm.icount import DEFAULT_CPU, count_insns
+    from litedet.runtime import open_bundle
+    from litedet.runtime.devconfig import device_config_text
+
+    exe = build_glue(GlueProgram(Path(__file__).resolve().parent / "arm" / "mask_post.cpp", ("logits",)), env.cache_dir)
+    x = np.random.default_rng(0).standard_normal((3, size // 2, size)).astype(np.float32)
+    (logits,) = open_bundle(bundle, threads=1, fp16=False).run_stage1_array(x).values()
+    with tempfile.TemporaryDirectory(prefix="litedet-mask-post-") as tmp:
+        f, cfg = Path(tmp) / "logits.bin", Path(tmp) / "m.cfg"
+        np.ascontiguousarray(logits, np.float32).tofile(f)
+        cfg.write_text(device_config_text(bundle.manifest, "m.param", "m.bin"))
+        n = {mode: count_insns(env, [str(exe), str(cfg), str(f), str(size), str(size // 2), mode], cpu=DEFAULT_CPU)[0]
+             for mode in ("load", "run")}
+    return n["run"] - n["load"]
+
+
 def measure(models, sizes, runs: int, qemu: bool, work: Path) -> list[dict]:
     import cv2
 
@@ -73,22 +96,30 @@ def measure(models, sizes, runs: int, qemu: bool, work: Path) -> list[dict]:
 
                     r = icount(out, env, repeats=1, width=size, height=size // 2, progress=False, precisions=("fp16",))
                     row["qemu_fp16_insns"] = r["precisions"]["fp16"]["inference_insns"]
+                    row["qemu_post_insns"] = count_post(b, env, size)
+                    row["qemu_post_share"] = row["qemu_post_insns"] / (row["qemu_post_insns"] + row["qemu_fp16_insns"])
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
     return rows
 
 
+def _m(n) -> str:
+    return "-" if n is None else f"{n / 1e6:.1f} M"
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| model | input | upsample | x86 C++ total ms | pre | inference | post (argmax) | post share | "
-             "qemu fp16 insns (graph) | params | MACs | paper |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "qemu fp16 insns: graph | C++ post | post share | params | MACs | paper |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         s = r["stages_ms"]
         paper = PAPER.get(r["model"])
+        share = f"{100 * r['qemu_post_share']:.1f} %" if "qemu_post_share" in r else "-"
         lines.append(
             f"| {r['model']} | {r['input'][0]}x{r['input'][1]} | {r['upsample']} | {r['total_ms']:.1f} | {s['pre']:.2f} | "
             f"{s['inference']:.1f} | {s['post']:.2f} | {100 * r['post_share']:.1f} % | "
-            f"{r.get('qemu_fp16_insns', 0) / 1e6:.1f} M | {(r['params'] or 0) / 1e6:.2f} M | {(r['macs'] or 0) / 1e9:.2f} G | "
+            f"{_m(r.get('qemu_fp16_insns'))} | {_m(r.get('qemu_post_insns'))} | {share} | "
+            f"{(r['params'] or 0) / 1e6:.2f} M | {(r['macs'] or 0) / 1e9:.2f} G | "
             f"{f'{paper[0] / 1e9:.2f} G at {paper[1]}' if paper else '-'} |")
     return "\n".join(lines) + "\n"
 

@@ -123,5 +123,5 @@ def test_a_classification_bundle_gets_no_device_config(tmp_path):
     from litedet.convert.pipeline import convert_model
 
     r = convert_model("squeezenet1_1", tmp_path / "c", progress=False)
-    with pytest.raises(ManifestError, match="device config and the Android demo's C\\+\\+ core run kinds gfl"):
+    with pytest.raises(ManifestError, match="device config and the Android demo's C\\+\\+ core run kinds argmax_mask, gfl"):
         device_config_text(r.manifest, "m.param", "m.bin")

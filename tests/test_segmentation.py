@@ -351,3 +351,24 @@ def test_arm_parity_of_a_segmentation_bundle(arm_env, seg_bundle, photos):
     assert rep.passed, rep.failures
     keys = {k for ip in rep.images for k in ip.results}
     assert any(k.startswith("arm_fp16") for k in keys)
+
+
+def test_logits_that_are_not_finite_are_refused_by_python_and_cpp(seg_runtime_bundle):
+    from litedet.convert.verify.cpp_core import CppCoreError, CppCore
+    from litedet.runtime.bundle import Bundle
+    from litedet.runtime.kinds import BundleError
+    from litedet.runtime.kinds.argmax_mask import segment_outputs
+
+    for upsample, stride in (("runtime", 8), ("graph", 1)):
+        m = Bundle.open(seg_runtime_bundle).manifest
+        import dataclasses
+
+        m = dataclasses.replace(m, postprocess=dataclasses.replace(m.postprocess, upsample=upsample, head_stride=stride),
+                                outputs=[dataclasses.replace(m.outputs[0], stride=stride)])
+        x = np.zeros((19, 64 // stride, 64 // stride), np.float32)
+        x[7, 1, 2] = np.nan if upsample == "graph" else np.inf
+        g = letterbox_geometry(64, 64, 256, 32, policy="stretch_multiple")
+        with pytest.raises(BundleError, match="not finite"):
+            segment_outputs(m, {m.outputs[0].blob: x}, g)
+        with pytest.raises(CppCoreError, match="not finite"):
+            CppCore().kind("argmax_mask").segment(m, {m.outputs[0].blob: x}, g)

@@ -103,6 +103,8 @@ def _logits_of(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in_h: i
     if x.shape != (o.channels, want_h, want_w):
         raise BundleError(f"output {o.blob!r} has shape {tuple(x.shape)}; a {in_w}x{in_h} input at stride "
                           f"{p.head_stride} needs ({o.channels}, {want_h}, {want_w})")
+    if not np.isfinite(x).all():
+        raise BundleError(f"output {o.blob!r} holds a value that is not finite (NaN or inf): the graph is broken")
     return x
 
 

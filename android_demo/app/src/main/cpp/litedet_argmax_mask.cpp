@@ -6,10 +6,20 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <stdexcept>
 
 #include "litedet_config_reader.h"
+
+// GCC vectorizes only some loops at -O2; these elementwise loops (no reductions over floats, so
+// the same roundings in any order) are the whole cost of the kind, so they ask for it. Clang
+// (the NDK) vectorizes them at -O2 anyway.
+#if defined(__GNUC__) && !defined(__clang__)
+#define LITEDET_VECTORIZE __attribute__((optimize("tree-vectorize")))
+#else
+#define LITEDET_VECTORIZE
+#endif
 
 namespace litedet {
 
@@ -77,48 +87,100 @@ void bilinear_taps(int out_size, int in_size, std::vector<int>& i0, std::vector<
   }
 }
 
+namespace {
+// best = max(best, v) with lab = k where v > best (strict: a tie keeps the lower class), all
+// 32-bit lanes; the select is done on the bits with an integer mask (GCC will not if-convert a
+// float select), so the loop vectorizes and the values move unchanged. Returns whether some v
+// is NaN or inf (all exponent bits set), found in the same pass.
+LITEDET_VECTORIZE bool keep_larger(const float* __restrict v, float k, float* __restrict best, float* __restrict lab,
+                                   size_t n) {
+  int32_t ki;
+  std::memcpy(&ki, &k, sizeof ki);
+  int32_t bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    int32_t a, b, l;
+    std::memcpy(&a, v + i, sizeof a);
+    std::memcpy(&b, best + i, sizeof b);
+    std::memcpy(&l, lab + i, sizeof l);
+    bad |= static_cast<int32_t>((a & 0x7f800000) == 0x7f800000);
+    const int32_t m = -static_cast<int32_t>(v[i] > best[i]);
+    b = (a & m) | (b & ~m);
+    l = (ki & m) | (l & ~m);
+    std::memcpy(best + i, &b, sizeof b);
+    std::memcpy(lab + i, &l, sizeof l);
+  }
+  return bad != 0;
+}
+
+LITEDET_VECTORIZE void to_labels(const float* __restrict lab, size_t n, uint8_t* __restrict out) {
+  for (size_t i = 0; i < n; ++i) out[i] = static_cast<uint8_t>(static_cast<int>(lab[i]));
+}
+
+// true when some value is NaN or inf (all exponent bits set), one integer pass
+LITEDET_VECTORIZE bool any_not_finite(const float* p, size_t n) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, p + i, sizeof u);
+    bad |= static_cast<uint32_t>((u & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad != 0;
+}
+
+LITEDET_VECTORIZE void blend_rows(const float* __restrict top, const float* __restrict bot, float wy0, float wy,
+                                  float* __restrict out, int n) {
+  for (int x = 0; x < n; ++x) out[x] = wy0 * top[x] + wy * bot[x];
+}
+}  // namespace
+
 void upsample_argmax(const float* logits, int c, int h, int w, size_t cstep, int out_h, int out_w, uint8_t* out) {
   std::vector<int> y0, y1, x0, x1;
   std::vector<float> ly, lx;
   bilinear_taps(out_h, h, y0, y1, ly);
   bilinear_taps(out_w, w, x0, x1, lx);
+  // per class, the two source rows interpolated along x (top: row y0, bot: row y1), kept while
+  // consecutive output rows share their source rows (8 of them at stride 8): the same float
+  // operations as the numpy mirror, done once instead of per output row
+  std::vector<float> top(static_cast<size_t>(c) * out_w), bot(static_cast<size_t>(c) * out_w);
+  std::vector<float> best(out_w), v(out_w), lab(out_w);
+  int cached0 = -1, cached1 = -1;
+  auto interp_row = [&](const float* src, float* dst) {
+    for (int x = 0; x < out_w; ++x) dst[x] = (1.f - lx[x]) * src[x0[x]] + lx[x] * src[x1[x]];
+  };
   for (int y = 0; y < out_h; ++y) {
-    const float wy = ly[y], wy0 = 1.f - wy;
-    for (int x = 0; x < out_w; ++x) {
-      const float wx = lx[x], wx0 = 1.f - wx;
-      float best = 0.f;
-      int label = 0;
+    if (y0[y] != cached0 || y1[y] != cached1) {
       for (int k = 0; k < c; ++k) {
         const float* p = logits + static_cast<size_t>(k) * cstep;
-        const float* r0 = p + static_cast<size_t>(y0[y]) * w;
-        const float* r1 = p + static_cast<size_t>(y1[y]) * w;
-        const float top = wx0 * r0[x0[x]] + wx * r0[x1[x]];
-        const float bot = wx0 * r1[x0[x]] + wx * r1[x1[x]];
-        const float v = wy0 * top + wy * bot;
-        if (k == 0 || v > best) {  // strict: a tie keeps the lower class
-          best = v;
-          label = k;
-        }
+        interp_row(p + static_cast<size_t>(y0[y]) * w, &top[static_cast<size_t>(k) * out_w]);
+        interp_row(p + static_cast<size_t>(y1[y]) * w, &bot[static_cast<size_t>(k) * out_w]);
       }
-      out[static_cast<size_t>(y) * out_w + x] = static_cast<uint8_t>(label);
+      cached0 = y0[y];
+      cached1 = y1[y];
     }
+    const float wy = ly[y], wy0 = 1.f - wy;
+    blend_rows(top.data(), bot.data(), wy0, wy, best.data(), out_w);
+    std::fill(lab.begin(), lab.end(), 0.f);
+    for (int k = 1; k < c; ++k) {  // class-major
+      const size_t off = static_cast<size_t>(k) * out_w;
+      blend_rows(&top[off], &bot[off], wy0, wy, v.data(), out_w);
+      keep_larger(v.data(), static_cast<float>(k), best.data(), lab.data(), out_w);
+    }
+    to_labels(lab.data(), out_w, out + static_cast<size_t>(y) * out_w);
   }
 }
 
-void argmax_labels(const float* logits, int c, int h, int w, size_t cstep, uint8_t* out) {
+static bool argmax_labels_checked(const float* logits, int c, int h, int w, size_t cstep, uint8_t* out) {
   const size_t n = static_cast<size_t>(h) * w;
-  for (size_t i = 0; i < n; ++i) {
-    float best = logits[i];
-    int label = 0;
-    for (int k = 1; k < c; ++k) {
-      const float v = logits[static_cast<size_t>(k) * cstep + i];
-      if (v > best) {
-        best = v;
-        label = k;
-      }
-    }
-    out[i] = static_cast<uint8_t>(label);
-  }
+  std::vector<float> best(logits, logits + n), lab(n, 0.f);
+  bool bad = any_not_finite(logits, n);
+  for (int k = 1; k < c; ++k)  // class-major: streams each plane once
+    bad = keep_larger(logits + static_cast<size_t>(k) * cstep, static_cast<float>(k), best.data(), lab.data(), n) || bad;
+  to_labels(lab.data(), n, out);
+  return !bad;
+}
+
+void argmax_labels(const float* logits, int c, int h, int w, size_t cstep, uint8_t* out) {
+  argmax_labels_checked(logits, c, h, w, cstep, out);
 }
 
 void map_mask_back(const uint8_t* labels, int in_w, const Letterbox& lb, uint8_t* out) {
@@ -141,15 +203,16 @@ LabelMask segment_outputs(const ArgmaxMaskConfig& cfg, const float* logits, int 
                                 std::to_string(w) + "); a " + std::to_string(lb.in_w) + "x" + std::to_string(lb.in_h) +
                                 " input at stride " + std::to_string(s) + " needs (" + std::to_string(cfg.num_classes) +
                                 ", " + std::to_string(want_h) + ", " + std::to_string(want_w) + ")");
-  for (int k = 0; k < c; ++k)
-    for (size_t i = 0, n = static_cast<size_t>(h) * w; i < n; ++i)
-      if (!std::isfinite(logits[static_cast<size_t>(k) * cstep + i]))
-        throw std::invalid_argument("the logits hold a value that is not finite (NaN or inf): the graph is broken");
   std::vector<uint8_t> labels(static_cast<size_t>(lb.in_w) * lb.in_h);
-  if (cfg.upsample == "runtime")
-    upsample_argmax(logits, c, h, w, cstep, lb.in_h, lb.in_w, labels.data());
-  else
-    argmax_labels(logits, c, h, w, cstep, labels.data());
+  bool finite = true;
+  if (cfg.upsample == "runtime") {  // the head's logits are small: checked in a pass of their own
+    for (int k = 0; k < c && finite; ++k) finite = !any_not_finite(logits + static_cast<size_t>(k) * cstep, static_cast<size_t>(h) * w);
+    if (finite) upsample_argmax(logits, c, h, w, cstep, lb.in_h, lb.in_w, labels.data());
+  } else {
+    finite = argmax_labels_checked(logits, c, h, w, cstep, labels.data());
+  }
+  if (!finite)
+    throw std::invalid_argument("the logits hold a value that is not finite (NaN or inf): the graph is broken");
   LabelMask m;
   m.width = lb.src_w;
   m.height = lb.src_h;
