@@ -22,7 +22,7 @@ from pathlib import Path
 MODELS = ("bisenet_v1", "bisenet_v2", "dfanet_a", "dfanet_b")
 SIZES = (1024, 512)  # stretch_multiple on a 2:1 frame: 1024x512 and 512x256
 # the papers' multiply-adds ("FLOPs") and their inputs [w, h]; CoinCheung's V1 has no paper figure
-PAPER = {"bisenet_v2": (21.15e9, "2048x1024 (the paper's stated input; it reports its speed for this size)"),
+PAPER = {"bisenet_v2": (21.15e9, "1024x512 (its inference input: Cityscapes' 2048x1024 frames halved)"),
          "dfanet_a": (1.7e9, "1024x512 (\"A'\"); 3.4 G at 1024x1024"),
          "dfanet_b": (2.1e9, "1024x1024")}
 

@@ -228,7 +228,7 @@ class _Agreement:
             self.inputs.append((im.name, *self.r32.preprocess_array(a)))
             self.sizes[im.name] = [int(a.shape[1]), int(a.shape[0])]
         self.ref = self._results(self.r32)
-        self.metric = "agreement mAP" if self.m.task == "detection" else "top-1 agreement"
+        self.metric = {"detection": "agreement mAP", "segmentation": "agreement mIoU"}.get(self.m.task, "top-1 agreement")
         if self.m.task == "detection":
             from .verify.metrics import coco_gt_from_results
 
@@ -246,6 +246,10 @@ class _Agreement:
             from .verify.metrics import coco_map
 
             return float(coco_map(self.gt, res).get("AP", 0.0))
+        if self.m.task == "segmentation":
+            from .verify.metrics import mask_metrics
+
+            return max(0.0, float(mask_metrics(res, None, self.ref, self.m.class_names)["agreement_mIoU"]))
         top1 = [r[0].label == res[n][0].label for n, r in self.ref.items() if r and res[n]]
         return float(np.mean(top1)) if top1 else 0.0
 

@@ -29,7 +29,9 @@ HIST_BINS = 2048
 # layer types that carry no weights in the bin (anything else the walk cannot size is refused)
 _WEIGHTLESS = ("Input", "Split", "ReLU", "Pooling", "Concat", "Softmax", "Sigmoid", "Reshape", "Permute", "Slice",
                "ShuffleChannel", "BinaryOp", "Eltwise", "Interp", "Flatten", "Crop", "Dropout", "Clip", "HardSigmoid",
-               "HardSwish", "Swish", "Noop", "MemoryData", "UnaryOp", "Padding", "TanH", "ELU", "Mish")
+               "HardSwish", "Swish", "Noop", "MemoryData", "UnaryOp", "Padding", "TanH", "ELU", "Mish", "Reduction")
+# layers whose weights are raw float32 arrays (no storage tag), kept as they are: type -> floats per channel (0=)
+_RAW_PER_CHANNEL = {"BatchNorm": 4}  # slope, mean, variance, bias
 
 
 @dataclass
@@ -60,6 +62,8 @@ def read_weights(param: Path, bin_path: Path) -> tuple[list[NcnnLayer], dict[str
                 bias = np.frombuffer(buf, dtype="<f4", count=n, offset=off).copy()
                 off += 4 * n
             out[layer.name] = LayerWeights(layer, w, bias, (start, off))
+        elif layer.type in _RAW_PER_CHANNEL:
+            off += 4 * _RAW_PER_CHANNEL[layer.type] * int(layer.p(0))
         elif layer.type not in _WEIGHTLESS:
             raise ValueError(f"layer {layer.name} has type {layer.type}; litedet quantize walks graphs of "
                              f"{', '.join(QUANTIZED)} and weightless layers only")
@@ -196,8 +200,10 @@ def write_int8(param: Path, shipped_bin: Path, fp32: dict[str, LayerWeights], sh
     copied from the shipped bin unchanged (fp16 storage stays fp16). Returns the weight scales of
     the quantised layers by name."""
     raw = Path(shipped_bin).read_bytes()
-    chunks, done = [], {}
+    chunks, done, pos = [], {}, 0
     for name, sw in shipped.items():
+        chunks.append(raw[pos:sw.span[0]])  # the raw arrays of layers between them (BatchNorm), as they are
+        pos = sw.span[1]
         if name not in act_scales:
             chunks.append(raw[sw.span[0]:sw.span[1]])
             continue
@@ -209,6 +215,7 @@ def write_int8(param: Path, shipped_bin: Path, fp32: dict[str, LayerWeights], sh
             chunks.append(lw.bias.astype("<f4").tobytes())
         chunks.append(ws.astype("<f4").tobytes() + np.float32(act_scales[name]).astype("<f4").tobytes())
         done[name] = ws
+    chunks.append(raw[pos:])
     lines = []
     for ln in Path(param).read_text().splitlines():
         tok = ln.split()

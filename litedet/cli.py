@@ -302,17 +302,13 @@ def _cmd_segment(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps({"image": str(a.image), **res.to_dict()}, indent=2))
     else:
-        print(res_text(seg, res))
+        print(seg.kind.describe(res))
     for path, pixels in ((a.mask, lambda: res.mask), (a.out, lambda: draw_mask(img, res.mask, seg.palette))):
         if path:
             save_image(path, pixels())
             if not a.json:
                 print(f"wrote {path}")
     return 0
-
-
-def res_text(runner, result) -> str:
-    return runner.kind.describe(result)
 
 
 def _load_images(paths: list[str]):

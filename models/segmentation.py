@@ -393,7 +393,8 @@ class DFANet(Segmenter):
 
 # The published figures are compared with our counts at the papers' own input sizes in
 # benchmarks/segmentation.py (the registry's paper_macs is for square inputs): BiSeNetV2 21.15 G at
-# 2048x1024; DFANet A 1.7 G at 1024x512 (its "A'") and 3.4 G at 1024x1024, DFANet B 2.1 G at 1024x1024.
+# its 1024x512 inference input (Cityscapes' 2048x1024 frames halved); DFANet A 1.7 G at 1024x512 (its
+# "A'") and 3.4 G at 1024x1024, DFANet B 2.1 G at 1024x1024.
 def _deploy(model: Segmenter, deploy_upsample: bool) -> Segmenter:
     model.deploy_upsample = bool(deploy_upsample)
     return model

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, converted, need_ncnn_lib
-from litedet.runtime.kinds.argmax_mask import argmax_labels, bilinear_taps, map_mask_back, upsample_argmax
+from litedet.runtime.kinds.argmax_mask import argmax_labels, map_mask_back, upsample_argmax
 from litedet.runtime.letterbox import Letterbox, letterbox_geometry
 
 LITEDET = [sys.executable, "-m", "litedet.cli"]
@@ -372,3 +372,41 @@ def test_logits_that_are_not_finite_are_refused_by_python_and_cpp(seg_runtime_bu
             segment_outputs(m, {m.outputs[0].blob: x}, g)
         with pytest.raises(CppCoreError, match="not finite"):
             CppCore().kind("argmax_mask").segment(m, {m.outputs[0].blob: x}, g)
+
+
+def test_int8_segmentation_bundle(seg_bundle, photos, tmp_path):
+    """quantize scores a segmentation bundle by agreement mIoU with its fp32 graph, and the int8
+    bundle passes parity under the int8 mask limits."""
+    from litedet.convert.int8_bundle import quantize_bundle
+    from litedet.convert.verify.torch_parity import run_parity
+    from litedet.runtime.bundle import Bundle
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for n, img in photos.items():
+        cv2.imwrite(str(calib / f"{n}.png"), img)
+    quantize_bundle(seg_bundle, calib, tmp_path / "int8", method="minmax", target_agreement=0.9, progress=False)
+    m = Bundle.open(tmp_path / "int8").manifest
+    assert m.int8.agreement_metric == "agreement mIoU" and 0.9 <= m.int8.agreement <= 1.0 and m.int8.int8_layers
+    rep = run_parity(tmp_path / "int8", progress=False)
+    assert rep.passed, rep.failures
+
+
+def test_litedet_cpp_segments_on_aarch64_under_qemu(arm_env, seg_bundle, photos, tmp_path):
+    """The app's pipeline built for aarch64, fp16 arithmetic: its mask against the x86 Python
+    runtime's (the ARM fp16 limit of mask parity)."""
+    from litedet.benchmarks.cpp import build_litedet_cpp, run_cpp
+    from litedet.runtime.devconfig import export_device_assets
+    from litedet.runtime.segmenter import Segmenter
+
+    need_ncnn_lib("aarch64")
+    binary = build_litedet_cpp("aarch64")
+    export_device_assets(seg_bundle, tmp_path / "assets", name="seg")
+    img = tmp_path / "coffee.png"
+    cv2.imwrite(str(img), photos["coffee"])
+    (tmp_path / "masks").mkdir()
+    run_cpp(binary, ["detect", str(tmp_path / "assets"), str(img), "--masks", str(tmp_path / "masks")],
+            qemu=[str(arm_env.qemu), "-cpu", "cortex-a76"])
+    arm = cv2.imread(str(tmp_path / "masks" / "coffee.pgm"), cv2.IMREAD_UNCHANGED)
+    x86 = Segmenter.from_bundle(seg_bundle).segment(photos["coffee"])
+    assert arm.shape == x86.shape and (arm == x86).mean() > 0.85
