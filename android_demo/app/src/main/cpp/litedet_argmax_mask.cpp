@@ -88,28 +88,51 @@ void bilinear_taps(int out_size, int in_size, std::vector<int>& i0, std::vector<
 }
 
 namespace {
-// best = max(best, v) with lab = k where v > best (strict: a tie keeps the lower class), all
-// 32-bit lanes; the select is done on the bits with an integer mask (GCC will not if-convert a
-// float select), so the loop vectorizes and the values move unchanged. Returns whether some v
-// is NaN or inf (all exponent bits set), found in the same pass.
-LITEDET_VECTORIZE bool keep_larger(const float* __restrict v, float k, float* __restrict best, float* __restrict lab,
-                                   size_t n) {
-  int32_t ki;
-  std::memcpy(&ki, &k, sizeof ki);
+// One class's plane into the running maximum: where v > best (strict: a tie keeps the lower
+// class), best = v and lab = k. 32-bit lanes, the select done on the bits with an integer mask
+// (GCC does not if-convert a float select), so the loop vectorizes and the values move
+// unchanged; bad collects whether v is NaN or inf (all exponent bits set).
+inline void keep_one(const float* v, int32_t k, size_t i, float& fb, int32_t& b, int32_t& l, int32_t& bad) {
+  int32_t a;
+  std::memcpy(&a, v + i, sizeof a);
+  bad |= static_cast<int32_t>((a & 0x7f800000) == 0x7f800000);
+  const int32_t m = -static_cast<int32_t>(v[i] > fb);
+  b = (a & m) | (b & ~m);
+  l = (k & m) | (l & ~m);
+  std::memcpy(&fb, &b, sizeof fb);
+}
+
+// Planes v1 (class k1) and, with Two, v2 (class k1 + 1) in one pass over best and lab: the same
+// updates in the same order as one pass per class, half the memory traffic. Returns bad.
+template <bool Two>
+LITEDET_VECTORIZE bool keep_larger(const float* __restrict v1, const float* __restrict v2, int k1,
+                                   float* __restrict best, float* __restrict lab, size_t n) {
+  const float f1 = static_cast<float>(k1), f2 = static_cast<float>(k1 + 1);
+  int32_t k1i, k2i;
+  std::memcpy(&k1i, &f1, sizeof k1i);
+  std::memcpy(&k2i, &f2, sizeof k2i);
   int32_t bad = 0;
   for (size_t i = 0; i < n; ++i) {
-    int32_t a, b, l;
-    std::memcpy(&a, v + i, sizeof a);
+    float fb = best[i];
+    int32_t b, l;
     std::memcpy(&b, best + i, sizeof b);
     std::memcpy(&l, lab + i, sizeof l);
-    bad |= static_cast<int32_t>((a & 0x7f800000) == 0x7f800000);
-    const int32_t m = -static_cast<int32_t>(v[i] > best[i]);
-    b = (a & m) | (b & ~m);
-    l = (ki & m) | (l & ~m);
+    keep_one(v1, k1i, i, fb, b, l, bad);
+    if (Two) keep_one(v2, k2i, i, fb, b, l, bad);
     std::memcpy(best + i, &b, sizeof b);
     std::memcpy(lab + i, &l, sizeof l);
   }
   return bad != 0;
+}
+
+// Classes from..c-1 of c planes (plane k at p(k)) into best / lab, two per pass. Returns bad.
+template <class Plane>
+bool keep_classes(Plane p, int from, int c, float* best, float* lab, size_t n) {
+  bool bad = false;
+  int k = from;
+  for (; k + 1 < c; k += 2) bad = keep_larger<true>(p(k), p(k + 1), k, best, lab, n) || bad;
+  if (k < c) bad = keep_larger<false>(p(k), p(k), k, best, lab, n) || bad;
+  return bad;
 }
 
 LITEDET_VECTORIZE void to_labels(const float* __restrict lab, size_t n, uint8_t* __restrict out) {
@@ -142,7 +165,7 @@ void upsample_argmax(const float* logits, int c, int h, int w, size_t cstep, int
   // consecutive output rows share their source rows (8 of them at stride 8): the same float
   // operations as the numpy mirror, done once instead of per output row
   std::vector<float> top(static_cast<size_t>(c) * out_w), bot(static_cast<size_t>(c) * out_w);
-  std::vector<float> best(out_w), v(out_w), lab(out_w);
+  std::vector<float> best(out_w), v(static_cast<size_t>(c) * out_w), lab(out_w);
   int cached0 = -1, cached1 = -1;
   auto interp_row = [&](const float* src, float* dst) {
     for (int x = 0; x < out_w; ++x) dst[x] = (1.f - lx[x]) * src[x0[x]] + lx[x] * src[x1[x]];
@@ -160,11 +183,11 @@ void upsample_argmax(const float* logits, int c, int h, int w, size_t cstep, int
     const float wy = ly[y], wy0 = 1.f - wy;
     blend_rows(top.data(), bot.data(), wy0, wy, best.data(), out_w);
     std::fill(lab.begin(), lab.end(), 0.f);
-    for (int k = 1; k < c; ++k) {  // class-major
+    for (int k = 1; k < c; ++k) {  // class-major: each class's row, then into the maximum (two at a time)
       const size_t off = static_cast<size_t>(k) * out_w;
-      blend_rows(&top[off], &bot[off], wy0, wy, v.data(), out_w);
-      keep_larger(v.data(), static_cast<float>(k), best.data(), lab.data(), out_w);
+      blend_rows(&top[off], &bot[off], wy0, wy, &v[off], out_w);
     }
+    keep_classes([&](int k) { return &v[static_cast<size_t>(k) * out_w]; }, 1, c, best.data(), lab.data(), out_w);
     to_labels(lab.data(), out_w, out + static_cast<size_t>(y) * out_w);
   }
 }
@@ -173,8 +196,9 @@ static bool argmax_labels_checked(const float* logits, int c, int h, int w, size
   const size_t n = static_cast<size_t>(h) * w;
   std::vector<float> best(logits, logits + n), lab(n, 0.f);
   bool bad = any_not_finite(logits, n);
-  for (int k = 1; k < c; ++k)  // class-major: streams each plane once
-    bad = keep_larger(logits + static_cast<size_t>(k) * cstep, static_cast<float>(k), best.data(), lab.data(), n) || bad;
+  // class-major: streams each plane once
+  bad = keep_classes([&](int k) { return logits + static_cast<size_t>(k) * cstep; }, 1, c, best.data(), lab.data(), n) ||
+        bad;
   to_labels(lab.data(), n, out);
   return !bad;
 }
