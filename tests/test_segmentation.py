@@ -410,3 +410,13 @@ def test_litedet_cpp_segments_on_aarch64_under_qemu(arm_env, seg_bundle, photos,
     arm = cv2.imread(str(tmp_path / "masks" / "coffee.pgm"), cv2.IMREAD_UNCHANGED)
     x86 = Segmenter.from_bundle(seg_bundle).segment(photos["coffee"])
     assert arm.shape == x86.shape and (arm == x86).mean() > 0.85
+
+
+def test_main_job_runs_a_segmentation_model(tmp_path):
+    r = subprocess.run(LITEDET + ["run", "--arch", "dfanet_b", "--input-size", "128", "--out", str(tmp_path / "out"),
+                                  "--quiet", "--name", "dfb"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    out = tmp_path / "out"
+    assert (out / "android_assets" / "dfb.cfg").read_text().count("kind=argmax_mask") == 1
+    assert sorted(p.name for p in (out / "masks").iterdir())[:1] == ["astronaut.jpg"]
+    assert "parity PASS" in r.stdout

@@ -421,6 +421,20 @@ int main()
         CHECK(all);
     });
 
+    run("blend_mask blends each pixel with its class colour and refuses what does not fit", [] {
+        // 2 x 1 RGBA frame, stride 12 (padding bytes must stay), classes 0 (red) and 1 (blue)
+        unsigned char px[12] = {100, 100, 100, 7, 0, 0, 0, 9, 42, 42, 42, 42};
+        const std::uint8_t labels[2] = {0, 1};
+        const std::vector<std::uint8_t> palette = {255, 0, 0, 0, 0, 255};
+        CHECK(blend_mask(px, 2, 1, 12, labels, 2, 1, palette, 0.5f));
+        CHECK(px[0] == 178 && px[1] == 50 && px[2] == 50 && px[3] == 7);  // (100 + 255) / 2 rounded, alpha kept
+        CHECK(px[4] == 0 && px[5] == 0 && px[6] == 128 && px[7] == 9);
+        CHECK(px[8] == 42 && px[11] == 42);  // beyond the row: untouched
+        const std::uint8_t bad[2] = {0, 2};  // class 2 has no colour
+        CHECK(!blend_mask(px, 2, 1, 12, bad, 2, 1, palette, 0.5f));
+        CHECK(!blend_mask(px, 2, 1, 12, labels, 1, 2, palette, 0.5f));  // another size
+    });
+
     std::printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;
 }
