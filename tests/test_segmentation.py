@@ -247,20 +247,26 @@ def test_device_config_round_trips_through_the_cpp_reader(seg_bundle, tmp_path):
         core.parse_config_text(text.replace("head_stride=1", "head_stride=8"), "argmax_mask")
 
 
-def test_litedet_cpp_segments_like_python(seg_runtime_bundle, photos, tmp_path):
+def _cpp_mask(arch: str, bundle: Path, image: np.ndarray, tmp: Path, qemu: list[str] | None = None):
+    """litedet_cpp (built for ``arch``) on the bundle's assets and one PNG: its JSON record and mask."""
     from litedet.benchmarks.cpp import build_litedet_cpp, run_cpp
     from litedet.runtime.devconfig import export_device_assets
+
+    need_ncnn_lib(arch)
+    binary = build_litedet_cpp(arch)
+    export_device_assets(bundle, tmp / "assets", name="seg")
+    img = tmp / "frame.png"
+    cv2.imwrite(str(img), image)
+    (tmp / "masks").mkdir()
+    (rec,) = run_cpp(binary, ["detect", str(tmp / "assets"), str(img), "--masks", str(tmp / "masks")], qemu=qemu)
+    return rec, cv2.imread(str(tmp / "masks" / "frame.pgm"), cv2.IMREAD_UNCHANGED)
+
+
+def test_litedet_cpp_segments_like_python(seg_runtime_bundle, photos, tmp_path):
     from litedet.runtime.segmenter import Segmenter
 
-    need_ncnn_lib("x86_64")
-    binary = build_litedet_cpp("x86_64")
-    export_device_assets(seg_runtime_bundle, tmp_path / "assets", name="seg")
-    img = tmp_path / "coffee.png"
-    cv2.imwrite(str(img), photos["coffee"])
-    (tmp_path / "masks").mkdir()
-    (rec,) = run_cpp(binary, ["detect", str(tmp_path / "assets"), str(img), "--masks", str(tmp_path / "masks")])
-    cc = cv2.imread(str(tmp_path / "masks" / "coffee.pgm"), cv2.IMREAD_UNCHANGED)
-    py = Segmenter.from_bundle(seg_runtime_bundle).segment(cv2.imread(str(img)))
+    rec, cc = _cpp_mask("x86_64", seg_runtime_bundle, photos["coffee"], tmp_path)
+    py = Segmenter.from_bundle(seg_runtime_bundle).segment(cv2.imread(str(tmp_path / "frame.png")))
     assert rec["mask"]["width"] == 600 and sum(rec["mask"]["pixels"]) == py.size
     # the desktop ncnn library and the wheel may round a near-tie differently: all but a few pixels
     assert (cc == py).mean() > 0.999
@@ -395,19 +401,9 @@ def test_int8_segmentation_bundle(seg_bundle, photos, tmp_path):
 def test_litedet_cpp_segments_on_aarch64_under_qemu(arm_env, seg_bundle, photos, tmp_path):
     """The app's pipeline built for aarch64, fp16 arithmetic: its mask against the x86 Python
     runtime's (the ARM fp16 limit of mask parity)."""
-    from litedet.benchmarks.cpp import build_litedet_cpp, run_cpp
-    from litedet.runtime.devconfig import export_device_assets
     from litedet.runtime.segmenter import Segmenter
 
-    need_ncnn_lib("aarch64")
-    binary = build_litedet_cpp("aarch64")
-    export_device_assets(seg_bundle, tmp_path / "assets", name="seg")
-    img = tmp_path / "coffee.png"
-    cv2.imwrite(str(img), photos["coffee"])
-    (tmp_path / "masks").mkdir()
-    run_cpp(binary, ["detect", str(tmp_path / "assets"), str(img), "--masks", str(tmp_path / "masks")],
-            qemu=[str(arm_env.qemu), "-cpu", "cortex-a76"])
-    arm = cv2.imread(str(tmp_path / "masks" / "coffee.pgm"), cv2.IMREAD_UNCHANGED)
+    _, arm = _cpp_mask("aarch64", seg_bundle, photos["coffee"], tmp_path, qemu=[str(arm_env.qemu), "-cpu", "cortex-a76"])
     x86 = Segmenter.from_bundle(seg_bundle).segment(photos["coffee"])
     assert arm.shape == x86.shape and (arm == x86).mean() > 0.85
 

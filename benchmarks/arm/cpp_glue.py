@@ -45,7 +45,7 @@ def build_glue(prog: GlueProgram, cache_dir: Path) -> Path:
     from litedet.convert.verify.cpp_core import CPP_DIR, core_sources
 
     sources = [prog.source, *(CPP_DIR / s for s in core_sources())]
-    headers = sorted(CPP_DIR.glob("litedet_*.h"))
+    headers = sorted(CPP_DIR.glob("litedet_*.h")) + sorted(prog.source.parent.glob("*.h"))
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources + headers)).hexdigest()[:16]
     out = cache_dir / "bin" / f"{prog.source.stem}-{digest}"
     if out.is_file():

@@ -11,32 +11,20 @@
 // run - load counts the postprocessing alone.
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "glue_io.h"
 #include "litedet_argmax_mask.h"
-
-static bool read_floats(const char* path, std::vector<float>& out) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) return false;
-  out.resize(static_cast<size_t>(f.tellg()) / sizeof(float));
-  f.seekg(0);
-  return static_cast<bool>(f.read(reinterpret_cast<char*>(out.data()), out.size() * sizeof(float)));
-}
 
 int main(int argc, char** argv) {
   if (argc != 6) {
     std::fprintf(stderr, "usage: %s CFG LOGITS.bin IN_W IN_H load|run\n", argv[0]);
     return 2;
   }
-  std::ifstream cf(argv[1]);
-  std::stringstream text;
-  text << cf.rdbuf();
   litedet::ArgmaxMaskConfig cfg;
   std::string err;
-  if (!litedet::parse_argmax_mask_config(text.str(), cfg, &err)) {
+  if (!litedet::parse_argmax_mask_config(read_text(argv[1]), cfg, &err)) {
     std::fprintf(stderr, "%s\n", err.c_str());
     return 1;
   }

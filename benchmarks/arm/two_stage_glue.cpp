@@ -11,32 +11,20 @@
 // must print what the x86-64 build prints, tests/test_two_stage.py).
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "glue_io.h"
 #include "litedet_rpn_psroi.h"
-
-static bool read_floats(const char* path, std::vector<float>& out) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) return false;
-  out.resize(static_cast<size_t>(f.tellg()) / sizeof(float));
-  f.seekg(0);
-  return static_cast<bool>(f.read(reinterpret_cast<char*>(out.data()), out.size() * sizeof(float)));
-}
 
 int main(int argc, char** argv) {
   if (argc != 8) {
     std::fprintf(stderr, "usage: %s CFG OBJ.bin DELTAS.bin FEAT.bin IN_W IN_H load|run|print\n", argv[0]);
     return 2;
   }
-  std::ifstream cf(argv[1]);
-  std::stringstream text;
-  text << cf.rdbuf();
   litedet::RpnPsroiConfig cfg;
   std::string err;
-  if (!litedet::parse_rpn_psroi_config(text.str(), cfg, &err)) {
+  if (!litedet::parse_rpn_psroi_config(read_text(argv[1]), cfg, &err)) {
     std::fprintf(stderr, "%s\n", err.c_str());
     return 1;
   }

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from litedet.models.registry import ModelInfo
 
 __all__ = ["DeploySpec", "ExtraGraph", "GraphIO", "Prepared", "FamilyAdapter", "adapter_for_config", "register_adapter", "unregister_adapter", "adapter_for",
-           "check_for_kind", "calibration_batch", "agreed_class_count"]
+           "check_for_kind", "calibration_batch", "agreed_class_count", "checkpoint_class_count"]
 
 Shape = tuple[int, int, int, int]
 
@@ -195,6 +195,21 @@ def agreed_class_count(counts: dict[str, int]) -> int | None:
     if len(set(counts.values())) > 1:
         raise ValueError("class counts disagree: " + ", ".join(f"{k} has {v}" for k, v in counts.items()))
     return next(iter(counts.values()), None)
+
+
+def checkpoint_class_count(checkpoint, key: str, trust: bool, ndim: int, extra_rows: int = 0) -> dict[str, int]:
+    """{"the checkpoint's KEY (FILE)": its rows - extra_rows} when a state-dict checkpoint holds ``key``
+    with ``ndim`` dimensions (a classifier's weight), else {} (graphs, or a key check to come names
+    what is wrong); for agreed_class_count."""
+    if checkpoint is None or Path(checkpoint).suffix.lower() in (".param", ".onnx"):
+        return {}
+    from litedet.models.checkpoint import read_state_dict
+
+    sd, *_ = read_state_dict(checkpoint, trust=trust)
+    w = sd.get(key)
+    if w is None or w.ndim != ndim or w.shape[0] <= extra_rows:
+        return {}
+    return {f"the checkpoint's {key} ({Path(checkpoint).name})": int(w.shape[0]) - extra_rows}
 
 
 def calibration_batch(mean, std, size: int, rgb: bool = False):

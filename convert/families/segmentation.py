@@ -10,14 +10,14 @@ and the runtime / C++ core upsample while taking the argmax.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from litedet.datasets import CITYSCAPES_MEAN_RGB, CITYSCAPES_STD_RGB, palette_rgb, segmentation_class_names
 from litedet.runtime.kinds.argmax_mask import MAX_SEGMENTATION_CLASSES, ArgmaxMaskSpec
 from litedet.runtime.manifest import InputSpec, OutputSpec, ResizeSpec
 
 from ..verify.mask_check import MaskCheck
-from .base import DeploySpec, FamilyAdapter, GraphIO, Prepared, agreed_class_count, calibration_batch, register_adapter
+from .base import (DeploySpec, FamilyAdapter, GraphIO, Prepared, agreed_class_count, calibration_batch,
+                   checkpoint_class_count, register_adapter)
 
 MEAN_255 = tuple(m * 255.0 for m in CITYSCAPES_MEAN_RGB)
 STD_255 = tuple(s * 255.0 for s in CITYSCAPES_STD_RGB)
@@ -63,15 +63,7 @@ class SegmentationAdapter(FamilyAdapter):
         """The class count from the checkpoint's classifier conv (--class-names must agree); the
         upsample choice goes to the builder (it decides what the deploy forward returns)."""
         prepared = super().prepare(info, checkpoint, config, class_names, trust, options)
-        counts = {}
-        if checkpoint is not None and Path(checkpoint).suffix.lower() not in (".param", ".onnx"):
-            from litedet.models.checkpoint import read_state_dict
-
-            sd, *_ = read_state_dict(checkpoint, trust=trust)
-            key = _classifier_key(info)
-            w = sd.get(key)
-            if w is not None and w.ndim == 4:  # else the key check names what is wrong
-                counts[f"the checkpoint's {key} ({Path(checkpoint).name})"] = int(w.shape[0])
+        counts = checkpoint_class_count(checkpoint, _classifier_key(info), trust, ndim=4)
         if class_names is not None:
             counts["--class-names"] = len(class_names)
         n = agreed_class_count(counts)

@@ -9,14 +9,14 @@ mean/std) with a centred letterbox padded to a multiple of 32.
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 from litedet.datasets import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, default_class_names
 from litedet.runtime.kinds.rpn_psroi import RCNN_DELTAS, RCNN_SCORES, HeadGraph, RpnPsroiSpec
 from litedet.runtime.manifest import InputSpec, OutputSpec, ResizeSpec
 
 from ..verify.checks import RpnPsroiCheck
-from .base import DeploySpec, ExtraGraph, FamilyAdapter, GraphIO, agreed_class_count, calibration_batch, register_adapter
+from .base import (DeploySpec, ExtraGraph, FamilyAdapter, GraphIO, agreed_class_count, calibration_batch,
+                   checkpoint_class_count, register_adapter)
 
 # the head is traced with this many RoIs and half as many (both sides of the row count move)
 TRACE_ROIS = 200
@@ -55,14 +55,8 @@ class TwoStageAdapter(FamilyAdapter):
         """The class count from the checkpoint's R-CNN classifier (C + 1 rows, background first);
         --class-names must agree with it."""
         prepared = super().prepare(info, checkpoint, config, class_names, trust, options)
-        counts = {}
-        if checkpoint is not None and Path(checkpoint).suffix.lower() not in (".param", ".onnx"):
-            from litedet.models.checkpoint import read_state_dict
-
-            sd, *_ = read_state_dict(checkpoint, trust=trust)
-            w = sd.get("rcnn.cls_score.weight")
-            if w is not None and w.ndim == 2 and w.shape[0] > 1:  # else the key check names what is wrong
-                counts[f"the checkpoint's rcnn.cls_score ({Path(checkpoint).name})"] = int(w.shape[0]) - 1
+        # C + 1 rows, background first
+        counts = checkpoint_class_count(checkpoint, "rcnn.cls_score.weight", trust, ndim=2, extra_rows=1)
         if class_names is not None:
             counts["--class-names"] = len(class_names)
         n = agreed_class_count(counts)

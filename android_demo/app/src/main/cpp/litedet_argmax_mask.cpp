@@ -10,7 +10,7 @@
 #include <map>
 #include <stdexcept>
 
-#include "litedet_config_reader.h"
+#include "litedet_config_common.h"
 
 // GCC vectorizes only some loops at -O2; these elementwise loops (no reductions over floats, so
 // the same roundings in any order) are the whole cost of the kind, so they ask for it. Clang
@@ -28,31 +28,15 @@ bool parse_argmax_mask_config(const std::string& text, ArgmaxMaskConfig& cfg, st
     if (error) *error = msg;
     return false;
   };
-  std::map<std::string, std::string> kv;
-  if (!cfgread::split_lines(text, kv, error)) return false;
-  cfgread::Reader r(std::move(kv));
   ArgmaxMaskConfig c;
-  long long version = r.integer("version", 0, 1 << 20);
-  if (!r.has_error() && version != LITEDET_CONFIG_VERSION)
-    return fail("config key 'version' is " + std::to_string(version) + "; this litedet core reads version " +
-                std::to_string(LITEDET_CONFIG_VERSION));
-  const std::string kind = r.str("kind");  // the kind first, as parse_gfl_config
-  if (!r.has_error() && kind != "argmax_mask")
-    return fail("config key 'kind' is '" + kind + "'; parse_argmax_mask_config reads 'argmax_mask' configs");
+  auto read = [&](cfgread::Reader& r) {
 #define LITEDET_MASK_READ(key, type, lo, hi) c.key = r.read_##type(#key, lo, hi);
-  LITEDET_ARGMAX_MASK_KEYS(LITEDET_MASK_READ)
+    LITEDET_ARGMAX_MASK_KEYS(LITEDET_MASK_READ)
 #undef LITEDET_MASK_READ
-  if (r.has_error()) return fail(r.error);
-  if (c.pixel_format != "bgr" && c.pixel_format != "rgb") return fail("config key 'pixel_format' must be 'bgr' or 'rgb'");
-  if (!precision_problem(c.precision).empty())
-    return fail("config key 'precision' is '" + c.precision + "'; expected " + precision_problem(c.precision));
-  if (c.pad_mode != "stride_multiple" && c.pad_mode != "fixed")
-    return fail("config key 'pad_mode' must be 'stride_multiple' or 'fixed'");
-  if (resize_policy_code(c.resize_policy) < 0)
-    return fail("config key 'resize_policy' is '" + c.resize_policy +
-                "'; expected 'stretch_multiple', 'stretch', 'letterbox' or 'letterbox_top_left'");
-  if (c.mean.size() != c.norm.size()) return fail("config keys 'mean' and 'norm' need one value per channel each");
-  if (c.target_size % c.pad_multiple) return fail("config key 'target_size' must be a multiple of 'pad_multiple'");
+  };
+  if (!read_kind_config(text, "argmax_mask", "parse_argmax_mask_config", read, error)) return false;
+  const std::string common = common_config_problem(c);
+  if (!common.empty()) return fail(common);
   if (c.upsample != "graph" && c.upsample != "runtime")
     return fail("config key 'upsample' is '" + c.upsample + "'; expected 'graph' or 'runtime'");
   if ((c.upsample == "graph") != (c.head_stride == 1))

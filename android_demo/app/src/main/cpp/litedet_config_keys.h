@@ -101,26 +101,10 @@
   X(num_classes, int, 1, 256)                         \
   X(class_names, labels, 0, 0)
 
-// 'argmax_mask' (BiSeNet, DFANet): one graph ending in per-class logits, at the input's size
-// (upsample=graph) or at head_stride (upsample=runtime: the core upsamples bilinearly); the
-// palette is the overlay's R,G,B per class
-#define LITEDET_ARGMAX_MASK_KEYS(X)                   \
-  X(kind, str, 0, 0)                                  \
-  LITEDET_COMMON_KEYS(X)                              \
-  X(logits_blob, str, 0, 0)                           \
-  X(upsample, str, 0, 0)                              \
-  X(head_stride, int, 1, 64)                          \
-  X(palette, reals, 0, 0)                             \
-  X(num_classes, int, 1, 256)                         \
-  X(class_names, labels, 0, 0)
-
 // Written by the generator for a reader's information (which bundle the assets came from);
 // the readers ignore them, as it ignores every key it does not know.
 #define LITEDET_GFL_INFO_KEYS(X) \
   X(param_sha256)                   \
-  X(bin_sha256)
-#define LITEDET_ARGMAX_MASK_INFO_KEYS(X) \
-  X(param_sha256)                        \
   X(bin_sha256)
 #define LITEDET_ARGMAX_MASK_INFO_KEYS(X) \
   X(param_sha256)                        \

@@ -8,7 +8,7 @@
 #include <numeric>
 #include <stdexcept>
 
-#include "litedet_config_reader.h"
+#include "litedet_config_common.h"
 #include "litedet_kind.h"
 
 namespace litedet {
@@ -21,30 +21,15 @@ bool parse_rpn_psroi_config(const std::string& text, RpnPsroiConfig& cfg, std::s
     if (error) *error = msg;
     return false;
   };
-  std::map<std::string, std::string> kv;
-  if (!cfgread::split_lines(text, kv, error)) return false;
-  cfgread::Reader r(std::move(kv));
   RpnPsroiConfig c;
-  long long version = r.integer("version", 0, 1 << 20);
-  if (!r.has_error() && version != LITEDET_CONFIG_VERSION)
-    return fail("config key 'version' is " + std::to_string(version) + "; this litedet core reads version " +
-                std::to_string(LITEDET_CONFIG_VERSION));
-  const std::string kind = r.str("kind");  // the kind first, as parse_gfl_config
-  if (!r.has_error() && kind != "rpn_psroi")
-    return fail("config key 'kind' is '" + kind + "'; parse_rpn_psroi_config reads 'rpn_psroi' configs");
+  auto read = [&](cfgread::Reader& r) {
 #define LITEDET_TWO_STAGE_READ(key, type, lo, hi) c.key = r.read_##type(#key, lo, hi);
-  LITEDET_RPN_PSROI_KEYS(LITEDET_TWO_STAGE_READ)
+    LITEDET_RPN_PSROI_KEYS(LITEDET_TWO_STAGE_READ)
 #undef LITEDET_TWO_STAGE_READ
-  if (r.has_error()) return fail(r.error);
-  if (c.pixel_format != "bgr" && c.pixel_format != "rgb") return fail("config key 'pixel_format' must be 'bgr' or 'rgb'");
-  if (!precision_problem(c.precision).empty())
-    return fail("config key 'precision' is '" + c.precision + "'; expected " + precision_problem(c.precision));
-  if (c.pad_mode != "stride_multiple" && c.pad_mode != "fixed")
-    return fail("config key 'pad_mode' must be 'stride_multiple' or 'fixed'");
-  if (resize_policy_code(c.resize_policy) < 0)
-    return fail("config key 'resize_policy' is '" + c.resize_policy + "'; expected 'letterbox', 'letterbox_top_left' or 'stretch'");
-  if (c.mean.size() != c.norm.size()) return fail("config keys 'mean' and 'norm' need one value per channel each");
-  if (c.target_size % c.pad_multiple) return fail("config key 'target_size' must be a multiple of 'pad_multiple'");
+  };
+  if (!read_kind_config(text, "rpn_psroi", "parse_rpn_psroi_config", read, error)) return false;
+  const std::string common = common_config_problem(c);
+  if (!common.empty()) return fail(common);
   if (c.pad_multiple % c.stride) return fail("config key 'pad_multiple' must be a multiple of 'stride'");
   if (c.anchor_sizes.empty() || c.anchor_ratios.empty())
     return fail("config keys 'anchor_sizes' and 'anchor_ratios' must not be empty");
