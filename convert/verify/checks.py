@@ -49,6 +49,10 @@ class ResultCheck:
     def row(self, record: Any) -> str:
         return ""
 
+    def limits_text(self, lim) -> str:
+        """The result limits of ``lim`` this check applies, for a report's thresholds line ("" for none)."""
+        return ""
+
     def notes(self, m, any_results: bool) -> list[str]:
         return seeded_note(m, "tensor parity is meaningful, the outputs are not")
 
@@ -74,6 +78,9 @@ class DetectionCheck(ResultCheck):
         dm = match_detections(ref_res, test_res, lim.match_iou, p.score_threshold, lim.borderline_margin,
                               p.max_detections, candidates=both)
         return dm, detection_failure(name, key, dm, lim)
+
+    def limits_text(self, lim) -> str:
+        return f"no missed/extra detections, min IoU >= {lim.min_iou}, score diff <= {lim.max_score_diff}"
 
     def row(self, dm: DetectionMatch) -> str:
         return (f"{dm.reference:>3}/{dm.test:<4} {dm.matched:>5} {dm.missed:>4} {dm.extra:>5} {dm.borderline:>4} "
@@ -220,6 +227,9 @@ class TopKCheck(ResultCheck):
             f"{name}: {key} top-1 is class {tk.test_top1}, torch says {tk.torch_top1} with a logit "
             f"margin {tk.margin:.4f} larger than twice the max logit error {ma:.2e}")
         return tk, why
+
+    def limits_text(self, lim) -> str:
+        return "the same top-1 unless torch's margin is within twice the logit error"
 
     def row(self, tk: TopKMatch) -> str:
         agree = "yes" if tk.top1_agrees else ("tie" if tk.explained else "NO")

@@ -121,6 +121,10 @@ class MaskCheck(ResultCheck):
             why.append(f"mIoU {mm.miou:.4f} < {miou:g} (worst: {', '.join(f'{n} {v:.3f}' for n, v in mm.worst)})")
         return mm, (f"{name}: {key} masks differ: " + "; ".join(why)) if why else None
 
+    def limits_text(self, lim) -> str:
+        return "masks (pixel agreement, mIoU): " + ", ".join(
+            f"{k.replace('_', ' ')} >= {100 * a:g} %, {i:g}" for k, (a, i) in MASK_LIMITS.items() if k.startswith("arm"))
+
     def row(self, mm: MaskMatch) -> str:
         worst = ", ".join(f"{n} {v:.3f}" for n, v in mm.worst) or "-"
         return f"{100 * mm.agreement:>9.4f} {mm.miou:>7.4f} {mm.disagreeing:>8} {mm.near_ties:>6}  {worst}"

@@ -182,8 +182,10 @@ def format_arm_report(r: ParityReport) -> str:
              f"per image; ARM child {a.get('child_wall_s')} s, x86 side (alongside) {a.get('x86_wall_s')} s, "
              f"total {a.get('wall_s')} s"]
     th = r.thresholds
-    text = format_table(r, check_for_kind(r.kind), ARM_KEYS, title, key_width=21)
-    limits = (f"thresholds (ARM fp16 vs x86 fp32 and vs torch): cosine >= {th.min_cosine}, max rel <= {th.max_rel}, "
-              f"no missed/extra detections, min IoU >= {th.min_iou}, score diff <= {th.max_score_diff}")
+    check = check_for_kind(r.kind)
+    text = format_table(r, check, ARM_KEYS, title, key_width=21)
+    results = check.limits_text(th)
+    limits = (f"thresholds (ARM fp16 vs x86 fp32 and vs torch): cosine >= {th.min_cosine}, max rel <= {th.max_rel}"
+              + (f", {results}" if results else ""))
     head, sep, tail = text.rpartition("\n\n")
     return f"{head}\n\n{limits}\n{tail}" if sep else f"{text}\n{limits}"
