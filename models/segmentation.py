@@ -29,6 +29,8 @@ huaifeng1993/DFANet, applies one decoder conv to two different inputs, which we 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,14 +49,14 @@ def _up(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 class Segmenter(nn.Module):
-    """Shared by the segmentation models: ``head_logits`` (the head's own stride) and the two forwards."""
+    """Shared by the segmentation models: the two forwards over a subclass's ``head_logits(x)`` (the
+    class logits at the head's own stride)."""
 
     head_stride: int = 8
     input_multiple: int = 32  # the input's sides must be multiples of it (the deepest stride)
     deploy_upsample: bool = True  # the convert adapter sets it from --upsample
 
-    def head_logits(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    head_logits: "Callable[[torch.Tensor], torch.Tensor]"  # each subclass defines it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _up(self.head_logits(x), self.head_stride)

@@ -38,12 +38,7 @@ def _color(label: int) -> tuple[int, int, int]:
 
 def draw_detections(image: np.ndarray, dets: list[Detection]) -> np.ndarray:
     """A BGR copy of ``image`` with boxes, names and scores."""
-    if image.ndim == 2:
-        vis = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    elif image.shape[2] == 4:
-        vis = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    else:
-        vis = image.copy()
+    vis = _bgr(image)
     for d in dets:
         c = _color(d.label)
         p1, p2 = (int(round(d.x1)), int(round(d.y1))), (int(round(d.x2)), int(round(d.y2)))
@@ -57,6 +52,7 @@ def draw_detections(image: np.ndarray, dets: list[Detection]) -> np.ndarray:
 
 
 def _bgr(image: np.ndarray) -> np.ndarray:
+    """A BGR copy of a gray, BGR or BGRA image."""
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.shape[2] == 4 else image.copy()

@@ -130,12 +130,30 @@ class FamilyAdapter(ABC):
             return LoadReport(str(checkpoint), "onnx", sha256_file(checkpoint), details=details)
         return load_checkpoint(model, checkpoint, trust=trust, arch=info.name)
 
+    def default_class_names(self, n: int) -> list[str]:
+        """The names of an n-class model when none are given (a family names its data set's classes)."""
+        return [f"class_{i}" for i in range(n)]
+
     def class_names(self, model: Any, info: "ModelInfo", given: list[str] | None) -> list[str]:
         n = model.num_classes
-        names = list(given) if given else [f"class_{i}" for i in range(n)]
+        names = list(given) if given else self.default_class_names(n)
         if len(names) != n:
             raise ValueError(f"{len(names)} class names given; {info.name} has {n} classes")
         return names
+
+    def count_classes(self, prepared: Prepared, counts: dict[str, int], class_names: list[str] | None) -> int | None:
+        """The class count every source states (``counts``: the checkpoint's, see checkpoint_class_count;
+        --class-names is added here) into the builder's arguments, with a note when the classes get
+        placeholder names; None when no source states one."""
+        if class_names is not None:
+            counts = {**counts, "--class-names": len(class_names)}
+        n = agreed_class_count(counts)
+        if n is not None:
+            prepared.model_kwargs["num_classes"] = n
+            if class_names is None and self.default_class_names(n)[:1] == ["class_0"]:
+                prepared.notes.append(f"{n} classes inferred from the checkpoint; named class_0..class_{n - 1} "
+                                      "(pass --class-names for their names)")
+        return n
 
     def trace_shapes(self, info: "ModelInfo", input_size: int) -> tuple[Shape, Shape]:
         """The two input shapes pnnx converts with. BOTH sides of the second differ

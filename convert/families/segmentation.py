@@ -16,7 +16,7 @@ from litedet.runtime.kinds.argmax_mask import MAX_SEGMENTATION_CLASSES, ArgmaxMa
 from litedet.runtime.manifest import InputSpec, OutputSpec, ResizeSpec
 
 from ..verify.mask_check import MaskCheck
-from .base import (DeploySpec, FamilyAdapter, GraphIO, Prepared, agreed_class_count, calibration_batch,
+from .base import (DeploySpec, FamilyAdapter, GraphIO, Prepared, calibration_batch,
                    checkpoint_class_count, register_adapter)
 
 MEAN_255 = tuple(m * 255.0 for m in CITYSCAPES_MEAN_RGB)
@@ -63,26 +63,15 @@ class SegmentationAdapter(FamilyAdapter):
         """The class count from the checkpoint's classifier conv (--class-names must agree); the
         upsample choice goes to the builder (it decides what the deploy forward returns)."""
         prepared = super().prepare(info, checkpoint, config, class_names, trust, options)
-        counts = checkpoint_class_count(checkpoint, _classifier_key(info), trust, ndim=4)
-        if class_names is not None:
-            counts["--class-names"] = len(class_names)
-        n = agreed_class_count(counts)
-        if n is not None:
-            if not 1 <= n <= MAX_SEGMENTATION_CLASSES:
-                raise ValueError(f"{n} classes; a segmentation mask is uint8: 1 to {MAX_SEGMENTATION_CLASSES} classes")
-            prepared.model_kwargs["num_classes"] = n
-            if n != 19 and class_names is None:
-                prepared.notes.append(f"{n} classes inferred from the checkpoint; named class_0..class_{n - 1} "
-                                      "(pass --class-names for their names)")
+        n = self.count_classes(prepared, checkpoint_class_count(checkpoint, _classifier_key(info), trust, ndim=4),
+                               class_names)
+        if n is not None and not 1 <= n <= MAX_SEGMENTATION_CLASSES:
+            raise ValueError(f"{n} classes; a segmentation mask is uint8: 1 to {MAX_SEGMENTATION_CLASSES} classes")
         prepared.model_kwargs["deploy_upsample"] = prepared.options["upsample"] == "graph"
         return prepared
 
-    def class_names(self, model, info, given):
-        n = model.num_classes
-        names = list(given) if given else segmentation_class_names(n)
-        if len(names) != n:
-            raise ValueError(f"{len(names)} class names given; {info.name} has {n} classes")
-        return names
+    def default_class_names(self, n):
+        return segmentation_class_names(n)  # Cityscapes' for 19 classes
 
     def trace_shapes(self, info, input_size):
         """Landscape inputs (Cityscapes' 2:1), both sides moving between the two."""

@@ -15,7 +15,7 @@ from litedet.runtime.kinds.rpn_psroi import RCNN_DELTAS, RCNN_SCORES, HeadGraph,
 from litedet.runtime.manifest import InputSpec, OutputSpec, ResizeSpec
 
 from ..verify.checks import RpnPsroiCheck
-from .base import (DeploySpec, ExtraGraph, FamilyAdapter, GraphIO, agreed_class_count, calibration_batch,
+from .base import (DeploySpec, ExtraGraph, FamilyAdapter, GraphIO, calibration_batch,
                    checkpoint_class_count, register_adapter)
 
 # the head is traced with this many RoIs and half as many (both sides of the row count move)
@@ -57,14 +57,7 @@ class TwoStageAdapter(FamilyAdapter):
         prepared = super().prepare(info, checkpoint, config, class_names, trust, options)
         # C + 1 rows, background first
         counts = checkpoint_class_count(checkpoint, "rcnn.cls_score.weight", trust, ndim=2, extra_rows=1)
-        if class_names is not None:
-            counts["--class-names"] = len(class_names)
-        n = agreed_class_count(counts)
-        if n is not None:
-            prepared.model_kwargs["num_classes"] = n
-            if n != 80 and class_names is None:
-                prepared.notes.append(f"{n} classes inferred from the checkpoint; named class_0..class_{n - 1} "
-                                      "(pass --class-names for their names)")
+        self.count_classes(prepared, counts, class_names)
         return prepared
 
     def output_names(self, model, info):
@@ -78,12 +71,8 @@ class TwoStageAdapter(FamilyAdapter):
         return [ExtraGraph("head", HeadDeploy(model).eval(), ((1, f, TRACE_ROIS, 1), (1, f, TRACE_ROIS // 2, 1)),
                            [RCNN_SCORES, RCNN_DELTAS])]
 
-    def class_names(self, model, info, given):
-        n = model.num_classes
-        names = list(given) if given else default_class_names(n)
-        if len(names) != n:
-            raise ValueError(f"{len(names)} class names given; {info.name} has {n} classes")
-        return names
+    def default_class_names(self, n):
+        return default_class_names(n)  # COCO's for 80 classes
 
     def deploy_spec(self, model, info, input_size: int, graph: GraphIO, class_names: list[str], options) -> DeploySpec:
         s = model.spec

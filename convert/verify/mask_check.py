@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from litedet.runtime.kinds.argmax_mask import bilinear_taps
+from litedet.runtime.kinds.argmax_mask import upsample_bilinear
 
 from .checks import ResultCheck, seeded_note
 from .compare import CppMatch
@@ -55,15 +55,7 @@ def upsampled_logits(m, outputs: dict[str, np.ndarray], in_w: int, in_h: int) ->
     (o,) = m.outputs_with_role("logits")
     x = np.asarray(outputs[o.blob], np.float32)
     x = x[0] if x.ndim == 4 else x
-    if m.postprocess.upsample != "runtime":
-        return x
-    y0, y1, ly = bilinear_taps(in_h, x.shape[1])
-    x0, x1, lx = bilinear_taps(in_w, x.shape[2])
-    one = np.float32(1.0)
-    lx_, ly_ = lx[None, None, :], ly[None, :, None]
-    top = (one - lx_) * x[:, y0][:, :, x0] + lx_ * x[:, y0][:, :, x1]
-    bot = (one - lx_) * x[:, y1][:, :, x0] + lx_ * x[:, y1][:, :, x1]
-    return (one - ly_) * top + ly_ * bot
+    return upsample_bilinear(x, in_h, in_w) if m.postprocess.upsample == "runtime" else x
 
 
 @dataclass

@@ -27,7 +27,7 @@ from . import BundleError, KindSpec, PostprocessKind, register_kind, rng
 if TYPE_CHECKING:
     from litedet.runtime.manifest import Manifest
 
-__all__ = ["ArgmaxMaskSpec", "UPSAMPLES", "bilinear_taps", "upsample_argmax", "argmax_labels", "map_mask_back",
+__all__ = ["ArgmaxMaskSpec", "UPSAMPLES", "bilinear_taps", "upsample_bilinear", "upsample_argmax", "argmax_labels", "map_mask_back",
            "network_labels", "segment_outputs", "MAX_SEGMENTATION_CLASSES"]
 
 UPSAMPLES = ("graph", "runtime")
@@ -55,25 +55,26 @@ def bilinear_taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, 
     return i0, i1, (src - i0.astype(np.float32)).astype(np.float32)
 
 
+def upsample_bilinear(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """[C, h, w] -> [C, out_h, out_w] float32, value = (1 - ly) * ((1 - lx) * a + lx * b) + ly * ((1 - lx) * c + lx * d)
+    with the taps of :func:`bilinear_taps` (the C++ core computes each value with these operations)."""
+    x = x.astype(np.float32, copy=False)
+    y0, y1, ly = bilinear_taps(out_h, x.shape[1])
+    x0, x1, lx = bilinear_taps(out_w, x.shape[2])
+    one = np.float32(1.0)
+    lx_, ly_ = lx[None, None, :], ly[None, :, None]
+    top = (one - lx_) * x[:, y0][:, :, x0] + lx_ * x[:, y0][:, :, x1]
+    bot = (one - lx_) * x[:, y1][:, :, x0] + lx_ * x[:, y1][:, :, x1]
+    return (one - ly_) * top + ly_ * bot
+
+
 def upsample_argmax(logits: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """[C, h, w] logits -> [out_h, out_w] uint8 labels: the argmax (lowest index on ties) of the
-    bilinearly upsampled logits, value = (1 - ly) * ((1 - lx) * a + lx * b) + ly * ((1 - lx) * c + lx * d)."""
-    c, h, w = logits.shape
-    x = logits.astype(np.float32, copy=False)
-    y0, y1, ly = bilinear_taps(out_h, h)
-    x0, x1, lx = bilinear_taps(out_w, w)
-    one = np.float32(1.0)
+    bilinearly upsampled logits, one class at a time (memory of two planes, not C of them)."""
     best = np.zeros((out_h, out_w), np.uint8)
-    best_v = None
-    lx_, ly_ = lx[None, :], ly[:, None]
-    for k in range(c):  # one class at a time: memory of two H x W planes, not C of them
-        p = x[k]
-        top = (one - lx_) * p[y0][:, x0] + lx_ * p[y0][:, x1]
-        bot = (one - lx_) * p[y1][:, x0] + lx_ * p[y1][:, x1]
-        v = (one - ly_) * top + ly_ * bot
-        if best_v is None:
-            best_v = v
-            continue
+    best_v = upsample_bilinear(logits[:1], out_h, out_w)[0]
+    for k in range(1, logits.shape[0]):
+        v = upsample_bilinear(logits[k:k + 1], out_h, out_w)[0]
         better = v > best_v  # strict: a tie keeps the lower class
         best_v = np.where(better, v, best_v)
         best[better] = k
