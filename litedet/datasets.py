@@ -5,7 +5,7 @@ from __future__ import annotations
 
 __all__ = ["MAX_CLASS_NAME", "class_name_problem", "COCO_CLASSES", "IMAGENET_MEAN_RGB", "IMAGENET_STD_RGB", "NANODET_MEAN_BGR", "NANODET_STD_BGR",
            "default_class_names", "CITYSCAPES_CLASSES", "CITYSCAPES_PALETTE_RGB", "CITYSCAPES_MEAN_RGB", "CITYSCAPES_STD_RGB",
-           "segmentation_class_names", "palette_rgb"]
+           "segmentation_class_names", "palette_rgb", "VOC_CLASSES", "voc_class_names"]
 
 # COCO 2017's 80 detection classes in the order NanoDet (and torchvision's detection models) use
 COCO_CLASSES = (
@@ -19,6 +19,12 @@ COCO_CLASSES = (
     "bed", "dining_table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell_phone",
     "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
     "teddy_bear", "hair_drier", "toothbrush",
+)
+
+# PASCAL VOC's 20 classes in the order of RefineDet.PyTorch's (and SSD's) data/voc0712.py
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
+    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
 
 # torchvision's ImageNet normalisation, on 0..255 RGB pixels
@@ -63,6 +69,11 @@ def palette_rgb(n: int) -> list[tuple[int, int, int]]:
 def default_class_names(n: int) -> list[str]:
     """COCO's names for an 80-class model, else class_0 .. class_{n-1}."""
     return list(COCO_CLASSES) if n == len(COCO_CLASSES) else [f"class_{i}" for i in range(n)]
+
+
+def voc_class_names(n: int) -> list[str]:
+    """VOC's names for a 20-class model, else class_0 .. class_{n-1}."""
+    return list(VOC_CLASSES) if n == len(VOC_CLASSES) else [f"class_{i}" for i in range(n)]
 
 
 MAX_CLASS_NAME = 128  # characters of a class name (drawn on images, written into NAME.cfg)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import mobilenet, nanodet, nanodet_plus, resnet, segmentation, shufflenetv1, shufflenetv2, squeezenet, two_stage  # noqa: F401  (registers builders)
+from . import (mobilenet, nanodet, nanodet_plus, onenet, refinedet, resnet, segmentation, shufflenetv1,  # noqa: F401  (registers builders)
+               shufflenetv2, squeezenet, two_stage)
 from .checkpoint import CheckpointError, LoadReport, load_checkpoint, sha256_file
 from .registry import ModelInfo, UnknownModelError, create_model, list_models, model_info, register_model
 

@@ -59,12 +59,12 @@ def extract_state_dict(obj: object, prefer_ema: bool = True) -> tuple[dict[str, 
         ema = {k[len("avg_model."):]: v for k, v in sd.items() if k.startswith("avg_model.")}
         raw = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
         sd, used_ema = (ema if prefer_ema else raw), prefer_ema
-    out = {}
-    for k, v in sd.items():
-        for prefix in ("module.", "model."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v
+    # a wrapper's prefix (DataParallel's "module.", Lightning's "model.") is on every key; a
+    # prefix on some keys only is a submodule's name (ResNeSt-RefineDet's backbone "model.")
+    for prefix in ("module.", "model."):
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    out = dict(sd)
     bad = [k for k, v in out.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"checkpoint entries are not tensors: {bad[:5]}")
@@ -248,5 +248,5 @@ def load_checkpoint(model: nn.Module, path: str | Path, prefer_ema: bool = True,
     details = {"tensors": len(sd), **extra}
     if ignored:
         details["ignored"] = {p + "*": n for p, n in ignored.items()}
-        details["ignored_why"] = "training-only entries (the auxiliary head) and duplicate constants: not loaded, not exported"
+        details["ignored_why"] = "training-only entries (an auxiliary head), unused copies (ResNeSt-RefineDet's Resnet86) and duplicate constants: not loaded, not exported"
     return LoadReport(str(path), kind, sha256_file(path), used_ema=used_ema, details=details)

@@ -39,7 +39,7 @@ command -v cmake >/dev/null || { echo "setup_ncnn_lib.sh: cmake is needed (apt-g
 KEEP="Input Convolution ConvolutionDepthWise Deconvolution DeconvolutionDepthWise Concat ShuffleChannel Slice
 Split BinaryOp UnaryOp Reshape Permute Pooling Interp ReLU Clip Sigmoid Swish HardSwish HardSigmoid ELU PReLU
 TanH GELU Mish InnerProduct Gemm MatMul Softmax Flatten Crop Padding Eltwise BatchNorm Scale Bias Dropout Noop
-MemoryData Packing Cast Reduction ExpandDims Squeeze PixelShuffle Quantize Dequantize Requantize"
+MemoryData Packing Cast Reduction ExpandDims Squeeze PixelShuffle Quantize Dequantize Requantize Normalize"
 ALL=$(grep -o 'ncnn_add_layer([A-Za-z0-9]*' "$SRC/src/CMakeLists.txt" | cut -d'(' -f2)
 LAYER_FLAGS=()
 for l in $ALL; do

@@ -15,4 +15,4 @@ from .base import (DeploySpec, ExtraGraph, FamilyAdapter, GraphIO, Prepared, ada
 __all__ = ["DeploySpec", "ExtraGraph", "FamilyAdapter", "GraphIO", "Prepared", "adapter_for", "adapter_for_config", "calibration_batch", "check_for_kind",
            "register_adapter", "unregister_adapter"]
 
-from . import classifier, nanodet, segmentation, two_stage  # noqa: E402,F401  (the built-in families register themselves)
+from . import classifier, nanodet, onenet, refinedet, segmentation, two_stage  # noqa: E402,F401  (the built-in families register themselves)

@@ -111,10 +111,10 @@ class DetectionCheck(ResultCheck):
         save_image(path, vis)
 
     def cpp(self, core, m, outputs, geometry):
-        from litedet.runtime.kinds.gfl import postprocess_outputs
+        from litedet.runtime.kinds import postprocess_kind
 
         cpp_dets = core.kind(m.postprocess.kind).postprocess(m, outputs, geometry)
-        c = cpp_match(postprocess_outputs(m, outputs, geometry), cpp_dets, geometry)
+        c = cpp_match(postprocess_kind(m.postprocess.kind).decode(m, outputs, geometry), cpp_dets, geometry)
         bad = not c.identical or c.max_box_diff > 1e-4 or c.max_score_diff > 1e-4
         return c, (f"C++ postprocessing differs from Python: {c}" if bad else None)
 

@@ -316,12 +316,21 @@ def topk_match(t: np.ndarray, n: np.ndarray, max_abs: float) -> TopKMatch:
     return TopKMatch(t1, n1, t1 == n1, len(t5 & n5), margin, t1 == n1 or margin <= 2 * max_abs)
 
 
+CPP_BOX_ULPS = 4
+
+
 def cpp_match(py: list["Detection"], cc: list["Detection"], lb) -> CppMatch:
     """Two detection lists that must be identical (count, labels, order); boxes
-    compared in network-input pixels (image pixels scale float32 steps up)."""
+    compared in network-input pixels (image pixels scale float32 steps up), beyond
+    CPP_BOX_ULPS float32 steps of the coordinate (numpy's exp and expf differ by an ulp
+    or two, and a box through two decodes, RefineDet's, carries both)."""
     same = len(py) == len(cc) and all(a.label == b.label for a, b in zip(py, cc))
     sx, sy = lb.resized_w / lb.src_w, lb.resized_h / lb.src_h
-    box = max((max(abs(a.x1 - b.x1) * sx, abs(a.x2 - b.x2) * sx, abs(a.y1 - b.y1) * sy, abs(a.y2 - b.y2) * sy)
+
+    def off(u: float, v: float, scale: float) -> float:
+        return max(0.0, abs(u - v) - CPP_BOX_ULPS * float(np.spacing(np.float32(max(abs(u), abs(v)))))) * scale
+
+    box = max((max(off(a.x1, b.x1, sx), off(a.x2, b.x2, sx), off(a.y1, b.y1, sy), off(a.y2, b.y2, sy))
                for a, b in zip(py, cc)), default=0.0) if same else float("inf")
     score = max((abs(a.score - b.score) for a, b in zip(py, cc)), default=0.0) if same else float("inf")
     return CppMatch(len(py), len(cc), same, box, score)

@@ -8,7 +8,7 @@ results). The maths stay in small pure functions (the kind's own, ``runtime/boxe
 ``runtime/letterbox.py``);
 a kind only wires them to the manifest. Built in: ``gfl`` (NanoDet),
 ``softmax_topk`` (classifiers), ``rpn_psroi`` (two-stage detectors, two graphs) and
-``argmax_mask`` (semantic segmentation). A new family registers its own kind with
+``argmax_mask`` (semantic segmentation), ``ssd_refine`` (RefineDet) and ``topk`` (OneNet). A new family registers its own kind with
 :func:`register_kind` from its own module, editing nothing here.
 """
 
@@ -113,4 +113,4 @@ postprocess_kind = _KINDS.get
 kind_names = _KINDS.names
 
 
-from . import argmax_mask, gfl, rpn_psroi, softmax_topk  # noqa: E402,F401  (the built-in kinds register themselves)
+from . import argmax_mask, gfl, rpn_psroi, softmax_topk, ssd_refine, topk  # noqa: E402,F401  (the built-in kinds register themselves)

@@ -7,7 +7,8 @@
 // One table per postprocess kind the core runs, named after the kind: LITEDET_<KIND>_KEYS and
 // LITEDET_<KIND>_INFO_KEYS (LITEDET_GFL_KEYS for 'gfl', NanoDet; LITEDET_RPN_PSROI_KEYS for
 // 'rpn_psroi', ThunderNet and Light-Head R-CNN: two graphs; LITEDET_ARGMAX_MASK_KEYS for
-// 'argmax_mask', segmentation). The first key of each, kind=, says
+// 'argmax_mask', segmentation; LITEDET_SSD_REFINE_KEYS for 'ssd_refine', RefineDet;
+// LITEDET_TOPK_KEYS for 'topk', OneNet). The first key of each, kind=, says
 // which table a NAME.cfg follows; litedet.runtime.devconfig finds a kind's table by that name.
 //
 // Types: str (non-empty, trimmed), names (comma list of non-empty trimmed names),
@@ -101,6 +102,44 @@
   X(num_classes, int, 1, 256)                         \
   X(class_names, labels, 0, 0)
 
+// 'ssd_refine' (RefineDet): one graph, four outputs over all priors (cell-major then anchor per
+// level): ARM offsets and softmax objectness, ODM offsets and softmax class scores (background
+// first); the priors come from steps, min_sizes, aspect_ratios and clip
+#define LITEDET_SSD_REFINE_KEYS(X)                    \
+  X(kind, str, 0, 0)                                  \
+  LITEDET_COMMON_KEYS(X)                              \
+  X(arm_loc_blob, str, 0, 0)                          \
+  X(arm_conf_blob, str, 0, 0)                         \
+  X(odm_loc_blob, str, 0, 0)                          \
+  X(odm_conf_blob, str, 0, 0)                         \
+  X(steps, ints, 0, 0)                                \
+  X(min_sizes, reals, 0, 0)                           \
+  X(aspect_ratios, reals, 0, 0)                       \
+  X(variances, reals, 0, 0)                           \
+  X(clip, flag, 0, 0)                                 \
+  X(objectness_threshold, real, 0, 1)                 \
+  X(score_threshold, real, 0, 1)                      \
+  X(nms_threshold, real, 0, 1)                        \
+  X(pre_nms_top_k, int, 1, 10000000)                  \
+  X(max_detections, int, 1, 10000000)                 \
+  X(num_classes, int, 1, 1048576)                     \
+  X(class_names, labels, 0, 0)
+
+// 'topk' (OneNet): one graph, sigmoid class scores [C, H, W] and box distances [4, H, W] at one
+// stride; the k best (class, location) pairs, no NMS unless nms_threshold < 1
+#define LITEDET_TOPK_KEYS(X)                          \
+  X(kind, str, 0, 0)                                  \
+  LITEDET_COMMON_KEYS(X)                              \
+  X(scores_blob, str, 0, 0)                           \
+  X(ltrb_blob, str, 0, 0)                             \
+  X(stride, int, 1, 1024)                             \
+  X(center_offset, real, -1, 1)                       \
+  X(score_threshold, real, 0, 1)                      \
+  X(nms_threshold, real, 0, 1)                        \
+  X(max_detections, int, 1, 10000000)                 \
+  X(num_classes, int, 1, 1048576)                     \
+  X(class_names, labels, 0, 0)
+
 // Written by the generator for a reader's information (which bundle the assets came from);
 // the readers ignore them, as it ignores every key it does not know.
 #define LITEDET_GFL_INFO_KEYS(X) \
@@ -108,6 +147,12 @@
   X(bin_sha256)
 #define LITEDET_ARGMAX_MASK_INFO_KEYS(X) \
   X(param_sha256)                        \
+  X(bin_sha256)
+#define LITEDET_SSD_REFINE_INFO_KEYS(X) \
+  X(param_sha256)                       \
+  X(bin_sha256)
+#define LITEDET_TOPK_INFO_KEYS(X) \
+  X(param_sha256)                 \
   X(bin_sha256)
 #define LITEDET_RPN_PSROI_INFO_KEYS(X) \
   X(param_sha256)                      \
