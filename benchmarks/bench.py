@@ -472,9 +472,14 @@ def measure_qemu(targets: list[tuple[str, Bundle]], *, repeats: int, reference_g
         if m.precision_plan is not None:  # the same graph without the plan, for the comparison the plan is for
             counted["fp16-uniform"] = _uniform_counts(bundle, env, chw.shape, repeats, modes, progress)
         facts = graph_facts(bundle, list(chw.shape))
-        glue_cpp = _cpp_glue(bundle, env, chw.shape, repeats) if two else None
+        # the kind's C++ glue (two graphs) or postprocessing (one graph) when it registers a program
+        glue_cpp = _cpp_glue(bundle, env, chw.shape, repeats)
         for precision, q in counted.items():
             parts, split = None, ""
+            if not two and glue_cpp is not None:
+                parts = {"inference": q["inference_insns"], "post_cpp": glue_cpp["glue_insns"]}
+                split = f"; the app's C++ postprocessing {glue_cpp['glue_insns']:,}" + \
+                    ("" if glue_cpp["repeatable"] else " (repeats DIFFER)")
             if two:
                 parts = {"inference": q["parts"]["stage1"] + q["parts"]["run"], "glue": q["parts"]["glue"]}
                 split = f" (stage 1 {q['parts']['stage1']:,}, head {q['parts']['run']:,})"
@@ -488,7 +493,7 @@ def measure_qemu(targets: list[tuple[str, Bundle]], *, repeats: int, reference_g
                                   repeats_identical=q["repeatable"], **facts,
                                   note=f"run - load, {repeats} repeats; fixed pseudo-random input"
                                   + (f"; two-stage: inference = stage 1 + head{split}, the numpy glue apart"
-                                     if two else "")))
+                                     if two else split)))
         pair = reference_pair(bundle, reference_graphs) if reference_graphs is not None else None
         if pair is None:
             continue

@@ -97,7 +97,7 @@ def test_place_boxes_puts_locations_at_x4_plus_2():
 
 
 # -- the minimum-cost matcher ------------------------------------------------------------------
-def brute_cost(prob: float, cls_ok: bool, box, gt, w: float, h: float) -> float:
+def brute_cost(prob: float, box, gt, w: float, h: float) -> float:
     a, g = 0.25, 2.0
     neg = (1 - a) * prob ** g * -math.log(1 - prob + 1e-8)
     pos = a * (1 - prob) ** g * -math.log(prob + 1e-8)
@@ -130,7 +130,7 @@ def test_min_cost_match_is_the_brute_force_argmin(seed, c, h, w, g):
     prob = 1 / (1 + np.exp(-logits.numpy().reshape(c, -1)))
     bx = boxes.numpy().reshape(4, -1).T
     for j in range(g):
-        costs = [brute_cost(prob[labels[j], i], True, bx[i], gt[j].tolist(), 100.0, 80.0) for i in range(h * w)]
+        costs = [brute_cost(prob[labels[j], i], bx[i], gt[j].tolist(), 100.0, 80.0) for i in range(h * w)]
         assert costs[int(src[j])] <= min(costs) + 1e-9
 
 
@@ -441,3 +441,11 @@ def test_raw_logits_are_refused(on_bundle, photos):
     out[blob] = out[blob] * 4 - 2
     with pytest.raises(BundleError, match="sigmoid"):
         r.kind.decode(r.manifest, out, g)
+
+
+def test_quantize_refuses_transposed_convolutions_in_one_line(on_bundle, tmp_path):
+    (tmp_path / "cal").mkdir()
+    r = subprocess.run(LITEDET + ["quantize", str(on_bundle), "--calib", str(tmp_path / "cal"), "--out",
+                                  str(tmp_path / "q")], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "Deconvolution" in r.stderr, r.stderr
+    assert not (tmp_path / "q").exists()

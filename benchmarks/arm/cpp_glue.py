@@ -91,3 +91,5 @@ def count_cpp_glue(bundle, env, x: np.ndarray, repeats: int, cpu: str) -> dict |
 
 register_glue_program("rpn_psroi", GlueProgram(HERE / "two_stage_glue.cpp",
                                                ("rpn_objectness", "rpn_deltas", "psroi_features")))
+register_glue_program("ssd_refine", GlueProgram(HERE / "detect_post.cpp", ("arm_loc", "arm_conf", "odm_loc", "odm_conf")))
+register_glue_program("topk", GlueProgram(HERE / "detect_post.cpp", ("scores", "ltrb")))
