@@ -110,9 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(MODELS), help="arch@input_size, comma-separated")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--qemu", action="store_true", help="also count guest instructions under qemu-aarch64 (slow)")
+    ap.add_argument("--qemu-from", help="take the instruction counts of an earlier run's single_shot.json (they do "
+                                        "not depend on the machine's load; the x86 times do)")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="litedet-single-shot-") as tmp:
         rows = measure(a.models.split(","), a.runs, a.qemu, Path(tmp))
+    if a.qemu_from:
+        earlier = {(r["model"], tuple(r["input"])): r for r in json.loads(Path(a.qemu_from).read_text())}
+        for r in rows:
+            e = earlier.get((r["model"], tuple(r["input"])), {})
+            r.update({k: v for k, v in e.items() if k.startswith("qemu_")})
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "single_shot.json").write_text(json.dumps(rows, indent=1) + "\n")

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Detection", "Classification", "SegmentationMask", "describe_detection", "describe_classification",
+__all__ = ["Detection", "detections_from", "Classification", "SegmentationMask", "describe_detection", "describe_classification",
            "describe_segmentation"]
 
 
@@ -36,6 +36,12 @@ class Classification:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def detections_from(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, names: list[str]) -> list[Detection]:
+    """[K, 4] boxes in image pixels, [K] scores and labels -> Detection records, in that order."""
+    return [Detection(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), int(lab), names[int(lab)])
+            for b, s, lab in zip(boxes, scores, labels)]
 
 
 def describe_detection(d: Detection) -> str:

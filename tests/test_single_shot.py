@@ -359,14 +359,17 @@ def test_litedet_cpp_detects_like_python_on_x86_and_aarch64(arm_env, rd_bundle, 
             runs.append((_cpp_dets(arm, b, pngs, tmp_path / f"{name}arm", [str(arm_env.qemu), "-cpu", "cortex-a76"]),
                          0.9, 0.1))
         for out, min_iou, max_score in runs:
+            found = 0
             for png, got in zip(pngs, out):
                 want = runner.run(cv2.imread(str(png)))
                 have = [Detection(*row[:5], int(row[5]), want[0].name if want else "") for row in got["detections"]]
                 have = [dataclasses.replace(d, name=runner.manifest.class_names[d.label]) for d in have]
                 mt = match_detections(want, have, 0.5, runner.manifest.postprocess.score_threshold, 0.02,
                                       runner.manifest.postprocess.max_detections)
-                assert mt.reference > 0 and mt.missed == mt.extra == 0, (name, png.name, mt)
+                assert mt.missed == mt.extra == 0, (name, png.name, mt)
                 assert mt.min_iou >= min_iou and mt.max_score_diff <= max_score, (name, png.name, mt)
+                found += mt.reference
+            assert found > 0, name  # not vacuous
 
 
 def test_device_config_round_trips_through_the_cpp_parser(bundles):

@@ -331,6 +331,23 @@ def cpp_kind(name: str) -> type:
     return _CPP_KINDS.get(name)
 
 
+def call_detections(kind: "CppKind", fn, args: tuple, capacity: int, names: list[str], what: str) -> list[Detection]:
+    """``fn(*args, out, capacity, &count, err, err_len)`` (a kind's C call that writes detections)
+    with a buffer of ``capacity``, once more with the count it asks for when that is too small."""
+    capacity = max(int(capacity), 1)
+    for _ in range(2):
+        out = (CDetection * capacity)()
+        count = ctypes.c_int(0)
+        err = ctypes.create_string_buffer(ERR_LEN)
+        rc = fn(*args, out, capacity, ctypes.byref(count), err, ERR_LEN)
+        if rc == ESPACE:
+            capacity = count.value
+            continue
+        kind.check(rc, err, what)
+        return detections_of(out, count.value, names)
+    raise RuntimeError(f"C++ {what}: the detection count changed between two calls")
+
+
 def detections_of(out, count: int, names: list[str]) -> list[Detection]:
     """The C detections the core wrote -> runtime Detection records."""
     return [Detection(float(d.x1), float(d.y1), float(d.x2), float(d.y2), float(d.score), int(d.label),

@@ -13,8 +13,8 @@ from litedet.runtime.letterbox import Letterbox
 from litedet.runtime.manifest import Manifest
 from litedet.runtime.results import Detection
 
-from .cpp_core import (ERR, ERR_LEN, ESPACE, F32P, CDetection, CLetterbox, CppCoreError, CppKind, bind, detections_of,
-                       f32, register_cpp_kind)
+from .cpp_core import (ERR, ERR_LEN, F32P, CDetection, CLetterbox, CppCoreError, CppKind, bind, call_detections, f32,
+                       register_cpp_kind)
 
 
 class GflCpp(CppKind):
@@ -70,20 +70,12 @@ class GflCpp(CppKind):
         c_rows = (ctypes.c_int32 * n)(*rows)
         c_strides = (ctypes.c_int32 * n)(*strides)
         c_lb = CLetterbox(*(int(getattr(lb, name)) for name, _ in CLetterbox._fields_))
-        capacity = int(p.max_detections)
-        for _ in range(2):
-            out = (CDetection * max(capacity, 1))()
-            count = ctypes.c_int(0)
-            err = ctypes.create_string_buffer(ERR_LEN)
-            rc = self._lib.litedet_postprocess(cfg_text, ctypes.byref(c_lb), n, cls_ptrs, dis_ptrs, c_rows, c_strides,
-                                               out, capacity, ctypes.byref(count), err, ERR_LEN)
-            if rc == ESPACE:
-                capacity = count.value
-                continue
-            self.check(rc, err, "postprocess")
-            break
-        del keep_alive
-        return detections_of(out, count.value, manifest.class_names)
+        args = (cfg_text, ctypes.byref(c_lb), n, cls_ptrs, dis_ptrs, c_rows, c_strides)
+        try:
+            return call_detections(self, self._lib.litedet_postprocess, args, p.max_detections, manifest.class_names,
+                                   "postprocess")
+        finally:
+            del keep_alive
 
 
 register_cpp_kind("gfl", GflCpp)

@@ -14,7 +14,7 @@ from litedet.runtime.letterbox import Letterbox
 from litedet.runtime.manifest import Manifest
 from litedet.runtime.results import Detection
 
-from .cpp_core import (ERR, ERR_LEN, ESPACE, F32P, CDetection, CLetterbox, CppKind, bind, detections_of, f32,
+from .cpp_core import (ERR, ERR_LEN, ESPACE, F32P, CDetection, CLetterbox, CppKind, bind, call_detections, f32,
                        register_cpp_kind)
 
 SIZE = ctypes.c_size_t
@@ -72,20 +72,9 @@ class SsdRefineCpp(CppKind):
         if any(a.shape[0] != rows for a in arrays):
             raise ValueError(f"the four outputs have {[a.shape[0] for a in arrays]} rows; they must agree")
         c_lb = CLetterbox(*(int(getattr(lb, name)) for name, _ in CLetterbox._fields_))
-        capacity = int(manifest.postprocess.max_detections)
-        for _ in range(2):
-            out = (CDetection * max(capacity, 1))()
-            count = ctypes.c_int(0)
-            err = ctypes.create_string_buffer(ERR_LEN)
-            rc = self._lib.litedet_ssd_refine(cfg, ctypes.byref(c_lb), *(a.ctypes.data_as(F32P) for a in arrays),
-                                              rows, manifest.num_classes + 1, out, capacity, ctypes.byref(count),
-                                              err, ERR_LEN)
-            if rc == ESPACE:
-                capacity = count.value
-                continue
-            self.check(rc, err, "ssd_refine")
-            break
-        return detections_of(out, count.value, manifest.class_names)
+        args = (cfg, ctypes.byref(c_lb), *(a.ctypes.data_as(F32P) for a in arrays), rows, manifest.num_classes + 1)
+        return call_detections(self, self._lib.litedet_ssd_refine, args, manifest.postprocess.max_detections,
+                               manifest.class_names, "ssd_refine")
 
 
 register_cpp_kind("ssd_refine", SsdRefineCpp)

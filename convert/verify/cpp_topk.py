@@ -13,7 +13,7 @@ from litedet.runtime.letterbox import Letterbox
 from litedet.runtime.manifest import Manifest
 from litedet.runtime.results import Detection
 
-from .cpp_core import (ERR, ERR_LEN, ESPACE, F32P, CDetection, CLetterbox, CppKind, bind, detections_of, f32,
+from .cpp_core import (ERR, ERR_LEN, F32P, CDetection, CLetterbox, CppKind, bind, call_detections, f32,
                        register_cpp_kind)
 
 
@@ -54,19 +54,9 @@ class TopkCpp(CppKind):
         if ltrb.shape != (4, *scores.shape[1:]):
             raise ValueError(f"the distance map has shape {ltrb.shape}; the scores {scores.shape} need (4, h, w)")
         c_lb = CLetterbox(*(int(getattr(lb, name)) for name, _ in CLetterbox._fields_))
-        capacity = int(manifest.postprocess.max_detections)
-        for _ in range(2):
-            out = (CDetection * max(capacity, 1))()
-            count = ctypes.c_int(0)
-            err = ctypes.create_string_buffer(ERR_LEN)
-            rc = self._lib.litedet_topk(cfg, ctypes.byref(c_lb), scores.ctypes.data_as(F32P), *scores.shape,
-                                        ltrb.ctypes.data_as(F32P), out, capacity, ctypes.byref(count), err, ERR_LEN)
-            if rc == ESPACE:
-                capacity = count.value
-                continue
-            self.check(rc, err, "topk")
-            break
-        return detections_of(out, count.value, manifest.class_names)
+        args = (cfg, ctypes.byref(c_lb), scores.ctypes.data_as(F32P), *scores.shape, ltrb.ctypes.data_as(F32P))
+        return call_detections(self, self._lib.litedet_topk, args, manifest.postprocess.max_detections,
+                               manifest.class_names, "topk")
 
 
 register_cpp_kind("topk", TopkCpp)

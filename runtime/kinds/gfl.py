@@ -20,7 +20,7 @@ import numpy as np
 
 from ..boxes import clamp_boxes, nms
 from ..letterbox import RESIZE_ALIGNS, Letterbox, map_boxes_back
-from ..results import Detection, describe_detection
+from ..results import Detection, describe_detection, detections_from
 from . import BundleError, KindSpec, PostprocessKind, register_kind, rng
 
 if TYPE_CHECKING:
@@ -161,8 +161,7 @@ def postprocess_outputs(m: "Manifest", outputs: dict[str, np.ndarray], lb: Lette
         c = Candidates(clamp_boxes(c.boxes, lb.in_w, lb.in_h), c.scores, c.labels)
     keep = nms(c.boxes, c.scores, c.labels, p.nms_threshold, p.class_agnostic_nms, p.max_detections)
     boxes = map_boxes_back(c.boxes[keep], lb)
-    return [Detection(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), int(lab), m.class_names[int(lab)])
-            for b, s, lab in zip(boxes, c.scores[keep], c.labels[keep])]
+    return detections_from(boxes, c.scores[keep], c.labels[keep], m.class_names)
 
 
 def device_values(m: "Manifest", names: dict[str, str]) -> dict:

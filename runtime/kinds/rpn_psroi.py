@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from ..letterbox import RESIZE_ALIGNS, Letterbox, map_boxes_back
-from ..results import Detection, describe_detection
+from ..results import Detection, describe_detection, detections_from
 from .rpn_psroi_ops import Proposals, make_anchors, ps_roi_align, rcnn_detections, select_proposals
 from . import BundleError, KindGraph, KindSpec, PostprocessKind, register_kind, rng
 
@@ -243,8 +243,7 @@ def detections_of(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in_h
 def postprocess_outputs(m: "Manifest", outputs: dict[str, np.ndarray], lb: Letterbox) -> list[Detection]:
     boxes, scores, labels = detections_of(m, outputs, lb.in_w, lb.in_h)
     boxes = map_boxes_back(boxes, lb)
-    return [Detection(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), int(lab), m.class_names[int(lab)])
-            for b, s, lab in zip(boxes, scores, labels)]
+    return detections_from(boxes, scores, labels, m.class_names)
 
 
 def device_values(m: "Manifest", names: dict[str, str]) -> dict:

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..boxes import nms
 from ..letterbox import RESIZE_ALIGNS, map_boxes_back
-from ..results import Detection, describe_detection
+from ..results import Detection, describe_detection, detections_from
 from . import BundleError, KindSpec, PostprocessKind, register_kind, rng
 
 if TYPE_CHECKING:
@@ -112,8 +112,7 @@ def topk_outputs(m: "Manifest", outputs: dict[str, np.ndarray], geometry: Any) -
     if p.nms_threshold < 1.0:
         keep = nms(c.boxes, c.scores, c.labels, p.nms_threshold, False, p.max_detections)
     boxes = map_boxes_back(c.boxes[keep], geometry)
-    return [Detection(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), int(lab), m.class_names[int(lab)])
-            for b, s, lab in zip(boxes, c.scores[keep], c.labels[keep])]
+    return detections_from(boxes, c.scores[keep], c.labels[keep], m.class_names)
 
 
 def _validate(m: "Manifest") -> None:

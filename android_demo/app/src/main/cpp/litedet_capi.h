@@ -97,4 +97,17 @@ inline litedet::Letterbox from_c(const litedet_letterbox* lb) {
 
 inline litedet_detection to_c(const litedet::Detection& d) { return litedet_detection{d.x1, d.y1, d.x2, d.y2, d.score, d.label}; }
 
+// A kind's detections into the caller's buffer: *count is always set; LITEDET_ESPACE (the count
+// in err) when they do not fit, so the caller can retry with a buffer of *count.
+inline int copy_detections(const std::vector<litedet::Detection>& dets, litedet_detection* out, int capacity,
+                           int* count, char* err, size_t err_len) {
+  *count = static_cast<int>(dets.size());
+  if (static_cast<int>(dets.size()) > capacity) {
+    set_err(err, err_len, "detection buffer too small: " + std::to_string(dets.size()) + " detections");
+    return static_cast<int>(LITEDET_ESPACE);
+  }
+  for (size_t i = 0; i < dets.size(); ++i) out[i] = to_c(dets[i]);
+  return static_cast<int>(LITEDET_OK);
+}
+
 }  // namespace litedet_capi

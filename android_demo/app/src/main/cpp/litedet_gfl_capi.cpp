@@ -34,14 +34,7 @@ int litedet_postprocess(const char* cfg_text, const litedet_letterbox* lb, int n
     std::vector<litedet::LevelOutput> levels;
     for (int k = 0; k < num_levels; ++k) levels.push_back(litedet::LevelOutput{cls[k], dis[k], rows[k], strides[k]});
     const std::vector<litedet::Detection> dets = litedet::postprocess(cfg, levels, from_c(lb));
-    *count = static_cast<int>(dets.size());
-    if (static_cast<int>(dets.size()) > capacity) {
-      set_err(err, err_len, "detection buffer too small: " + std::to_string(dets.size()) + " detections");
-      return static_cast<int>(LITEDET_ESPACE);
-    }
-    for (size_t i = 0; i < dets.size(); ++i)
-      out[i] = to_c(dets[i]);
-    return static_cast<int>(LITEDET_OK);
+    return copy_detections(dets, out, capacity, count, err, err_len);
   });
 }
 

@@ -48,13 +48,7 @@ int litedet_ssd_refine(const char* cfg_text, const litedet_letterbox* lb, const 
     if (!parse(litedet::parse_ssd_refine_config, cfg_text, cfg, err, err_len)) return static_cast<int>(LITEDET_ECONFIG);
     const std::vector<litedet::Detection> dets =
         litedet::ssd_refine_outputs(cfg, arm_loc, arm_conf, odm_loc, odm_conf, rows, classes, from_c(lb));
-    *count = static_cast<int>(dets.size());
-    if (static_cast<int>(dets.size()) > capacity) {
-      set_err(err, err_len, "detection buffer too small: " + std::to_string(dets.size()) + " detections");
-      return static_cast<int>(LITEDET_ESPACE);
-    }
-    for (size_t i = 0; i < dets.size(); ++i) out[i] = to_c(dets[i]);
-    return static_cast<int>(LITEDET_OK);
+    return copy_detections(dets, out, capacity, count, err, err_len);
   });
 }
 

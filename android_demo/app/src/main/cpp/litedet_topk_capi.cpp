@@ -33,13 +33,7 @@ int litedet_topk(const char* cfg_text, const litedet_letterbox* lb, const float*
     if (c <= 0 || h <= 0 || w <= 0) throw std::invalid_argument("the maps must have a positive shape");
     const size_t n = static_cast<size_t>(h) * w;
     const std::vector<litedet::Detection> dets = litedet::topk_outputs(cfg, scores, c, h, w, n, ltrb, n, from_c(lb));
-    *count = static_cast<int>(dets.size());
-    if (static_cast<int>(dets.size()) > capacity) {
-      set_err(err, err_len, "detection buffer too small: " + std::to_string(dets.size()) + " detections");
-      return static_cast<int>(LITEDET_ESPACE);
-    }
-    for (size_t i = 0; i < dets.size(); ++i) out[i] = to_c(dets[i]);
-    return static_cast<int>(LITEDET_OK);
+    return copy_detections(dets, out, capacity, count, err, err_len);
   });
 }
 
