@@ -18,12 +18,14 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+import numpy as np
+
 from litedet.registry import Registry
 
 if TYPE_CHECKING:
     from litedet.runtime.manifest import Manifest
 
-__all__ = ["BundleError", "rng", "GraphFiles", "KindGraph", "KindSpec", "PostprocessKind", "register_kind", "unregister_kind", "postprocess_kind", "kind_names"]
+__all__ = ["BundleError", "rng", "stride_planes", "GraphFiles", "KindGraph", "KindSpec", "PostprocessKind", "register_kind", "unregister_kind", "postprocess_kind", "kind_names"]
 
 
 class BundleError(ValueError):
@@ -35,6 +37,21 @@ def rng(lo: float, hi: float) -> dict:
     """Field metadata: the documented range [lo, hi] of a number (or of each number of a list),
     checked when a manifest is read (``runtime/manifest.py``)."""
     return {"range": (lo, hi)}
+
+
+def stride_planes(outputs: dict, o: Any, stride: int, in_w: int, in_h: int) -> np.ndarray:
+    """Output ``o`` (an OutputSpec) as finite float32 planes [channels, ceil(in_h / stride),
+    ceil(in_w / stride)] (a batch of one dropped); BundleError naming the blob otherwise."""
+    x = np.asarray(outputs[o.blob], dtype=np.float32)
+    want = (o.channels, -(-in_h // stride), -(-in_w // stride))
+    if x.ndim == 4 and x.shape[0] == 1:
+        x = x[0]
+    if x.shape != want:
+        raise BundleError(f"output {o.blob!r} has shape {tuple(x.shape)}; a {in_w}x{in_h} input at stride "
+                          f"{stride} needs {want}")
+    if not np.isfinite(x).all():
+        raise BundleError(f"output {o.blob!r} holds a value that is not finite (NaN or inf): the graph is broken")
+    return x
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..results import SegmentationMask, describe_segmentation
-from . import BundleError, KindSpec, PostprocessKind, register_kind, rng
+from . import KindSpec, PostprocessKind, register_kind, rng, stride_planes
 
 if TYPE_CHECKING:
     from litedet.runtime.manifest import Manifest
@@ -96,17 +96,7 @@ def map_mask_back(labels: np.ndarray, lb: Any) -> np.ndarray:
 
 def _logits_of(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in_h: int) -> np.ndarray:
     (o,) = m.outputs_with_role("logits")
-    p = m.postprocess
-    x = np.asarray(outputs[o.blob], dtype=np.float32)
-    want_h, want_w = -(-in_h // p.head_stride), -(-in_w // p.head_stride)
-    if x.ndim == 4 and x.shape[0] == 1:
-        x = x[0]
-    if x.shape != (o.channels, want_h, want_w):
-        raise BundleError(f"output {o.blob!r} has shape {tuple(x.shape)}; a {in_w}x{in_h} input at stride "
-                          f"{p.head_stride} needs ({o.channels}, {want_h}, {want_w})")
-    if not np.isfinite(x).all():
-        raise BundleError(f"output {o.blob!r} holds a value that is not finite (NaN or inf): the graph is broken")
-    return x
+    return stride_planes(outputs, o, m.postprocess.head_stride, in_w, in_h)
 
 
 def network_labels(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in_h: int) -> np.ndarray:

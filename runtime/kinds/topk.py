@@ -28,7 +28,7 @@ import numpy as np
 from ..boxes import nms
 from ..letterbox import RESIZE_ALIGNS, map_boxes_back
 from ..results import Detection, describe_detection, detections_from
-from . import BundleError, KindSpec, PostprocessKind, register_kind, rng
+from . import BundleError, KindSpec, PostprocessKind, register_kind, rng, stride_planes
 
 if TYPE_CHECKING:
     from litedet.runtime.manifest import Manifest
@@ -73,19 +73,8 @@ class TopkCandidates:
 def _maps(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in_h: int) -> tuple[np.ndarray, np.ndarray]:
     p = m.postprocess
     fw, fh = -(-in_w // p.stride), -(-in_h // p.stride)
-    out = []
-    for role in ("scores", "ltrb"):
-        (o,) = m.outputs_with_role(role)
-        x = np.asarray(outputs[o.blob], dtype=np.float32)
-        if x.ndim == 4 and x.shape[0] == 1:
-            x = x[0]
-        if x.shape != (o.channels, fh, fw):
-            raise BundleError(f"output {o.blob!r} has shape {tuple(x.shape)}; a {in_w}x{in_h} input at stride "
-                              f"{p.stride} needs ({o.channels}, {fh}, {fw})")
-        if not np.isfinite(x).all():
-            raise BundleError(f"output {o.blob!r} holds a value that is not finite (NaN or inf): the graph is broken")
-        out.append(x.reshape(o.channels, fh * fw))
-    scores, ltrb = out
+    scores, ltrb = (stride_planes(outputs, o, p.stride, in_w, in_h).reshape(o.channels, fh * fw)
+                    for o in (m.outputs_with_role(role)[0] for role in ("scores", "ltrb")))
     if scores.size and (scores.min() < 0.0 or scores.max() > 1.0):
         raise BundleError("class scores are outside [0, 1]: the graph must apply the sigmoid (once); "
                           "these look like raw logits")
