@@ -452,3 +452,18 @@ def test_quantize_refuses_transposed_convolutions_in_one_line(on_bundle, tmp_pat
                                   str(tmp_path / "q")], capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "Deconvolution" in r.stderr, r.stderr
     assert not (tmp_path / "q").exists()
+
+
+def test_android_push_writes_both_kinds_assets(rd_bundle, on_bundle, tmp_path):
+    from litedet.cli import main
+
+    demo = tmp_path / "android_demo"
+    (demo / "app" / "src" / "main").mkdir(parents=True)
+    for name, b in (("refinedet", rd_bundle), ("onenet", on_bundle)):
+        assert main(["android", "push", str(b), "--demo", str(demo), "--name", name]) == 0
+    assets = demo / "app" / "src" / "main" / "assets"
+    assert sorted(p.name for p in assets.iterdir()) == ["onenet.bin", "onenet.cfg", "onenet.param", "refinedet.bin",
+                                                        "refinedet.cfg", "refinedet.param"]
+    rd, on = (assets / "refinedet.cfg").read_text(), (assets / "onenet.cfg").read_text()
+    assert "kind=ssd_refine" in rd and "steps=8,16,32,64" in rd and "variances=0.1,0.2" in rd
+    assert "kind=topk" in on and "stride=4" in on and "nms_threshold=1" in on
