@@ -475,25 +475,12 @@ def measure_qemu(targets: list[tuple[str, Bundle]], *, repeats: int, reference_g
         # the kind's C++ glue (two graphs) or postprocessing (one graph) when it registers a program
         glue_cpp = _cpp_glue(bundle, env, chw.shape, repeats)
         for precision, q in counted.items():
-            parts, split = None, ""
-            if not two and glue_cpp is not None:
-                parts = {"inference": q["inference_insns"], "post_cpp": glue_cpp["glue_insns"]}
-                split = f"; the app's C++ postprocessing {glue_cpp['glue_insns']:,}" + \
-                    ("" if glue_cpp["repeatable"] else " (repeats DIFFER)")
-            if two:
-                parts = {"inference": q["parts"]["stage1"] + q["parts"]["run"], "glue": q["parts"]["glue"]}
-                split = f" (stage 1 {q['parts']['stage1']:,}, head {q['parts']['run']:,})"
-                if glue_cpp is not None:
-                    parts["glue_cpp"] = glue_cpp["glue_insns"]
-                    split += f"; the app's C++ glue {glue_cpp['glue_insns']:,}" + \
-                        ("" if glue_cpp["repeatable"] else " (repeats DIFFER)")
+            parts, note = _stage_split(q, two, glue_cpp)
             records.append(Record(model=m.architecture, place="qemu", runtime="ncnn", precision=precision, threads=1,
                                   unit="instructions", device=device, input=list(chw.shape),
                                   instructions=q["inference_insns"], stage_instructions=parts,
                                   repeats_identical=q["repeatable"], **facts,
-                                  note=f"run - load, {repeats} repeats; fixed pseudo-random input"
-                                  + (f"; two-stage: inference = stage 1 + head{split}, the numpy glue apart"
-                                     if two else split)))
+                                  note=f"run - load, {repeats} repeats; fixed pseudo-random input{note}"))
         pair = reference_pair(bundle, reference_graphs) if reference_graphs is not None else None
         if pair is None:
             continue
@@ -506,6 +493,23 @@ def measure_qemu(targets: list[tuple[str, Bundle]], *, repeats: int, reference_g
                     for c in (counts["ours"], counts["ref"]))
             records += pair_records(m.architecture, ref, ref_param, side, o, t, records)
     return records, {"qemu": env.info.get("qemu_version"), "cpu": DEFAULT_CPU, "ncnn": env.info.get("ncnn")}
+
+
+def _stage_split(q: dict, two: bool, glue_cpp: dict | None) -> tuple[dict | None, str]:
+    """(stage_instructions, the note's tail) of one precision's counts: a two-stage model's stage 1 /
+    head / numpy glue, and the app's C++ glue (two graphs) or postprocessing (one graph) when counted."""
+    cpp = "" if glue_cpp is None else f"{glue_cpp['glue_insns']:,}" + ("" if glue_cpp["repeatable"] else " (repeats DIFFER)")
+    if not two:
+        if glue_cpp is None:
+            return None, ""
+        return {"inference": q["inference_insns"], "post_cpp": glue_cpp["glue_insns"]}, \
+            f"; the app's C++ postprocessing {cpp}"
+    parts = {"inference": q["parts"]["stage1"] + q["parts"]["run"], "glue": q["parts"]["glue"]}
+    split = f" (stage 1 {q['parts']['stage1']:,}, head {q['parts']['run']:,})"
+    if glue_cpp is not None:
+        parts["glue_cpp"] = glue_cpp["glue_insns"]
+        split += f"; the app's C++ glue {cpp}"
+    return parts, f"; two-stage: inference = stage 1 + head{split}, the numpy glue apart"
 
 
 def _shipped_label(m, precision: str) -> str:

@@ -215,19 +215,20 @@ def agreed_class_count(counts: dict[str, int]) -> int | None:
     return next(iter(counts.values()), None)
 
 
-def checkpoint_class_count(checkpoint, key: str, trust: bool, ndim: int, extra_rows: int = 0) -> dict[str, int]:
-    """{"the checkpoint's KEY (FILE)": its rows - extra_rows} when a state-dict checkpoint holds ``key``
-    with ``ndim`` dimensions (a classifier's weight), else {} (graphs, or a key check to come names
-    what is wrong); for agreed_class_count."""
+def checkpoint_class_count(checkpoint, key: str, trust: bool, ndim: int, extra_rows: int = 0,
+                           rows_per_class: int = 1) -> dict[str, int]:
+    """{"the checkpoint's KEY (FILE)": rows / rows_per_class - extra_rows} when a state-dict checkpoint
+    holds ``key`` with ``ndim`` dimensions (a classifier's weight; rows_per_class: its anchors per cell),
+    else {} (graphs, or a key check to come names what is wrong); for agreed_class_count."""
     if checkpoint is None or Path(checkpoint).suffix.lower() in (".param", ".onnx"):
         return {}
     from litedet.models.checkpoint import read_state_dict
 
     sd, *_ = read_state_dict(checkpoint, trust=trust)
     w = sd.get(key)
-    if w is None or w.ndim != ndim or w.shape[0] <= extra_rows:
+    if w is None or w.ndim != ndim or w.shape[0] % rows_per_class or w.shape[0] // rows_per_class <= extra_rows:
         return {}
-    return {f"the checkpoint's {key} ({Path(checkpoint).name})": int(w.shape[0]) - extra_rows}
+    return {f"the checkpoint's {key} ({Path(checkpoint).name})": int(w.shape[0]) // rows_per_class - extra_rows}
 
 
 def calibration_batch(mean, std, size: int, rgb: bool = False):

@@ -14,7 +14,8 @@ from litedet.runtime.kinds.ssd_refine import SsdRefineSpec
 from litedet.runtime.manifest import InputSpec, OutputSpec, ResizeSpec
 
 from ..verify.checks import DetectionCheck
-from .base import DeploySpec, FamilyAdapter, GraphIO, Prepared, calibration_batch, register_adapter
+from .base import (DeploySpec, FamilyAdapter, GraphIO, Prepared, calibration_batch, checkpoint_class_count,
+                   register_adapter)
 
 # seeded weights: the spread of each head's outputs (untrained VGG without BatchNorm gives offsets
 # in the hundreds, which exp() turns into boxes of infinite size) and the background's lead, so
@@ -23,22 +24,10 @@ SEED_STD = {"arm_loc": 0.5, "arm_conf": 3.0, "odm_loc": 0.5, "odm_conf": 1.5}
 BACKGROUND_LOGIT = 9.0  # plus ln(classes): more classes, more pairs to pass
 
 
-def _odm_class_count(checkpoint, trust: bool) -> dict[str, int]:
-    """{"the checkpoint's odm_conf.0.weight (FILE)": foreground classes} from its rows = anchors x (C + 1)."""
-    from pathlib import Path
-
-    if checkpoint is None or Path(checkpoint).suffix.lower() in (".param", ".onnx"):
-        return {}
-    from litedet.models.checkpoint import read_state_dict
+def model_spec():
     from litedet.models.refinedet import REFINEDET_SPEC
 
-    sd, *_ = read_state_dict(checkpoint, trust=trust)
-    w = sd.get("odm_conf.0.weight")
-    a = REFINEDET_SPEC.anchors_per_cell
-    if w is None or w.ndim != 4 or w.shape[0] % a or w.shape[0] // a < 2:
-        return {}
-    return {f"the checkpoint's odm_conf.0.weight ({Path(checkpoint).name}: {w.shape[0]} rows = {a} anchors x "
-            f"(background + classes))": w.shape[0] // a - 1}
+    return REFINEDET_SPEC
 
 
 class RefineDetAdapter(FamilyAdapter):
@@ -78,7 +67,9 @@ class RefineDetAdapter(FamilyAdapter):
         """The class count from the checkpoint's ODM classifier (anchors x (C + 1) rows, background
         first); --class-names must agree."""
         prepared = super().prepare(info, checkpoint, config, class_names, trust, options)
-        self.count_classes(prepared, _odm_class_count(checkpoint, trust), class_names)
+        counts = checkpoint_class_count(checkpoint, "odm_conf.0.weight", trust, ndim=4, extra_rows=1,
+                                        rows_per_class=model_spec().anchors_per_cell)
+        self.count_classes(prepared, counts, class_names)
         return prepared
 
     def default_class_names(self, n):
