@@ -818,6 +818,16 @@ TERM_GRACE_S = 3.0
 _WATCHING = False
 
 
+_SIGINT_SEEN = False
+
+
+def _on_sigint(signum, frame) -> None:
+    # Python's own Ctrl-C handler, plus a record that the user asked to stop (see _interrupted)
+    global _SIGINT_SEEN
+    _SIGINT_SEEN = True
+    raise KeyboardInterrupt
+
+
 def _on_sigterm(signum, frame) -> None:
     # unwind like Ctrl-C, so temp outputs are removed by the same finally blocks
     raise SystemExit(128 + signum)
@@ -835,6 +845,8 @@ def _watch_signals(where: str) -> None:
     os.set_blocking(w, False)
     signal.set_wakeup_fd(w, warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # SIG_IGN (a background job) stays
+        signal.signal(signal.SIGINT, _on_sigint)
 
     def watch() -> None:
         while True:
@@ -863,9 +875,32 @@ def main(argv: list[str] | None = None) -> int:
         _watch_signals(where)
     try:
         return args.fn(args)
-    except KeyboardInterrupt:
-        print(f"{where} interrupted (Ctrl-C); nothing was left half-written", file=sys.stderr)
-        return 130
+    except SystemExit:
+        raise
+    except BaseException as e:
+        if _interrupted(e):
+            print(f"{where} interrupted (Ctrl-C); nothing was left half-written", file=sys.stderr)
+            return 130
+        return _refusal(e, where)
+
+
+def _interrupted(e: BaseException) -> bool:
+    """Ctrl-C, also when it landed inside C++ that called back into Python (torch.jit's tracer):
+    there it surfaces as a SystemError caused by the KeyboardInterrupt, or as whatever a library
+    made of it, so the handler's flag is the record that counts."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return _SIGINT_SEEN
+
+
+def _refusal(e: BaseException, where: str) -> int:
+    """Known errors become one line and exit 2 (1 for a closed pipe); anything else is a bug and is raised."""
+    try:
+        raise e
     except BrokenPipeError:
         # the reader went away (`litedet detect ... | head`): nothing more to say to it
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -401,3 +401,31 @@ def test_identical_boxes_clipped_to_zero_width_match():
     assert box_iou_det(a, a) == 1.0
     assert box_iou_det(a, Detection(0, 30, 0, 70, 0.3, 1, "x")) == pytest.approx(1 / 3)
     assert box_iou_det(a, Detection(5, 10, 5, 50, 0.3, 1, "x")) == 0.0
+
+
+def _fails_like_the_tracer(cause: BaseException):
+    def fn(args):
+        try:
+            raise cause
+        except BaseException as k:
+            # what pybind11 raises when Ctrl-C lands in Python code that C++ called (torch.jit.trace)
+            raise SystemError("<built-in method success> returned a result with an exception set") from k
+    return fn
+
+
+def test_ctrl_c_that_cpp_wrapped_is_still_exit_130(monkeypatch, capsys, tmp_path):
+    """CI caught this: SIGINT during tracing came back as a SystemError, a traceback and exit 1."""
+    import litedet.cli as cli
+
+    monkeypatch.setattr(cli, "_cmd_convert", _fails_like_the_tracer(KeyboardInterrupt()))
+    assert cli.main(["convert", "nanodet_m", "--out", str(tmp_path / "b")]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted (Ctrl-C)" in err and "SystemError" not in err
+
+
+def test_a_wrapped_error_that_is_not_ctrl_c_is_still_a_bug(monkeypatch, tmp_path):
+    import litedet.cli as cli
+
+    monkeypatch.setattr(cli, "_cmd_convert", _fails_like_the_tracer(RuntimeError("a real bug")))
+    with pytest.raises(SystemError):
+        cli.main(["convert", "nanodet_m", "--out", str(tmp_path / "b")])
