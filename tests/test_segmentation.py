@@ -247,6 +247,8 @@ def test_device_config_round_trips_through_the_cpp_reader(seg_bundle, tmp_path):
         core.parse_config_text(text.replace("palette=128.0,", "palette="), "argmax_mask")
     with pytest.raises(CppConfigError, match="head_stride"):
         core.parse_config_text(text.replace("head_stride=1", "head_stride=8"), "argmax_mask")
+    with pytest.raises(CppConfigError, match="'class_names' has 19 names but 'num_classes' is 18"):
+        core.parse_config_text(text.replace("num_classes=19", "num_classes=18"), "argmax_mask")
 
 
 def _cpp_mask(arch: str, bundle: Path, image: np.ndarray, tmp: Path, qemu: list[str] | None = None):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -382,6 +383,11 @@ def test_device_config_round_trips_through_the_cpp_parser(bundles):
         m = load_manifest(b)
         dumped = core.parse_config_text(device_config_text(m, "m.param", "m.bin"), m.postprocess.kind)
         assert dumped["kind"] == m.postprocess.kind and dumped["max_detections"] == m.postprocess.max_detections
+        text = device_config_text(m, "m.param", "m.bin")
+        one_more = re.sub(r"^num_classes=(\d+)$", lambda g: f"num_classes={int(g[1]) + 1}", text, flags=re.M)
+        assert one_more != text
+        with pytest.raises(ValueError, match="'class_names' has .* names but 'num_classes' is"):
+            core.parse_config_text(one_more, m.postprocess.kind)
 
 
 # -- bad input ---------------------------------------------------------------------------------

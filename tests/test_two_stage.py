@@ -218,6 +218,9 @@ def test_android_push_writes_both_graphs_and_a_config_cpp_reads(thundernet_bundl
     # the NanoDet reader refuses it by its kind, naming the key
     with pytest.raises(ValueError, match="kind"):
         CppCore().parse_config_text(text, "gfl")
+    n = len(m.class_names)
+    with pytest.raises(ValueError, match=f"'class_names' has {n} names but 'num_classes' is {n + 1}"):
+        CppCore().parse_config_text(text.replace(f"num_classes={n}\n", f"num_classes={n + 1}\n"), "rpn_psroi")
 
 
 def test_cpp_config_reader_names_a_bad_key(thundernet_bundle):

@@ -43,9 +43,6 @@ bool parse_argmax_mask_config(const std::string& text, ArgmaxMaskConfig& cfg, st
     return fail("config key 'head_stride' is " + std::to_string(c.head_stride) + " with upsample '" + c.upsample +
                 "': the logits are at stride 1 exactly when the graph upsamples them");
   if (c.pad_multiple % c.head_stride) return fail("config key 'pad_multiple' must be a multiple of 'head_stride'");
-  if (static_cast<long long>(c.class_names.size()) != c.num_classes)
-    return fail("config key 'class_names' has " + std::to_string(c.class_names.size()) + " names but 'num_classes' is " +
-                std::to_string(c.num_classes));
   if (static_cast<long long>(c.palette.size()) != 3LL * c.num_classes)
     return fail("config key 'palette' has " + std::to_string(c.palette.size()) + " values; " +
                 std::to_string(c.num_classes) + " classes need " + std::to_string(3 * c.num_classes));

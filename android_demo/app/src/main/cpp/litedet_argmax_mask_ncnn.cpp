@@ -12,21 +12,14 @@ namespace litedet_demo {
 
 namespace {
 
-class ArgmaxMaskKind : public NcnnKind
+class ArgmaxMaskKind : public ConfiguredKind<litedet::ArgmaxMaskConfig, litedet::parse_argmax_mask_config>
 {
 public:
-    bool parse(const std::string& cfg_text, std::string& err) override
-    {
-        return litedet::parse_argmax_mask_config(cfg_text, cfg_, &err);
-    }
-    InputConfig input() const override { return input_of(cfg_); }
     std::vector<GraphFiles> graphs() const override { return {{cfg_.param, cfg_.bin}}; }
     std::vector<BlobRef> blobs() const override
     {
         return {{0, "input_blob", cfg_.input_blob, true}, {0, "logits_blob", cfg_.logits_blob, false}};
     }
-    const std::vector<std::string>& class_names() const override { return cfg_.class_names; }
-    const std::string& architecture() const override { return cfg_.architecture; }
 
     bool run(std::vector<ncnn::Net*>& nets, const ncnn::Mat& in, const litedet::Letterbox& lb, Results& results,
              StageTimes& times, std::string& err) override
@@ -76,7 +69,6 @@ private:
         return true;
     }
 
-    litedet::ArgmaxMaskConfig cfg_;
 };
 
 } // namespace

@@ -1,6 +1,7 @@
 // What every kind's NAME.cfg reader shares (no ncnn types): the version= and kind= checks that
 // come first (so another kind's config fails on its kind, not on its first missing key), the
-// reading of the kind's key table, and the cross-checks of the common keys (LITEDET_COMMON_KEYS).
+// reading of the kind's key table, and the cross-checks of the common keys (LITEDET_COMMON_KEYS)
+// and of the class names every kind has.
 #pragma once
 
 #include <map>
@@ -49,6 +50,10 @@ std::string common_config_problem(const Cfg& c) {
            "'; expected 'letterbox', 'letterbox_top_left', 'stretch' or 'stretch_multiple'";
   if (c.mean.size() != c.norm.size()) return "config keys 'mean' and 'norm' need one value per channel each";
   if (c.target_size % c.pad_multiple) return "config key 'target_size' must be a multiple of 'pad_multiple'";
+  // every kind names its classes (num_classes and class_names in its key table)
+  if (static_cast<long long>(c.class_names.size()) != c.num_classes)
+    return "config key 'class_names' has " + std::to_string(c.class_names.size()) + " names but 'num_classes' is " +
+           std::to_string(c.num_classes);
   return "";
 }
 

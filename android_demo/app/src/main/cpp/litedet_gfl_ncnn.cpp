@@ -19,14 +19,9 @@ TensorShape shape_of(const ncnn::Mat& m)
     return TensorShape{m.dims, m.w, m.h, m.d, m.c, m.elemsize, m.elempack};
 }
 
-class GflKind : public NcnnKind
+class GflKind : public ConfiguredKind<litedet::GflConfig, litedet::parse_gfl_config>
 {
 public:
-    bool parse(const std::string& cfg_text, std::string& err) override
-    {
-        return litedet::parse_gfl_config(cfg_text, cfg_, &err);
-    }
-    InputConfig input() const override { return input_of(cfg_); }
     std::vector<GraphFiles> graphs() const override { return {{cfg_.param, cfg_.bin}}; }
     std::vector<BlobRef> blobs() const override
     {
@@ -39,8 +34,6 @@ public:
         }
         return out;
     }
-    const std::vector<std::string>& class_names() const override { return cfg_.class_names; }
-    const std::string& architecture() const override { return cfg_.architecture; }
 
     bool run(std::vector<ncnn::Net*>& nets, const ncnn::Mat& in, const litedet::Letterbox& lb,
              Results& results, StageTimes& times, std::string& err) override
@@ -108,7 +101,6 @@ private:
         }
     }
 
-    litedet::GflConfig cfg_;
 };
 
 } // namespace

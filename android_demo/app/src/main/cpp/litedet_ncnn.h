@@ -110,6 +110,21 @@ public:
                      Results& results, StageTimes& times, std::string& err) = 0;
 };
 
+// A kind whose NAME.cfg Parse reads into cfg_ (a config with the common keys, class_names and
+// architecture): what the runner asks of every kind's config, written once.
+template <class Cfg, bool (*Parse)(const std::string&, Cfg&, std::string*)>
+class ConfiguredKind : public NcnnKind
+{
+public:
+    bool parse(const std::string& cfg_text, std::string& err) override { return Parse(cfg_text, cfg_, &err); }
+    InputConfig input() const override { return input_of(cfg_); }
+    const std::vector<std::string>& class_names() const override { return cfg_.class_names; }
+    const std::string& architecture() const override { return cfg_.architecture; }
+
+protected:
+    Cfg cfg_;
+};
+
 using NcnnKindFactory = std::unique_ptr<NcnnKind> (*)();
 // Register a kind under its name (the value of kind= in NAME.cfg); false when the name is taken.
 bool register_ncnn_kind(const std::string& name, NcnnKindFactory make);

@@ -46,9 +46,6 @@ bool parse_rpn_psroi_config(const std::string& text, RpnPsroiConfig& cfg, std::s
     return fail("config key 'head_layout' is '" + c.head_layout + "'; this core runs heads laid out 'features_by_rois'");
   if (c.sampling_ratio == 0 && !(c.rpn_min_size > 0.f))
     return fail("config key 'rpn_min_size' must be > 0 with adaptive sampling (sampling_ratio=0)");
-  if (static_cast<long long>(c.class_names.size()) != c.num_classes)
-    return fail("config key 'class_names' has " + std::to_string(c.class_names.size()) + " names but 'num_classes' is " +
-                std::to_string(c.num_classes));
   cfg = std::move(c);
   return true;
 }

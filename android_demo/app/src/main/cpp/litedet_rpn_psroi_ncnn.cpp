@@ -29,24 +29,17 @@ struct RpnMaps
     int anchors = 0, fw = 0, fh = 0, feat_c = 0;
 };
 
-class RpnPsroiKind : public NcnnKind
+class RpnPsroiKind : public ConfiguredKind<litedet::RpnPsroiConfig, litedet::parse_rpn_psroi_config>
 {
 public:
-    bool parse(const std::string& cfg_text, std::string& err) override
-    {
-        return litedet::parse_rpn_psroi_config(cfg_text, c_, &err);
-    }
-    InputConfig input() const override { return input_of(c_); }
-    std::vector<GraphFiles> graphs() const override { return {{c_.param, c_.bin}, {c_.head_param, c_.head_bin}}; }
+    std::vector<GraphFiles> graphs() const override { return {{cfg_.param, cfg_.bin}, {cfg_.head_param, cfg_.head_bin}}; }
     std::vector<BlobRef> blobs() const override
     {
-        return {{0, "input_blob", c_.input_blob, true},          {0, "obj_blob", c_.obj_blob, false},
-                {0, "deltas_blob", c_.deltas_blob, false},       {0, "feat_blob", c_.feat_blob, false},
-                {1, "head_input_blob", c_.head_input_blob, true}, {1, "head_scores_blob", c_.head_scores_blob, false},
-                {1, "head_deltas_blob", c_.head_deltas_blob, false}};
+        return {{0, "input_blob", cfg_.input_blob, true},          {0, "obj_blob", cfg_.obj_blob, false},
+                {0, "deltas_blob", cfg_.deltas_blob, false},       {0, "feat_blob", cfg_.feat_blob, false},
+                {1, "head_input_blob", cfg_.head_input_blob, true}, {1, "head_scores_blob", cfg_.head_scores_blob, false},
+                {1, "head_deltas_blob", cfg_.head_deltas_blob, false}};
     }
-    const std::vector<std::string>& class_names() const override { return c_.class_names; }
-    const std::string& architecture() const override { return c_.architecture; }
     bool has_glue() const override { return true; }
 
     bool run(std::vector<ncnn::Net*>& nets, const ncnn::Mat& in, const litedet::Letterbox& lb,
@@ -91,19 +84,19 @@ private:
     bool rpn_maps(ncnn::Net& net, const ncnn::Mat& in, const litedet::Letterbox& lb, RpnMaps& maps,
                   std::string& err) const
     {
-        maps.anchors = (int)(c_.anchor_sizes.size() * c_.anchor_ratios.size());
-        maps.fw = (lb.in_w + c_.stride - 1) / c_.stride;
-        maps.fh = (lb.in_h + c_.stride - 1) / c_.stride;
-        maps.feat_c = c_.psroi_groups * c_.pooled_size * c_.pooled_size;
+        maps.anchors = (int)(cfg_.anchor_sizes.size() * cfg_.anchor_ratios.size());
+        maps.fw = (lb.in_w + cfg_.stride - 1) / cfg_.stride;
+        maps.fh = (lb.in_h + cfg_.stride - 1) / cfg_.stride;
+        maps.feat_c = cfg_.psroi_groups * cfg_.pooled_size * cfg_.pooled_size;
         ncnn::Mat got[3];
         {
             ncnn::Extractor ex = net.create_extractor();
-            if (ex.input(c_.input_blob.c_str(), in) != 0)
+            if (ex.input(cfg_.input_blob.c_str(), in) != 0)
             {
-                err = "ncnn rejected the input blob '" + c_.input_blob + "'";
+                err = "ncnn rejected the input blob '" + cfg_.input_blob + "'";
                 return false;
             }
-            const std::string* blobs[3] = {&c_.obj_blob, &c_.deltas_blob, &c_.feat_blob};
+            const std::string* blobs[3] = {&cfg_.obj_blob, &cfg_.deltas_blob, &cfg_.feat_blob};
             for (int i = 0; i < 3; i++)
                 if (ex.extract(blobs[i]->c_str(), got[i]) != 0)
                 {
@@ -130,7 +123,7 @@ private:
 
     litedet::Proposals proposals_of(const RpnMaps& maps, const litedet::Letterbox& lb) const
     {
-        return litedet::select_proposals(c_, (const float*)maps.obj.data, (const float*)maps.deltas.data, maps.anchors,
+        return litedet::select_proposals(cfg_, (const float*)maps.obj.data, (const float*)maps.deltas.data, maps.anchors,
                                          maps.fw, maps.fh, lb.in_w, lb.in_h);
     }
 
@@ -141,7 +134,7 @@ private:
         const int feat_c = maps.feat_c;
         std::vector<float> pooled(k * feat_c);
         litedet::ps_roi_align((const float*)maps.feat.data, feat_c, maps.fh, maps.fw, props.boxes.data(), k,
-                              1.f / (float)c_.stride, c_.pooled_size, c_.sampling_ratio, pooled.data());
+                              1.f / (float)cfg_.stride, cfg_.pooled_size, cfg_.sampling_ratio, pooled.data());
         ncnn::Mat cols(1, (int)k, feat_c);
         for (int f = 0; f < feat_c; f++)
         {
@@ -159,19 +152,19 @@ private:
         ncnn::Mat scores, box_deltas;
         {
             ncnn::Extractor ex = net.create_extractor();
-            if (ex.input(c_.head_input_blob.c_str(), cols) != 0 || ex.extract(c_.head_scores_blob.c_str(), scores) != 0
-                || ex.extract(c_.head_deltas_blob.c_str(), box_deltas) != 0)
+            if (ex.input(cfg_.head_input_blob.c_str(), cols) != 0 || ex.extract(cfg_.head_scores_blob.c_str(), scores) != 0
+                || ex.extract(cfg_.head_deltas_blob.c_str(), box_deltas) != 0)
             {
-                err = "ncnn failed to run the head graph " + c_.head_param;
+                err = "ncnn failed to run the head graph " + cfg_.head_param;
                 return false;
             }
         }
-        const size_t c1 = (size_t)c_.num_classes + 1, d = c_.class_agnostic_boxes ? 4 : 4 * c1;
+        const size_t c1 = (size_t)cfg_.num_classes + 1, d = cfg_.class_agnostic_boxes ? 4 : 4 * c1;
         if (scores.c != (int)c1 || box_deltas.c != (int)d || scores.h != (int)k || box_deltas.h != (int)k)
         {
             err = "the head gives " + std::to_string(scores.c) + " scores and " + std::to_string(box_deltas.c)
                   + " deltas for " + std::to_string(scores.h) + " of " + std::to_string(k) + " RoIs; num_classes "
-                  + std::to_string(c_.num_classes) + " + background needs " + std::to_string(c1) + " and "
+                  + std::to_string(cfg_.num_classes) + " + background needs " + std::to_string(c1) + " and "
                   + std::to_string(d);
             return false;
         }
@@ -191,13 +184,12 @@ private:
                                                   const std::vector<float>& deltas, const litedet::Letterbox& lb) const
     {
         std::vector<litedet::Detection> dets;
-        for (const litedet::Candidate& cand : litedet::rcnn_detections(c_, props.boxes.data(), props.scores.size(),
+        for (const litedet::Candidate& cand : litedet::rcnn_detections(cfg_, props.boxes.data(), props.scores.size(),
                                                                          scores.data(), deltas.data(), lb.in_w, lb.in_h))
             dets.push_back(litedet::map_box_back(cand, lb));
         return dets;
     }
 
-    litedet::RpnPsroiConfig c_;
 };
 
 } // namespace

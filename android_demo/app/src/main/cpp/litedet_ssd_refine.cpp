@@ -38,9 +38,6 @@ bool parse_ssd_refine_config(const std::string& text, SsdRefineConfig& cfg, std:
     return fail("config key 'variances' must hold two positive values (centre, size)");
   if (c.pad_multiple % *std::max_element(c.steps.begin(), c.steps.end()))
     return fail("config key 'pad_multiple' must be a multiple of the largest step");
-  if (static_cast<long long>(c.class_names.size()) != c.num_classes)
-    return fail("config key 'class_names' has " + std::to_string(c.class_names.size()) + " names but 'num_classes' is " +
-                std::to_string(c.num_classes));
   cfg = std::move(c);
   return true;
 }

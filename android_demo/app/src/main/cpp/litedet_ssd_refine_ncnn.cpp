@@ -12,14 +12,9 @@ namespace litedet_demo {
 
 namespace {
 
-class SsdRefineKind : public NcnnKind
+class SsdRefineKind : public ConfiguredKind<litedet::SsdRefineConfig, litedet::parse_ssd_refine_config>
 {
 public:
-    bool parse(const std::string& cfg_text, std::string& err) override
-    {
-        return litedet::parse_ssd_refine_config(cfg_text, cfg_, &err);
-    }
-    InputConfig input() const override { return input_of(cfg_); }
     std::vector<GraphFiles> graphs() const override { return {{cfg_.param, cfg_.bin}}; }
     std::vector<BlobRef> blobs() const override
     {
@@ -29,8 +24,6 @@ public:
                 {0, "odm_loc_blob", cfg_.odm_loc_blob, false},
                 {0, "odm_conf_blob", cfg_.odm_conf_blob, false}};
     }
-    const std::vector<std::string>& class_names() const override { return cfg_.class_names; }
-    const std::string& architecture() const override { return cfg_.architecture; }
 
     bool run(std::vector<ncnn::Net*>& nets, const ncnn::Mat& in, const litedet::Letterbox& lb, Results& results,
              StageTimes& times, std::string& err) override
@@ -86,7 +79,6 @@ private:
         return true;
     }
 
-    litedet::SsdRefineConfig cfg_;
 };
 
 } // namespace

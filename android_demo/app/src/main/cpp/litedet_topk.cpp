@@ -27,9 +27,6 @@ bool parse_topk_config(const std::string& text, TopkConfig& cfg, std::string* er
   const std::string common = common_config_problem(c);
   if (!common.empty()) return fail(common);
   if (c.pad_multiple % c.stride) return fail("config key 'pad_multiple' must be a multiple of 'stride'");
-  if (static_cast<long long>(c.class_names.size()) != c.num_classes)
-    return fail("config key 'class_names' has " + std::to_string(c.class_names.size()) + " names but 'num_classes' is " +
-                std::to_string(c.num_classes));
   cfg = std::move(c);
   return true;
 }

@@ -11,22 +11,15 @@ namespace litedet_demo {
 
 namespace {
 
-class TopkKind : public NcnnKind
+class TopkKind : public ConfiguredKind<litedet::TopkConfig, litedet::parse_topk_config>
 {
 public:
-    bool parse(const std::string& cfg_text, std::string& err) override
-    {
-        return litedet::parse_topk_config(cfg_text, cfg_, &err);
-    }
-    InputConfig input() const override { return input_of(cfg_); }
     std::vector<GraphFiles> graphs() const override { return {{cfg_.param, cfg_.bin}}; }
     std::vector<BlobRef> blobs() const override
     {
         return {{0, "input_blob", cfg_.input_blob, true}, {0, "scores_blob", cfg_.scores_blob, false},
                 {0, "ltrb_blob", cfg_.ltrb_blob, false}};
     }
-    const std::vector<std::string>& class_names() const override { return cfg_.class_names; }
-    const std::string& architecture() const override { return cfg_.architecture; }
 
     bool run(std::vector<ncnn::Net*>& nets, const ncnn::Mat& in, const litedet::Letterbox& lb, Results& results,
              StageTimes& times, std::string& err) override
@@ -76,7 +69,6 @@ private:
         return true;
     }
 
-    litedet::TopkConfig cfg_;
 };
 
 } // namespace
