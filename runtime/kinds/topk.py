@@ -71,10 +71,10 @@ class TopkCandidates:
 
 
 def _maps(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in_h: int) -> tuple[np.ndarray, np.ndarray]:
+    """The [C, H, W] score and [4, H, W] distance planes, checked."""
     p = m.postprocess
-    fw, fh = -(-in_w // p.stride), -(-in_h // p.stride)
-    scores, ltrb = (stride_planes(outputs, o, p.stride, in_w, in_h).reshape(o.channels, fh * fw)
-                    for o in (m.outputs_with_role(role)[0] for role in ("scores", "ltrb")))
+    scores, ltrb = (stride_planes(outputs, m.outputs_with_role(role)[0], p.stride, in_w, in_h)
+                    for role in ("scores", "ltrb"))
     if scores.size and (scores.min() < 0.0 or scores.max() > 1.0):
         raise BundleError("class scores are outside [0, 1]: the graph must apply the sigmoid (once); "
                           "these look like raw logits")
@@ -87,10 +87,11 @@ def topk_candidates(m: "Manifest", outputs: dict[str, np.ndarray], in_w: int, in
     """Steps 1-2: the top k pairs with their boxes in input pixels."""
     p = m.postprocess
     scores, ltrb = _maps(m, outputs, in_w, in_h)
-    cells_n = scores.shape[1]
+    feat_w = scores.shape[2]
+    cells_n = scores.shape[1] * feat_w
     idx = top_scores(scores, p.max_detections, p.score_threshold)
     cls, cells = idx // cells_n, idx % cells_n
-    boxes = place_boxes(ltrb, cells, -(-in_w // p.stride), p.stride, p.center_offset)
+    boxes = place_boxes(ltrb.reshape(4, cells_n), cells, feat_w, p.stride, p.center_offset)
     return TopkCandidates(boxes, scores.reshape(-1)[idx], cls.astype(np.int64))
 
 
